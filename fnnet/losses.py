@@ -1,0 +1,190 @@
+"""Losses: each a ``value(y_pred, y_true)`` averaged over the batch and its ``grad`` dL/dy_pred.
+
+Batch first: ``y_pred`` and ``y_true`` have shape ``(N, n)`` (or ``(n,)`` for one example, N = 1).
+Every loss sums over the ``n`` outputs of an example (MSE averages them, as note 000 does) and then
+averages over the ``N`` examples, so ``grad`` carries a ``1/N``.
+
+``y_true`` is one-hot (or a 0/1 matrix for binary cross-entropy) of the same shape as ``y_pred``.
+Cross-entropy also accepts integer class labels of shape ``(N,)`` (or a scalar for one example); they
+are one-hot encoded inside. MSE and binary cross-entropy take targets of ``y_pred``'s shape only.
+
+Cross-entropy and binary cross-entropy each pair with the activation whose Jacobian cancels theirs
+(softmax, sigmoid). Their ``value_from_logits`` computes the loss from the pre-activation ``Z``
+through a log-sum-exp (or softplus), finite and correct at logits of ±1000; ``fused_grad`` is the
+fused rule ``dL/dZ = (A − Y)/N`` of notes 002 and 004. ``fnnet.value_and_grad`` uses them by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from .layers import Sigmoid, Softmax, log_softmax
+
+
+def _tiny(x):
+    return jnp.finfo(jnp.result_type(x)).tiny
+
+
+def _safe_log(p):
+    """``log p`` with ``p`` clipped below at the smallest normal float: ``log 0`` stays finite
+    (about −87 in float32, −708 in float64) and every representable normal ``p`` is untouched."""
+    return jnp.log(jnp.maximum(p, _tiny(p)))
+
+
+def _batch_size(y_pred):
+    return 1 if jnp.ndim(y_pred) == 1 else jnp.shape(y_pred)[0]
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss: ``name``, and whether integer labels are accepted. Subclasses give the math."""
+
+    name: str
+    integer_labels: bool = False
+
+    def __repr__(self):
+        return f"fnnet.losses.{self.name}"
+
+    fused_activation = None
+
+    def targets(self, y_pred, y_true):
+        """Check shapes and dtypes at trace time; return ``y_true`` as floats shaped like ``y_pred``."""
+        if not jnp.issubdtype(jnp.result_type(y_pred), jnp.floating):
+            raise TypeError(
+                f"{self.name}: y_pred must be floating-point, got dtype {jnp.result_type(y_pred)}"
+            )
+        if jnp.ndim(y_pred) not in (1, 2):
+            raise ValueError(
+                f"{self.name}: y_pred must have shape (N, n) or (n,), got {jnp.shape(y_pred)}"
+            )
+        pred_shape, true_shape = tuple(jnp.shape(y_pred)), tuple(jnp.shape(y_true))
+        integer = jnp.issubdtype(jnp.result_type(y_true), jnp.integer)
+        if self.integer_labels and integer and true_shape == pred_shape[:-1]:
+            return jax.nn.one_hot(y_true, pred_shape[-1], dtype=jnp.result_type(y_pred))
+        if true_shape != pred_shape:
+            hint = (
+                f" or integer labels of shape {pred_shape[:-1]}" if self.integer_labels else ""
+            )
+            raise ValueError(
+                f"{self.name}: y_true has shape {true_shape}, expected {pred_shape} "
+                f"(the shape of y_pred){hint}"
+            )
+        if not (integer or jnp.issubdtype(jnp.result_type(y_true), jnp.floating)
+                or jnp.result_type(y_true) == jnp.bool_):
+            raise TypeError(f"{self.name}: y_true has dtype {jnp.result_type(y_true)}")
+        return jnp.asarray(y_true).astype(jnp.result_type(y_pred))
+
+
+@dataclass(frozen=True, repr=False)
+class MSE(Loss):
+    """Mean squared error, note 000: ``E = (1/n) Σ_i (y*_i − y_i)²``, averaged over the batch."""
+
+    def value(self, y_pred, y_true):
+        y = self.targets(y_pred, y_true)
+        return jnp.mean((y_pred - y) ** 2)
+
+    def grad(self, y_pred, y_true):
+        """Note 000: ``dE/dY = (2/n)(Y − Y*)``; averaged over ``N`` examples, ``2(Y − Y*)/(N n)``."""
+        y = self.targets(y_pred, y_true)
+        return 2 * (y_pred - y) / jnp.size(y_pred)
+
+
+@dataclass(frozen=True, repr=False)
+class CrossEntropy(Loss):
+    """Cross-entropy (negative log-likelihood), note 003: ``L = −(1/N) Σ_n Σ_i y_ni log ŷ_ni``.
+
+    Summed over classes, then averaged over the batch. ``value`` on probabilities treats
+    ``0 · log 0`` as 0 and clips ``ŷ`` at the smallest normal float, so it is finite at
+    probabilities of exactly 0 and 1.
+    """
+
+    integer_labels: bool = True
+    fused_activation = Softmax
+
+    def value(self, y_pred, y_true):
+        y = self.targets(y_pred, y_true)
+        terms = jnp.where(y > 0, y * _safe_log(y_pred), 0)
+        return -jnp.sum(terms) / _batch_size(y_pred)
+
+    def grad(self, y_pred, y_true):
+        """``dL/dŷ = −(1/N) Y / Ŷ`` (element-wise), zero where ``Y = 0``."""
+        y = self.targets(y_pred, y_true)
+        g = jnp.where(y > 0, -y / jnp.maximum(y_pred, _tiny(y_pred)), 0)
+        return g / _batch_size(y_pred)
+
+    def value_from_logits(self, z, y_true):
+        """``L = −(1/N) Σ Y ⊙ log softmax(Z)``, with ``log softmax(Z) = Z − logsumexp(Z)``."""
+        y = self.targets(z, y_true)
+        return -jnp.sum(y * log_softmax(z)) / _batch_size(z)
+
+    def fused_grad(self, a, y_true):
+        """Note 002: softmax followed by cross-entropy gives ``dZ = A − Y`` per example, so with the
+        batch average ``dL/dZ = (A − Y)/N``: the softmax Jacobian ``diag(A) − A Aᵀ`` times
+        ``−Y/A`` is ``−Y + A Σ_i y_i = A − Y`` because each row of ``Y`` sums to 1."""
+        y = self.targets(a, y_true)
+        return (a - y) / _batch_size(a)
+
+
+@dataclass(frozen=True, repr=False)
+class BinaryCrossEntropy(Loss):
+    """Binary cross-entropy, note 004: ``L = −(1/N) Σ_n Σ_i [y log ŷ + (1 − y) log(1 − ŷ)]``.
+
+    Summed over outputs, averaged over the batch (note 004 averages over outputs too; this keeps
+    the same per-example convention as cross-entropy, and the fused rule reads ``(Ŷ − Y)/N``).
+    """
+
+    fused_activation = Sigmoid
+
+    def value(self, y_pred, y_true):
+        y = self.targets(y_pred, y_true)
+        pos = jnp.where(y > 0, y * _safe_log(y_pred), 0)
+        neg = jnp.where(y < 1, (1 - y) * _safe_log(1 - y_pred), 0)
+        return -jnp.sum(pos + neg) / _batch_size(y_pred)
+
+    def grad(self, y_pred, y_true):
+        """``dL/dŷ = (1/N) (−Y/Ŷ + (1 − Y)/(1 − Ŷ))``, each term zero where its weight is."""
+        y = self.targets(y_pred, y_true)
+        tiny = _tiny(y_pred)
+        pos = jnp.where(y > 0, -y / jnp.maximum(y_pred, tiny), 0)
+        neg = jnp.where(y < 1, (1 - y) / jnp.maximum(1 - y_pred, tiny), 0)
+        return (pos + neg) / _batch_size(y_pred)
+
+    def value_from_logits(self, z, y_true):
+        """With ``ŷ = σ(z)``: ``−[y log σ(z) + (1 − y) log(1 − σ(z))] = softplus(z) − y z``, and
+        ``softplus(z) = log(e⁰ + eᶻ)``, a two-term log-sum-exp that never overflows."""
+        y = self.targets(z, y_true)
+        return jnp.sum(jnp.logaddexp(0.0, z) - y * z) / _batch_size(z)
+
+    def fused_grad(self, a, y_true):
+        """Note 004: with a sigmoid output, ``dL/dZ = Ŷ − Y`` (``σ' = Ŷ(1 − Ŷ)`` cancels the
+        denominator of ``dL/dŶ``); with the batch average, ``(Ŷ − Y)/N``."""
+        y = self.targets(a, y_true)
+        return (a - y) / _batch_size(a)
+
+
+mse = MSE("mse")
+cross_entropy = CrossEntropy("cross_entropy")
+binary_cross_entropy = BinaryCrossEntropy("binary_cross_entropy")
+
+LOSSES = {
+    "mse": mse,
+    "cross-entropy": cross_entropy,
+    "cross_entropy": cross_entropy,
+    "ce": cross_entropy,
+    "binary-cross-entropy": binary_cross_entropy,
+    "binary_cross_entropy": binary_cross_entropy,
+    "bce": binary_cross_entropy,
+}
+
+
+def get(name):
+    """The loss called ``name`` (``mse``, ``cross-entropy``, ``binary-cross-entropy``)."""
+    if isinstance(name, Loss):
+        return name
+    try:
+        return LOSSES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown loss {name!r}; expected one of {sorted(LOSSES)}") from None

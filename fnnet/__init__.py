@@ -6,7 +6,8 @@ methods; parameters are pytrees; losses give a value and a gradient; ``value_and
 hand-derived backward rules and ``autodiff_value_and_grad`` is the ``jax.grad`` reference.
 """
 
-from . import losses
+from . import datasets, losses, metrics, optim
+from .checkpoints import load, save
 from .gradients import (
     GradReport,
     autodiff_value_and_grad,
@@ -17,11 +18,13 @@ from .gradients import (
 )
 from .layers import Dense, DenseParams, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .networks import Sequential, mlp
+from .training import evaluate, fit, make_epoch, train_step
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Dense", "DenseParams", "Identity", "ReLU", "Sigmoid", "Softmax", "Tanh", "Sequential", "mlp",
     "losses", "value_and_grad", "autodiff_value_and_grad", "loss_output_and_grad", "check_grads",
-    "manual_vjp", "GradReport",
+    "manual_vjp", "GradReport", "optim", "metrics", "datasets", "save", "load", "fit",
+    "train_step", "make_epoch", "evaluate",
 ]

@@ -100,23 +100,49 @@ def value_and_grad(model, loss, fused=True):
     return value_and_grad_fn
 
 
-def objective(model, loss, fused=True):
-    """``(params, x, y_true) -> loss`` in plain jnp: the function ``autodiff_value_and_grad``
-    differentiates. With a fused pair it scores the logits, exactly as ``value_and_grad`` does."""
+def _objective_with_output(model, loss, fused):
+    """``(params, x, y_true) -> (loss, y_pred)`` in plain jnp (``apply`` only). With a fused pair the
+    loss is scored on the logits, exactly as ``value_and_grad`` does."""
     loss = _losses.get(loss)
     parts = _fused_parts(model, loss, fused)
     if parts is not None:
-        body, _, split, _ = parts
-        return lambda params, x, y_true: loss.value_from_logits(
-            body.apply(split(params)[0], x), y_true
-        )
-    return lambda params, x, y_true: loss.value(model.apply(params, x), y_true)
+        body, leaf, split, _ = parts
+
+        def fused_fn(params, x, y_true):
+            body_params, leaf_params = split(params)
+            z = body.apply(body_params, x)
+            return loss.value_from_logits(z, y_true), leaf.apply(leaf_params, z)
+
+        return fused_fn
+
+    def fn(params, x, y_true):
+        y_pred = model.apply(params, x)
+        return loss.value(y_pred, y_true), y_pred
+
+    return fn
+
+
+def objective(model, loss, fused=True):
+    """``(params, x, y_true) -> loss`` in plain jnp: what ``autodiff_value_and_grad`` differentiates."""
+    fn = _objective_with_output(model, loss, fused)
+    return lambda params, x, y_true: fn(params, x, y_true)[0]
 
 
 def autodiff_value_and_grad(model, loss, fused=True):
     """The same ``(params, x, y_true) -> (loss, grads)`` by ``jax.value_and_grad`` of ``apply``:
     the reference path, which never touches a backward rule of fnnet's."""
     return jax.value_and_grad(objective(model, loss, fused))
+
+
+def autodiff_loss_output_and_grad(model, loss, fused=True):
+    """``(params, x, y_true) -> (loss, y_pred, grads)`` by ``jax.value_and_grad`` (the reference)."""
+    vg = jax.value_and_grad(_objective_with_output(model, loss, fused), has_aux=True)
+
+    def fn(params, x, y_true):
+        (value, y_pred), grads = vg(params, x, y_true)
+        return value, y_pred, grads
+
+    return fn
 
 
 def manual_vjp(model):

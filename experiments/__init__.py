@@ -1,0 +1,1 @@
+"""Runnable experiments, one per derivation in the notes: ``python -m experiments.NAME --out DIR``."""

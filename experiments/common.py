@@ -70,9 +70,10 @@ def table(rows, headers):
 
 
 def load_mnist_flat(quick=False, n_quick=2000, dtype=np.float32):
-    """MNIST as ``(x_train, y_train), (x_test, y_test), source``: flat ``(N, 784)`` floats in [0, 1],
-    integer labels, and ``"mnist"`` or ``"synthetic"``. With ``quick``, the first ``n_quick`` training and test images; when the real
-    files cannot be found, ``quick`` falls back to ``fnnet.datasets.synthetic_mnist`` (and says so)."""
+    """MNIST as ``(x_train, y_train), (x_test, y_test), source``: flat ``(N, 784)`` floats in
+    [0, 1], integer labels, and ``"mnist"`` or ``"synthetic"``. With ``quick``, the first ``n_quick``
+    training images (and half as many test images); when the real files cannot be found, ``quick``
+    falls back to ``fnnet.datasets.synthetic_mnist`` and ``source`` says so."""
     from fnnet import datasets
 
     try:

@@ -27,9 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import checkpoints
+from . import checkpoints, metrics
 from . import losses as _losses
-from . import metrics
 from .gradients import _objective_with_output, autodiff_loss_output_and_grad, loss_output_and_grad
 
 GRADS = ("manual", "autodiff")

@@ -27,7 +27,7 @@ def true_classes(y_true, y_pred):
 
 def correct(y_pred, y_true):
     """How many rows are classified correctly (an integer count, to sum over batches)."""
-    return jnp.sum(predicted_classes(y_pred) == true_classes(y_true, y_pred))
+    return jnp.sum(predicted_classes(y_pred) == true_classes(y_true, y_pred), dtype=jnp.int32)
 
 
 def accuracy(y_pred, y_true):

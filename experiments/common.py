@@ -45,6 +45,7 @@ def write_metrics(out, metrics):
         with os.fdopen(fd, "w") as f:
             json.dump(_plain(metrics), f, indent=2)
             f.write("\n")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, out / "metrics.json")
     except BaseException:
         if os.path.exists(tmp):

@@ -26,6 +26,7 @@ def save_figure(fig, path, dpi=120):
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a figure is for everyone to read
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -315,7 +315,7 @@ def build_readme(out_root, readme, invocation, machine):
         "# fnnet experiments",
         "",
         "One runnable script per derivation in the lecture notes (summarised in "
-        "`/work/shared/notes/README.md`): each trains or checks what its note derives with fnnet, writes its "
+        "`../shared/notes/README.md`): each trains or checks what its note derives with fnnet, writes its "
         "figures and a `metrics.json`, and prints a summary table. Run one with "
         "`python -m experiments.NAME [--quick] [--out DIR] [--seed S]`, or all of them with "
         "`python -m experiments.run_all [--quick] [--out runs/] [--only NAMES]`, which rebuilds "

@@ -67,7 +67,8 @@ def _float_dtype(params):
     return jnp.result_type(*leaves) if leaves else jnp.float32
 
 
-def make_epoch(model, loss, optimizer, n, batch_size, grads="manual", fused=True, constrain=None):
+def make_epoch(model, loss, optimizer, n, batch_size, grads="manual", fused=True, constrain=None,
+               chunk_size=None):
     """One epoch as a pure function, to be compiled once::
 
         epoch(params, opt_state, key, stopped, x, y)
@@ -81,11 +82,19 @@ def make_epoch(model, loss, optimizer, n, batch_size, grads="manual", fused=True
 
     ``constrain``, if given, is applied to every minibatch (a sharding constraint, for data
     parallelism across devices).
+
+    Full batch (``batch_size=None``) uses ``x, y`` as they are (no gather, no copy); with
+    ``chunk_size`` rows it computes the gradient chunk by chunk (``fnnet.parallel.chunked``), so
+    ``x`` is read from memory once per step instead of twice.
     """
     fn = _grad_fn(model, _losses.get(loss), grads, fused)
     full_batch = batch_size is None or batch_size >= n
     b = n if full_batch else batch_size
     steps = n // b
+    if full_batch and chunk_size is not None and chunk_size < n:
+        from .parallel import chunked
+
+        fn, constrain = chunked(fn, n, chunk_size, constrain), None
 
     def epoch(params, opt_state, key, stopped, x, y):
         key, shuffle_key = jax.random.split(key)
@@ -95,7 +104,7 @@ def make_epoch(model, loss, optimizer, n, batch_size, grads="manual", fused=True
 
         def body(carry, idx):
             params, opt_state, good, stopped, stats = carry
-            xb, yb = x[idx], y[idx]
+            xb, yb = (x, y) if full_batch else (x[idx], y[idx])
             if constrain is not None:
                 xb, yb = constrain(xb), constrain(yb)
             value, y_pred, g = fn(params, xb, yb)
@@ -192,7 +201,7 @@ def _to_py(tree):
 
 def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, validation=None,
         grads="manual", fused=True, params=None, ensemble=None, lrs=None, progress=True,
-        checkpoint=None, resume=None, devices=None, dtype=jnp.float32):
+        checkpoint=None, resume=None, devices=None, dtype=jnp.float32, chunk_size="auto"):
     """Train ``model`` on ``train = (x, y)``; return ``(params, history)``.
 
     - ``x`` has shape ``(N, features)``, floating; ``y`` holds integer labels ``(N,)`` or targets
@@ -209,8 +218,13 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
     - ``checkpoint=PATH`` saves params, optimizer state, key, epoch and history after every epoch
       (atomically); ``resume=PATH`` continues such a run up to ``epochs`` and ends where an
       uninterrupted run would.
-    - ``devices``: a list of devices (or an int count) to split each minibatch across, data
-      parallel (see ``fnnet.parallel``); ``None`` trains on the default device.
+    - ``devices``: a list of devices, an int count (the first n of ``jax.devices()``) or ``"all"``,
+      to split each minibatch across, data parallel with params replicated (see
+      ``fnnet.parallel``; the batch size must be divisible by the device count); ``None`` trains
+      on the default device.
+    - ``chunk_size``: full batch only, compute the gradient over chunks of this many rows so the
+      data are read from memory once per step (``fnnet.parallel.chunked``); ``"auto"`` chunks
+      large batches (a few MiB per chunk), ``None`` never chunks.
     - A loss that is not finite stops training with a warning naming the epoch, step and last
       finite loss, and the params returned are the last ones whose loss was finite.
 
@@ -236,12 +250,13 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
     val = _as_device_data(*validation, dtype, "validation") if validation is not None else None
 
     k = _model_count(ensemble, lrs)
-    constrain = None
-    if devices is not None:
-        from . import parallel
+    from . import parallel
 
+    mesh = constrain = None
+    if devices is not None:
         mesh, constrain, (x, y) = parallel.setup(devices, batch_size or n, (x, y))
-    epoch_fn = make_epoch(model, loss, optimizer, n, batch_size, grads, fused, constrain)
+    chunk = parallel.resolve_chunk_size(chunk_size, n, batch_size, x, mesh)
+    epoch_fn = make_epoch(model, loss, optimizer, n, batch_size, grads, fused, constrain, chunk)
     eval_fn = lambda p, vx, vy: evaluate(model, loss, p, vx, vy, fused=fused)
 
     def start(run_key, lr, p=None):
@@ -255,13 +270,13 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
         keys = jax.random.split(key, k) if ensemble else jnp.stack([key] * k)
         rates = jnp.asarray(lrs, dtype) if lrs is not None else None
         in_p = None if params is None else 0
-        params, opt_state, run_key = jax.vmap(start, in_axes=(0, None if rates is None else 0, in_p))(
-            keys, rates, params)
+        params, opt_state, run_key = jax.jit(jax.vmap(
+            start, in_axes=(0, None if rates is None else 0, in_p)))(keys, rates, params)
         epoch_fn = jax.vmap(epoch_fn, in_axes=(0, 0, 0, 0, None, None))
         eval_fn = jax.vmap(eval_fn, in_axes=(0, None, None))
         stopped = jnp.zeros((k,), bool)
     else:
-        params, opt_state, run_key = start(key, None, params)
+        params, opt_state, run_key = jax.jit(start)(key, None, params)
         stopped = jnp.zeros((), bool)
 
     history = {"epoch": [], "loss": [], "train_accuracy": [], "val_loss": [], "val_accuracy": [],
@@ -275,6 +290,8 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
         history = {name: list(v) for name, v in meta["history"].items()}
         first_epoch = int(meta["epoch"]) + 1
 
+    if mesh is not None:
+        params, opt_state, run_key, stopped = parallel.replicate((params, opt_state, run_key, stopped), mesh)
     compiled_epoch = jax.jit(epoch_fn, donate_argnums=(0, 1))
     t0 = time.perf_counter()
     compiled_epoch = compiled_epoch.lower(params, opt_state, run_key, stopped, x, y).compile()

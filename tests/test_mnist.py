@@ -1,0 +1,94 @@
+"""Real MNIST: 784-128-10 trained for two epochs reaches 96% test accuracy, and ``fnnet train``
+runs on the real files.
+
+The data is ``$FNNET_DATA_DIR/mnist`` or, when that variable is unset or incomplete,
+``../shared/data/mnist`` beside the repository. When it is in neither place the tests fail under CI
+(``$CI`` set), saying where they looked, and skip elsewhere.
+
+The recipe, measured on this data (2 epochs, test accuracy of 8 seeds in one ``fit(ensemble=8)``):
+momentum 0.1 with a cosine decay to 0 over the run, batch 64: 97.36% to 97.63%. Without the decay
+the last minibatches' noise shows: 96.3% to 97.3% over a dozen seeds for the best constant rates.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import fnnet
+from fnnet import cli, datasets, optim
+
+pytestmark = pytest.mark.slow
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+EPOCHS, BATCH, LR = 2, 64, 0.1
+
+
+def _complete(folder):
+    return all((folder / f).is_file() or (folder / f.removesuffix(".gz")).is_file()
+               for f in datasets.FILES)
+
+
+def mnist_root():
+    """The data root holding ``mnist/``; fails under CI, else skips, when there is none."""
+    candidates = []
+    if os.environ.get("FNNET_DATA_DIR"):
+        candidates.append(("$FNNET_DATA_DIR", Path(os.environ["FNNET_DATA_DIR"]).expanduser()))
+    candidates.append(("beside the repository", SHARED_DATA))
+    for _, root in candidates:
+        if _complete(root / "mnist"):
+            return root
+    looked = "; ".join(f"{label}: {root / 'mnist'}" for label, root in candidates)
+    message = (f"real MNIST not found: looked for the four files {', '.join(datasets.FILES)} in "
+               f"{looked}. Set FNNET_DATA_DIR to a folder holding mnist/.")
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@functools.cache
+def load(root):
+    """MNIST from ``root`` as flat float32 pixels in [0, 1] and int32 labels (loaded once)."""
+    (xtr, ytr), (xte, yte) = datasets.load_mnist(download=False)
+    return datasets.prepare(xtr, ytr), datasets.prepare(xte, yte)
+
+
+@pytest.fixture
+def real_mnist(monkeypatch):
+    root = mnist_root()
+    monkeypatch.setenv("FNNET_DATA_DIR", str(root))
+    return load(root)
+
+
+def test_784_128_10_reaches_96_percent_in_two_epochs(real_mnist):
+    (xtr, ytr), (xte, yte) = real_mnist
+    assert xtr.shape == (60000, 784) and xte.shape == (10000, 784)
+    model = fnnet.mlp([784, 128, 10], "relu", "softmax")
+    steps = EPOCHS * (len(xtr) // BATCH)
+    optimizer = optim.momentum(LR, schedule=optim.cosine_decay(steps))
+    params, history = fnnet.fit(model, "cross-entropy", optimizer, (xtr, ytr), epochs=EPOCHS,
+                                batch_size=BATCH, key=jax.random.PRNGKey(0),
+                                validation=(xte, yte), progress=False, dtype=jnp.float32)
+    loss, accuracy = fnnet.evaluate(model, "cross-entropy", params, xte, yte)
+    assert float(accuracy) >= 0.96, (
+        f"784-128-10 after {EPOCHS} epochs: test accuracy {float(accuracy):.2%} (loss "
+        f"{float(loss):.4f}); history {history['val_accuracy']}")
+    assert float(accuracy) == pytest.approx(history["val_accuracy"][-1])
+
+
+def test_fnnet_train_runs_on_real_mnist(real_mnist, tmp_path, capsys):
+    """One epoch of the command line's defaults (momentum 0.1, batch 128)."""
+    out = tmp_path / "mnist"
+    code = cli.main(["train", "--epochs", "1", "--no-download", "--quiet", "--out", str(out)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["dataset"] == "mnist" and metrics["config"]["layers"] == [784, 128, 10]
+    assert metrics["test_accuracy"] > 0.94, stdout
+    assert (out / "model.npz").is_file() and (out / "curves.png").stat().st_size > 0

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,100 @@ def load_mnist_flat(quick=False, n_quick=2000, dtype=np.float32):
     if quick:
         xtr, ytr, xte, yte = xtr[:n_quick], ytr[:n_quick], xte[:n_quick // 2], yte[:n_quick // 2]
     return datasets.prepare(xtr, ytr, dtype), datasets.prepare(xte, yte, dtype), source
+
+
+def median_time(fn, *args, budget_s=1.0, min_repeats=5, max_repeats=50):
+    """Median wall time of ``fn(*args)``, the first call (compile) excluded; at least
+    ``min_repeats`` calls, more while under ``budget_s``. Returns ``(median, repeats)``."""
+    import jax
+
+    jax.block_until_ready(fn(*args))
+    times = []
+    while len(times) < min_repeats or (len(times) < max_repeats and sum(times) < budget_s):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), len(times)
+
+
+def run_mnist_classifier(argv, *, name, note, doc, model, loss, loss_label, description, config,
+                         lr, batch_size, epochs, quick_epochs=3):
+    """The experiment shared by the minibatch MNIST scripts: parse the flags (``--epochs``,
+    ``--lr``, ``--batch-size`` on top of ``parser``'s), train ``model`` with minibatch SGD on one-hot
+    targets, draw ``curves.png`` and ``confusion.png``, write and return ``metrics.json``.
+
+    ``description`` names the network in titles (e.g. ``"784-40-10 tanh + MSE"``), ``loss_label``
+    the loss in tables, ``config`` the network's settings recorded in the metrics.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    import fnnet
+    from fnnet import plots
+    from fnnet.datasets import one_hot
+
+    p = parser(doc, name)
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs (default {epochs}, {quick_epochs} with --quick)")
+    p.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
+    p.add_argument("--batch-size", type=int, default=batch_size,
+                   help=f"minibatch size (default {batch_size})")
+    args = p.parse_args(argv)
+    epochs = args.epochs if args.epochs is not None else (quick_epochs if args.quick else epochs)
+    if epochs < 1:
+        p.error(f"--epochs must be at least 1, got {epochs}")
+
+    (xtr, ytr), (xte, yte), source = load_mnist_flat(quick=args.quick)
+    ytr_hot, yte_hot = one_hot(ytr, 10, np.float32), one_hot(yte, 10, np.float32)
+    print(f"[{name}] {description}, SGD lr={args.lr}, batch {args.batch_size}, {epochs} epochs on "
+          f"{len(xtr)} images", flush=True)
+    params, history = fnnet.fit(model, loss, fnnet.optim.sgd(args.lr), (xtr, ytr_hot), epochs=epochs,
+                                batch_size=args.batch_size, key=jax.random.PRNGKey(args.seed),
+                                validation=(xte, yte_hot), dtype=jnp.float32)
+    train_loss, train_acc = fnnet.evaluate(model, loss, params, xtr, ytr_hot)
+    # fit evaluated the final params on the test set after the last epoch
+    test_loss, test_acc = history["val_loss"][-1], history["val_accuracy"][-1]
+    outputs = model.apply(params, jnp.asarray(xte))
+
+    out = Path(args.out)
+    plots.plot_history(history, out / "curves.png", title=f"note {note}: {description}, SGD "
+                       f"lr={args.lr}, batch {args.batch_size}")
+    plots.plot_confusion(np.asarray(fnnet.metrics.confusion_matrix(outputs, yte, 10)),
+                         out / "confusion.png", title=f"test set, {description}")
+
+    train_seconds = float(np.sum(history["seconds"]))
+    metrics = {
+        "experiment": name,
+        "note": note,
+        "quick": args.quick,
+        "seed": args.seed,
+        "data": source,
+        "n_train": len(xtr),
+        "n_test": len(xte),
+        "config": {**config, "loss": loss, "optimizer": "sgd", "lr": args.lr,
+                   "batch_size": args.batch_size, "epochs": epochs},
+        "train_accuracy": float(train_acc),
+        "test_accuracy": float(test_acc),
+        "train_loss": float(train_loss),
+        "test_loss": float(test_loss),
+        "train_seconds": train_seconds,
+        "compile_seconds": float(history["compile_seconds"]),
+        "diverged": history.get("diverged", []),
+        "history": {k: history[k] for k in
+                    ("epoch", "loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")},
+        "figures": ["curves.png", "confusion.png"],
+        "headline": {
+            "train accuracy": float(train_acc),
+            "test accuracy": float(test_acc),
+            f"test loss ({loss_label})": float(test_loss),
+            "optimizer": f"minibatch SGD, lr {args.lr}, batch {args.batch_size}",
+            "epochs": epochs,
+            "training seconds": train_seconds,
+            "data": f"{source}, {len(xtr)} train / {len(xte)} test",
+        },
+    }
+    write_metrics(out, metrics)
+    print(table([["train", float(train_loss), float(train_acc)],
+                 ["test", float(test_loss), float(test_acc)]], ["split", loss_label, "accuracy"]))
+    print(f"{epochs} epochs in {train_seconds:.1f}s; outputs in {out}")
+    return metrics

@@ -37,9 +37,9 @@ ratio reverse/forward at each size)::
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: python experiments/forward_vs_reverse.py
@@ -226,16 +226,7 @@ def by_basis(n, fn, dtype, chunk=CHUNK):
     return out.reshape((n_chunks * chunk,) + out.shape[2:])[:n]
 
 
-def median_time(fn, *args, budget_s=1.0, min_repeats=3, max_repeats=30):
-    """Median wall time of ``fn(*args)`` over repeated calls, the first call (compile) excluded:
-    at least ``min_repeats`` calls, more while under ``budget_s`` seconds. Returns ``(median, n)``."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    while len(times) < min_repeats or (len(times) < max_repeats and sum(times) < budget_s):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), len(times)
+median_time = functools.partial(common.median_time, min_repeats=3, max_repeats=30)
 
 
 def host_init(model, rng, dtype=np.float32):

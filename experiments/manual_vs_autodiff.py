@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: python experiments/manual_vs_autodiff.py
@@ -117,16 +116,7 @@ def gradient_check(model, loss, seed, x, y, dtype):
     return report, n
 
 
-def median_time(fn, *args, budget_s=1.0, min_repeats=5, max_repeats=50):
-    """Median wall time of ``fn(*args)``, the first call (compile) excluded; at least
-    ``min_repeats`` calls, more while under ``budget_s``. Returns ``(median, repeats)``."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    while len(times) < min_repeats or (len(times) < max_repeats and sum(times) < budget_s):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), len(times)
+median_time = common.median_time
 
 
 def step_time(model, loss, grads, seed, x, y, steps, budget_s):

@@ -102,7 +102,6 @@ DESCRIPTION = {
     "W2": "784-128-10, minibatch SGD",
     "W3": "784-1024-1024-10, minibatch SGD",
 }
-IMPLS = ("fnnet manual", "fnnet autodiff", "numpy", "torch eager")
 UNCHUNKED = "fnnet manual, unchunked"
 
 
@@ -776,38 +775,39 @@ def _print_memory(p, log):
 
 
 def plot(report, path):
-    """Two panels: each implementation's FLOP rate as a fraction of the matmul roof, and its
-    speed relative to fnnet manual, per workload."""
+    """Two panels per workload: each implementation's FLOP rate as a fraction of the matmul roof
+    (medians), and its speed relative to fnnet manual (paired ratios, as in the table)."""
     import matplotlib.pyplot as plt
 
     from fnnet.plots import save_figure  # selects the Agg backend before pyplot is imported
 
-    names = list(report["workloads"])
-    impls = list(dict.fromkeys(i for w in report["workloads"].values() for i in w["results"]))
+    workloads = report["workloads"]
+    names = list(workloads)
+    impls = list(dict.fromkeys(i for w in workloads.values() for i in w["results"]))
     width = 0.8 / max(len(impls), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for j, impl in enumerate(impls):
         xs = np.arange(len(names)) + (j - (len(impls) - 1) / 2) * width
-        roof = [report["workloads"][w]["results"].get(impl, {}).get("fraction_of_roof", np.nan)
-                for w in names]
-        rel = []
+        roof, rel = [], []
         for w in names:
-            res = report["workloads"][w]["results"]
-            base = res.get("fnnet manual", {}).get("examples_per_second")
-            r = res.get(impl, {}).get("examples_per_second")
-            rel.append(r / base if r and base else np.nan)
+            roof.append(workloads[w]["results"].get(impl, {}).get("fraction_of_roof", np.nan))
+            paired = workloads[w]["paired_ratios"].get("fnnet manual", {})
+            rel.append(1.0 if impl == "fnnet manual" else 1 / paired[impl] if impl in paired else np.nan)
         axes[0].bar(xs, roof, width, label=impl)
         axes[1].bar(xs, rel, width, label=impl)
-    axes[0].axhline(1.0, color="k", lw=0.8, ls="--")
     axes[0].set(ylabel="FLOP rate / matmul roof", title="fraction of the float32 matmul roof")
-    axes[1].axhline(1.0, color="k", lw=0.8, ls="--")
     axes[1].set(ylabel="speed / fnnet manual", title="speed relative to fnnet manual (higher: faster)")
+    labels = [f"{w}\n{'-'.join(map(str, workloads[w]['sizes']))}\n"
+              + ("full batch" if workloads[w]["batch"] is None else f"batch {workloads[w]['batch']}")
+              for w in names]
     for ax in axes:
-        ax.set_xticks(np.arange(len(names)), [f"{w}\n{report['workloads'][w]['description']}"
-                                              for w in names], fontsize=8)
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_xticks(np.arange(len(names)), labels, fontsize=8)
         ax.grid(alpha=0.3, axis="y")
-    axes[1].legend(fontsize=8)
-    fig.suptitle(f"fnnet benchmark on {report['devices']}", fontsize=10)
+    handles, names_ = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names_, loc="lower center", ncol=len(impls), fontsize=8, frameon=False)
+    fig.suptitle(f"fnnet benchmark on {', '.join(report['devices'])}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return save_figure(fig, path)
 
 

@@ -1,0 +1,104 @@
+"""The benchmark runs end to end in quick mode and writes what it promises; its numpy baseline is the
+same network as fnnet's; its FLOP count is the documented one. No timing is asserted."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnnet
+from experiments import benchmark
+
+
+def test_quick_benchmark_writes_metrics_and_chart(tmp_path, capsys):
+    assert benchmark.main(["--quick", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "targets" in printed and "matmul roof" in printed and "floor:" in printed
+
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    png = (tmp_path / "benchmark.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert report["devices"] and report["quick"] is True
+    assert report["machine"]["matmul"]["gflops"] > 0
+    assert report["machine"]["bandwidth"]["gbs"] > 0
+    assert set(report["workloads"]) == {"W1", "W2", "W3"}
+    impls = {"fnnet manual", "fnnet autodiff", "numpy"}
+    torch_ran = benchmark.torch_available()
+    if torch_ran:
+        impls.add("torch eager")
+    for name, w in report["workloads"].items():
+        results = w["results"]
+        assert impls <= set(results), name
+        assert torch_ran or "torch eager" in w["skipped"]
+        for impl in impls:
+            r = results[impl]
+            assert len(r["seconds_all"]) >= 2 and r["examples_per_second"] > 0
+            assert r["gflops"] > 0 and r["fraction_of_roof"] > 0
+            assert np.isfinite(r["last_loss"])
+        for impl in ("fnnet manual", "fnnet autodiff"):
+            assert results[impl]["compile_seconds"] > 0
+        assert set(w["ratios"]["fnnet manual"]) == set(results) - {"fnnet manual"}
+        assert set(w["paired_ratios"]["numpy"]) == set(results) - {"numpy"}
+        assert w["roof_gflops"] > 0
+    w1 = report["workloads"]["W1"]
+    assert "ms_per_iteration" in w1["results"]["fnnet manual"]
+    assert benchmark.UNCHUNKED in w1["results"]
+    floor = w1["floor"]
+    for key in ("memory_floor_ms", "compute_floor_ms", "binding", "chunked_over_memory_floor",
+                "unchunked_over_memory_floor", "x_read_ms_measured"):
+        assert key in floor
+    assert floor["x_bytes"] == 1024 * 784 * 4
+    mem = report["peak_memory"]
+    assert "error" not in mem, mem
+    assert mem["peak_rss"] > mem["start"] > 0
+    assert set(mem["stages"]) == {"start", "load data (host)", "data to device", "compile",
+                                  "train one epoch"}
+    assert mem["expected"]["data"] == 1024 * 784 * 4 + 1024 * 4
+    targets = report["targets"]
+    assert "W3: fnnet >= 90% of the matmul roof" in targets
+    assert "W1: within 1.5x of the single-read floor" in targets
+    assert all(set(t) == {"value", "met"} for t in targets.values())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--workloads", "W9"], "unknown workloads"),
+    (["--repeats", "0"], "--repeats must be at least 1"),
+    (["--baseline-threads", "many"], "--baseline-threads must be"),
+])
+def test_bad_arguments_are_reported(argv, message, tmp_path, capsys):
+    assert benchmark.main([*argv, "--quick", "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_flop_count_is_the_documented_one():
+    # W1: 2 N (3 (784·10 + 10·10) − 784·10) per full-batch iteration over N = 60,000
+    assert benchmark.train_step_flops((784, 10, 10), 60_000) == 2 * 60_000 * (3 * 7940 - 7840)
+    assert benchmark.train_step_flops((784, 10, 10), 60_000) == pytest.approx(1.9176e9)
+    # W3: forward + dW for the three layers, dX for the last two
+    pairs = [784 * 1024, 1024 * 1024, 1024 * 10]
+    assert benchmark.train_step_flops((784, 1024, 1024, 10), 128) == (
+        2 * 128 * sum(pairs) * 2 + 2 * 128 * sum(pairs[1:]))
+
+
+def test_numpy_baseline_takes_the_same_step_as_fnnet():
+    sizes, lr = (784, 16, 10), 0.1
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 32).astype(np.int32)
+    params = benchmark._numpy_init(sizes, rng)
+    model = fnnet.mlp(sizes)
+    fn_params = (fnnet.DenseParams(jnp.asarray(params[0][0]), jnp.asarray(params[0][1])), (),
+                 fnnet.DenseParams(jnp.asarray(params[1][0]), jnp.asarray(params[1][1])), ())
+    opt = fnnet.optim.sgd(lr)
+    step = jax.jit(fnnet.train_step(model, "cross-entropy", opt))
+    new_params, _, loss = step(fn_params, opt.init(fn_params), jnp.asarray(x), jnp.asarray(y))
+    np_loss = benchmark.numpy_step(params, x, np.eye(10, dtype=np.float32)[y], np.float32(lr))
+    assert np_loss == pytest.approx(float(loss), rel=1e-5)
+    for (W, b), p in zip(params, (new_params[0], new_params[2])):
+        assert W.dtype == np.float32
+        np.testing.assert_allclose(W, p.W, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b, p.b, rtol=1e-5, atol=1e-6)

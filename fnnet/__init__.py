@@ -6,7 +6,7 @@ methods; parameters are pytrees; losses give a value and a gradient; ``value_and
 hand-derived backward rules and ``autodiff_value_and_grad`` is the ``jax.grad`` reference.
 """
 
-from . import datasets, losses, metrics, optim
+from . import datasets, losses, metrics, optim, parallel, plots
 from .checkpoints import load, save
 from .gradients import (
     GradReport,
@@ -25,6 +25,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Dense", "DenseParams", "Identity", "ReLU", "Sigmoid", "Softmax", "Tanh", "Sequential", "mlp",
     "losses", "value_and_grad", "autodiff_value_and_grad", "loss_output_and_grad", "check_grads",
-    "manual_vjp", "GradReport", "optim", "metrics", "datasets", "save", "load", "fit",
+    "manual_vjp", "GradReport", "optim", "metrics", "datasets", "save", "load", "fit", "parallel", "plots",
     "train_step", "make_epoch", "evaluate",
 ]

@@ -162,7 +162,11 @@ def test_activation_backward_vs_vjp(layer, shape, seed, scale):
     y, y_ref, (dp, dx), (_, dx_ref) = manual_and_vjp(layer, (), x, dy)
     np.testing.assert_array_equal(y, y_ref)
     assert dp == ()
-    assert rel_err(dx, dx_ref) <= RTOL, f"{layer}: dX differs from jax.vjp"
+    # round-off in dX = J dY scales with |dY| (every |J_ij| ≤ 1), not with |dX|, which a saturated
+    # softmax makes tiny: measure the error on that scale
+    err = np.max(np.abs(np.asarray(dx) - np.asarray(dx_ref)))
+    scale = max(np.max(np.abs(np.asarray(dx_ref))), np.max(np.abs(dy)))
+    assert err <= RTOL * scale, f"{layer}: dX differs from jax.vjp by {err:.3e} (scale {scale:.3e})"
 
 
 @given(depth=st.integers(1, 3), batch=st.integers(1, 9), seed=st.integers(0, 2**31 - 1))

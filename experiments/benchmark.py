@@ -770,8 +770,8 @@ def _print_memory(p, log):
             f"host arrays and the device copy; on a CPU both are RAM), and "
             f"{_mb(p['training_peak_above_compiled']):.1f} MB above the compiled state for the epoch "
             f"itself = {p['training_peak_above_compiled_over_needed_without_data']:.2f}x params + "
-            f"gradients + state + activations (the epoch also keeps the last good params and "
-            f"the shuffled order)")
+            f"gradients + state + activations (the epoch also keeps its input params, for a replay "
+            f"should the loss go non-finite, and the shuffled order)")
 
 
 def plot(report, path):

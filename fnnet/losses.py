@@ -123,9 +123,10 @@ class CrossEntropy(Loss):
     def fused_grad(self, a, y_true):
         """Note 002: softmax followed by cross-entropy gives ``dZ = A − Y`` per example, so with the
         batch average ``dL/dZ = (A − Y)/N``: the softmax Jacobian ``diag(A) − A Aᵀ`` times
-        ``−Y/A`` is ``−Y + A Σ_i y_i = A − Y`` because each row of ``Y`` sums to 1."""
+        ``−Y/A`` is ``A Σ_i y_i − Y``, which is ``A − Y`` when the row of ``Y`` sums to 1 (one-hot).
+        The general form is used, so targets whose rows do not sum to 1 get the exact gradient."""
         y = self.targets(a, y_true)
-        return (a - y) / _batch_size(a)
+        return (a * jnp.sum(y, axis=-1, keepdims=True) - y) / _batch_size(a)
 
 
 @dataclass(frozen=True, repr=False)

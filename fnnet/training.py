@@ -186,9 +186,10 @@ def _as_device_data(x, y, dtype, where):
 
 
 def _fmt_epoch(epoch, epochs, rec, k):
-    def m(v):
+    def m(v):  # the mean over the models still training (a stopped one's entry is NaN)
         v = np.asarray(v, dtype=float)
-        return float(np.nanmean(v)) if v.ndim else float(v)
+        return float(np.mean(v[~np.isnan(v)])) if v.ndim and not np.isnan(v).all() else float(
+            np.mean(v))
 
     line = f"epoch {epoch:>{len(str(epochs))}}/{epochs}  loss {m(rec['loss']):.4f}"
     line += f"  train acc {m(rec['train_accuracy']):6.2%}"
@@ -315,15 +316,22 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
         params, opt_state, run_key, stopped, stats = compiled_epoch(*inputs)
         stats = jax.device_get(stats)
         if np.any(np.asarray(stats["bad_step"]) >= 0):
-            careful_epoch = careful_epoch or compile_epoch(keep_last_good=True)
+            if careful_epoch is None:  # its compile time is counted as such, not as the epoch's
+                tc = time.perf_counter()
+                careful_epoch = compile_epoch(keep_last_good=True)
+                history["compile_seconds"] += time.perf_counter() - tc
+                t += time.perf_counter() - tc
             params, opt_state, run_key, stopped, stats = careful_epoch(*inputs)
             stats = jax.device_get(stats)
         seconds = time.perf_counter() - t
-        seen = np.maximum(np.asarray(stats["seen"]), 1)
+        seen = np.asarray(stats["seen"])
+        with np.errstate(invalid="ignore", divide="ignore"):  # a stopped model saw nothing: NaN
+            loss_mean = np.where(seen > 0, stats["loss_sum"] / (seen // b), np.nan)
+            accuracy = np.where(seen > 0, stats["correct"] / seen, np.nan)
         rec = {
             "epoch": epoch,
-            "loss": _to_py(stats["loss_sum"] / np.maximum(np.asarray(stats["seen"]) // b, 1)),
-            "train_accuracy": _to_py(stats["correct"] / seen),
+            "loss": _to_py(loss_mean),
+            "train_accuracy": _to_py(accuracy),
             "examples_per_second": per_epoch * (k or 1) / seconds,
             "seconds": seconds,
             "val_loss": None,

@@ -504,3 +504,15 @@ def test_bad_constructor_arguments():
         fnnet.mlp([3, 3], activation="gelu")
     with pytest.raises(TypeError, match="not a layer"):
         fnnet.Sequential(fnnet.Dense(3, 3), "relu")
+
+
+def test_fused_cross_entropy_exact_for_targets_whose_rows_do_not_sum_to_one():
+    # (A − Y)/N holds for one-hot rows; the fused rule uses A·ΣY − Y, exact for any targets
+    model, _, params, x, _ = make_case("relu", "softmax+ce", 1, 6, seed=9)
+    y = 0.5 * jax.nn.one_hot(jnp.arange(6) % model.layers[-2].n_out, model.layers[-2].n_out,
+                             dtype=F64)
+    (lf, gf), (la, ga) = both_gradients(model, losses.cross_entropy, params, x, y, fused=True)
+    _, gu = fnnet.value_and_grad(model, losses.cross_entropy, fused=False)(params, x, y)
+    assert abs(float(lf) - float(la)) <= 1e-12
+    assert_trees_close(gf, ga)
+    assert_trees_close(gf, gu, what="fused vs unfused ")

@@ -326,3 +326,15 @@ def test_accuracy_and_confusion_matrix():
     assert float(metrics.accuracy(jnp.array([[0.2], [0.8]]), jnp.array([[0.0], [0.0]]))) == 0.5
     jitted = jax.jit(metrics.confusion_matrix, static_argnums=2)(y_pred, labels, 3)
     np.testing.assert_array_equal(jitted, cm)
+
+
+def test_a_stopped_model_reports_nan_not_a_perfect_loss():
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(64, 4)), rng.integers(0, 2, 64)
+    with pytest.warns(RuntimeWarning, match="model 1"):
+        _, history = fnnet.fit(fnnet.mlp([4, 8, 2]), losses.cross_entropy, optim.sgd(0.1), (x, y),
+                               epochs=3, batch_size=16, lrs=[0.1, 1e30], progress=False)
+    loss = np.asarray(history["loss"], dtype=float)
+    acc = np.asarray(history["train_accuracy"], dtype=float)
+    assert np.all(np.isfinite(loss[:, 0])) and np.all(np.isnan(loss[1:, 1]))
+    assert np.all(np.isnan(acc[1:, 1]))

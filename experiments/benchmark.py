@@ -11,8 +11,8 @@ e.g. with ``FNNET_DATA_DIR`` set, random pixels and labels otherwise):
 
 Implementations, side by side in one run (the machine is shared: quote the ratios):
 
-    fnnet manual     the program fnnet.fit runs (fnnet.make_epoch, compiled, params donated)
-                     with the hand-derived backward; for W1 the full batch in chunks, and once
+    fnnet manual     the program fnnet.fit runs (fnnet.make_epoch, compiled once) with the
+                     hand-derived backward; for W1 the full batch in chunks, and once
                      more unchunked ("fnnet manual, unchunked") to show what the chunking buys
     fnnet autodiff   the same with grads="autodiff": jax.grad of the same forward
     numpy            the notes' equations in plain numpy (below, not part of the package)
@@ -53,12 +53,21 @@ binding one; both are reported. A compute-bound step hides its memory reads behi
 arithmetic, so there the chunking saves little or no time (it still bounds the activations held
 at once to one chunk's).
 
-Peak memory: a separate process trains W3 with fnnet and reports its peak RSS, stage by stage
-(load the data, put it on the device, compile, train one epoch), next to the sum of what must be
-resident: the data (X and labels), params, gradients, optimizer state and one batch's
-activations. ``resource.getrusage``'s ``ru_maxrss`` is reported too; on Linux a child inherits
-its parent's value at fork, so the process's own peak is read from ``VmHWM`` (reset per stage
-through ``/proc/self/clear_refs``), falling back to ``ru_maxrss`` where that is unavailable.
+Peak memory: a separate process trains W3 with fnnet as ``fit`` does and reports its RSS, stage
+by stage (start the runtime, load the data, put it on the device, compile, train one epoch), next
+to the sum of what must be resident: the data (X and labels), params (twice: ``fit`` keeps an
+epoch's input params to replay it should the loss go non-finite), gradients, optimizer state and
+one batch's activations. On a CPU the device array is the host array itself (``fnnet.to_device``
+of a 64-byte-aligned array), so the data are held once. The compiler's freed heap is handed back
+to the OS after compiling (glibc ``malloc_trim``), so that the RSS counts live memory.
+``resource.getrusage``'s ``ru_maxrss`` is reported too; on Linux a child inherits its parent's
+value at fork, so the process's own peak is read from ``VmHWM`` (reset per stage through
+``/proc/self/clear_refs``), falling back to ``ru_maxrss`` where that is unavailable.
+
+Where W3's time goes (CPU, ``--no-profile`` skips it): one epoch compiled with XLA:CPU's
+per-operation trace events on and traced by ``jax.profiler``; each HLO operation's time is summed
+and split into matrix products (a ``dot``, or a fusion holding one) and the rest, next to the
+untraced epoch time, so the time between operations shows too.
 
 Outputs in ``--out`` (default ``runs/benchmark``): ``metrics.json``, ``benchmark.png`` and the
 printed table. The script is device-agnostic: fnnet runs on whatever ``jax.devices()`` offers
@@ -70,6 +79,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -191,7 +201,9 @@ def load_data(n, seed):
     except (FileNotFoundError, OSError, ValueError):
         pass
     rng = np.random.default_rng(seed)
-    return rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n).astype(np.int32), "random"
+    x = datasets.aligned_empty((n, 784), np.float32)  # as prepare's: the CPU device shares it
+    rng.random(out=x, dtype=np.float32)
+    return x, rng.integers(0, 10, n).astype(np.int32), "random"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,9 +215,11 @@ def load_data(n, seed):
 
 
 def fnnet_runner(cfg, x, y, seed, grads="manual", chunk_size="auto"):
-    """The program ``fnnet.fit`` runs: ``fnnet.make_epoch`` compiled with donated params and
-    optimizer state, the data on the device once, the epoch's stats fetched after each call.
-    ``chunk_size`` is resolved as ``fit`` resolves it (``fnnet.parallel.resolve_chunk_size``)."""
+    """The program ``fnnet.fit`` runs: the data put on the device by ``fnnet.to_device``,
+    ``fnnet.make_epoch`` without the per-step copy of the params (``keep_last_good=False``; ``fit``
+    keeps each epoch's inputs instead, to replay an epoch whose loss goes non-finite), compiled
+    once, the epoch's stats fetched after each call. ``chunk_size`` is resolved as ``fit`` resolves
+    it (``fnnet.parallel.resolve_chunk_size``)."""
     import jax
     import jax.numpy as jnp
 
@@ -213,19 +227,21 @@ def fnnet_runner(cfg, x, y, seed, grads="manual", chunk_size="auto"):
     from fnnet import parallel
 
     n = len(x)
-    xd = jax.device_put(jnp.asarray(x, jnp.float32))
-    yd = jax.device_put(jnp.asarray(y, jnp.int32))
+    xd, yd = fnnet.to_device(x, y)
     model, opt = fnnet.mlp(cfg["sizes"]), fnnet.optim.sgd(cfg["lr"])
     chunk = parallel.resolve_chunk_size(chunk_size, n, cfg["batch"], xd)
     epoch = fnnet.make_epoch(model, "cross-entropy", opt, n, cfg["batch"], grads=grads,
-                             chunk_size=chunk)
+                             chunk_size=chunk, keep_last_good=False)
     init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
     params = model.init(init_key, jnp.float32)
     state = [params, opt.init(params), run_key, jnp.zeros((), bool)]
     t, cpu = time.perf_counter(), time.process_time()
-    compiled = jax.jit(epoch, donate_argnums=(0, 1)).lower(*state, xd, yd).compile()
+    compiled = jax.jit(epoch).lower(*state, xd, yd).compile()
     info = {"compile_seconds": time.perf_counter() - t, "compile_cpu_seconds": time.process_time() - cpu,
             "chunk_size": chunk}
+    hlo = compiled.as_text()
+    info["matrix_products"] = dot_signatures(hlo)
+    info["hlo_operations"] = len(_dot_ops(hlo)[0])
     steps = 1 if cfg["batch"] is None else n // cfg["batch"]
 
     def unit():
@@ -499,6 +515,14 @@ def measure_workload(name, cfg, x, y, repeats, seed, baseline_threads, log, matm
            "roof_gflops": roof["median"], "roof_gflops_best": roof["best"],
            "roof_seconds_all": times["matmul"], "results": results, "ratios": ratios,
            "paired_ratios": paired, "skipped": skipped}
+    a, b = results.get("fnnet manual"), results.get("fnnet autodiff")
+    if a and b:
+        within = [tb / ta for ta, tb in zip(times["fnnet manual"], times["fnnet autodiff"])]
+        out["manual_vs_autodiff"] = {
+            "same_matrix_products": a["matrix_products"] == b["matrix_products"],
+            "matrix_products": len(a["matrix_products"]),
+            "hlo_operations": [a["hlo_operations"], b["hlo_operations"]],
+            "paired_ratio_range": [min(within), max(within)]}
     if full_batch:
         out["floor"] = w1_floor(out, probes, times)
     return out
@@ -556,10 +580,22 @@ def _reset_peak():
         return False
 
 
+def _return_free_heap():
+    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim(0)``); True if it ran.
+    Without it the RSS after compiling counts memory the compiler has already freed."""
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0) or True)
+    except (OSError, AttributeError):
+        return False
+
+
 def rss_probe(sizes, batch, lr, n, seed):
-    """Run in a fresh process: fnnet trains one epoch as ``fit`` does. For each stage (loading the
-    data, putting it on the device, compiling, training) the RSS after it and the peak during it
-    (``VmHWM``, reset before the stage) are noted; prints one JSON line."""
+    """Run in a fresh process: fnnet trains one epoch as ``fit`` does (``fnnet.to_device``, the
+    epoch program without the per-step copy, its inputs kept). For each stage (starting the
+    runtime, loading the data, putting it on the device, compiling, training) the RSS after it
+    and the peak during it (``VmHWM``, reset before the stage) are noted; prints one JSON line."""
     import jax
     import jax.numpy as jnp
 
@@ -568,7 +604,7 @@ def rss_probe(sizes, batch, lr, n, seed):
     # Linux keeps ru_maxrss across fork and exec: a child starts with its parent's peak (here the
     # benchmark's, data and PyTorch included). Its own peak is tracked with VmHWM, reset per stage.
     rusage_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    stages = {"start": {"rss": _proc_status("VmRSS")}}
+    stages = {"imports": {"rss": _proc_status("VmRSS")}}
     resettable = _reset_peak()
 
     def note(stage):
@@ -576,25 +612,34 @@ def rss_probe(sizes, batch, lr, n, seed):
                          "peak": _proc_status("VmHWM") if resettable else None}
         _reset_peak()
 
+    jax.block_until_ready(jax.jit(lambda a: a + 1)(jnp.zeros(())))
+    note("start the runtime")
     x, y, source = load_data(n, seed)
     note("load data (host)")
-    xd, yd = jax.device_put(jnp.asarray(x, jnp.float32)), jax.device_put(jnp.asarray(y, jnp.int32))
+    xd, yd = fnnet.to_device(x, y)
     jax.block_until_ready((xd, yd))
+    try:
+        shared = xd.unsafe_buffer_pointer() == x.ctypes.data
+    except Exception:  # not every backend exposes the pointer
+        shared = None
     note("data to device")
     model, opt = fnnet.mlp(sizes), fnnet.optim.sgd(lr)
     init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
     params = model.init(init_key, jnp.float32)
-    args = (params, opt.init(params), run_key, jnp.zeros((), bool))
-    compiled = jax.jit(fnnet.make_epoch(model, "cross-entropy", opt, n, batch),
-                       donate_argnums=(0, 1)).lower(*args, xd, yd).compile()
+    inputs = (params, opt.init(params), run_key, jnp.zeros((), bool), xd, yd)
+    epoch = fnnet.make_epoch(model, "cross-entropy", opt, n, batch, keep_last_good=False)
+    compiled = jax.jit(epoch).lower(*inputs).compile()
+    trimmed = _return_free_heap()
     note("compile")
-    jax.device_get(compiled(*args, xd, yd)[-1])
+    outputs = compiled(*inputs)
+    jax.device_get(outputs[-1])
     note("train one epoch")
     rusage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     peaks = [v.get("peak") or v["rss"] for v in stages.values()]
     print(json.dumps({"stages": stages, "peak": max(peaks) if resettable else rusage,
                       "getrusage_maxrss": rusage, "getrusage_maxrss_at_start": rusage_start,
-                      "source": source}))
+                      "source": source, "data_shared_with_host": shared, "heap_trimmed": trimmed,
+                      "platform": jax.devices()[0].platform}))
 
 
 def measure_peak_rss(cfg, n, seed, log):
@@ -615,22 +660,145 @@ def measure_peak_rss(cfg, n, seed, log):
     data = n * sizes[0] * 4 + n * 4
     params = _tree_bytes(sizes)
     activations = batch * (sizes[0] + 2 * sum(sizes[1:])) * 4  # X_B, then Z_l and A_l per layer
-    expected = {"data": data, "params": params, "gradients": params, "optimizer_state": 8,
-                "batch_activations": activations}
+    # fit keeps an epoch's input params to replay it should its loss go non-finite: two sets.
+    expected = {"data": data, "params (the epoch's input and output)": 2 * params, "gradients": params,
+                "optimizer_state": 8, "batch_activations": activations}
     needed = sum(expected.values())
+    base = stages["start the runtime"]["rss"]
     train = stages["train one epoch"]
     out = {"peak_rss": child["peak"], "getrusage_maxrss": child["getrusage_maxrss"],
            "getrusage_maxrss_at_start": child["getrusage_maxrss_at_start"],
-           "stages": stages, "expected": expected, "expected_total": needed,
-           "start": stages["start"]["rss"],
-           "peak_rss_over_start_plus_needed": child["peak"] / (stages["start"]["rss"] + needed)}
+           "stages": stages, "expected": expected, "expected_total": needed, "runtime": base,
+           "data_shared_with_host": child["data_shared_with_host"], "platform": child["platform"],
+           "heap_trimmed": child["heap_trimmed"],
+           "peak_rss_over_runtime_plus_needed": child["peak"] / (base + needed)}
+    out["compiled_program_resident"] = stages["compile"]["rss"] - stages["data to device"]["rss"]
     if train["peak"] is not None:
         out["training_peak"] = train["peak"]
-        out["training_peak_over_start_plus_needed"] = train["peak"] / (stages["start"]["rss"] + needed)
         out["training_peak_above_compiled"] = train["peak"] - stages["compile"]["rss"]
-        out["training_peak_above_compiled_over_needed_without_data"] = (
-            out["training_peak_above_compiled"] / (needed - data))
+        # what the epoch allocates: its output params, the gradients, the state and activations
+        # (the data and its input params are resident before it starts)
+        out["epoch_needs"] = needed - data - params
+        out["training_peak_above_compiled_over_epoch_needs"] = (
+            out["training_peak_above_compiled"] / out["epoch_needs"])
+        # all that training holds at its peak, the python + jax runtime and the compiled code aside
+        out["training_holds"] = train["peak"] - base - out["compiled_program_resident"]
+        out["training_holds_over_needed"] = out["training_holds"] / needed
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Where an epoch's time goes (CPU): XLA's own per-operation trace
+
+
+def _dot_ops(hlo_text):
+    """``(ops, dots)``: the names of the instructions an optimized HLO module runs as operations
+    (those outside fused computations), and of those that are matrix products: a ``dot``, or a
+    fusion whose computation holds one."""
+    comps, owner, opcode, calls, current = {}, {}, {}, {}, None
+    for line in hlo_text.splitlines():
+        head = re.match(r"^(?:ENTRY )?%(\S+) .*\{$", line)
+        if head:
+            current = head.group(1)
+            comps[current] = []
+            continue
+        inst = re.match(r"^\s+(?:ROOT )?%(\S+) = .*? (\w[\w-]*)\(", line)
+        if inst and current is not None:
+            name = inst.group(1)
+            comps[current].append(inst.group(2))
+            owner[name], opcode[name] = current, inst.group(2)
+            called = re.search(r"calls=%([\w.-]+)", line)
+            if inst.group(2) == "fusion" and called:
+                calls[name] = called.group(1)
+    fused = set(calls.values())
+    ops = {name for name, comp in owner.items() if comp not in fused}
+    dots = {name for name in ops
+            if opcode[name] == "dot" or "dot" in comps.get(calls.get(name), ())}
+    return ops, dots
+
+
+def dot_signatures(hlo_text):
+    """The matrix products of an optimized HLO module, fused or not, each as its result shape and
+    dimension numbers, sorted: two programs with equal lists do the same matrix products."""
+    sigs = []
+    for line in hlo_text.splitlines():
+        m = re.match(r"^\s+(?:ROOT )?%\S+ = (\S+) dot\([^)]*\), (.*?)(?:, metadata=|$)", line)
+        if m:
+            sigs.append(f"{m.group(1).split('{')[0]} {m.group(2)}")
+    return sorted(sigs)
+
+
+def profile_epoch(cfg, x, y, seed, log, top=8):
+    """One fnnet epoch of ``cfg`` traced by ``jax.profiler`` with XLA:CPU's per-operation events on
+    (``xla_cpu_enable_xprof_traceme``): the time in matrix products and in everything else, and the
+    ``top`` operations. CPU only (a GPU's trace names kernels, not HLO operations)."""
+    import gzip
+    import tempfile
+
+    import jax
+    import jax.numpy as jnp
+
+    import fnnet
+
+    if jax.devices()[0].platform != "cpu":
+        return {"skipped": "the per-operation profile reads XLA:CPU's trace; not on " +
+                           jax.devices()[0].platform}
+    n = len(x)
+    xd, yd = fnnet.to_device(x, y)
+    model, opt = fnnet.mlp(cfg["sizes"]), fnnet.optim.sgd(cfg["lr"])
+    epoch = fnnet.make_epoch(model, "cross-entropy", opt, n, cfg["batch"], keep_last_good=False)
+    params = model.init(jax.random.PRNGKey(seed), jnp.float32)
+    args = (params, opt.init(params), jax.random.PRNGKey(seed), jnp.zeros((), bool), xd, yd)
+    compiled = jax.jit(epoch).lower(*args).compile({"xla_cpu_enable_xprof_traceme": True})
+    ops, dots = _dot_ops(compiled.as_text())
+    jax.block_until_ready(compiled(*args))
+    untraced = _median(_time_calls(lambda: jax.block_until_ready(compiled(*args)), 3, warmup=0))
+    log("  profile: one W3 epoch under jax.profiler ...")
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            jax.block_until_ready(compiled(*args))
+        wall = time.perf_counter() - t
+        traces = sorted(Path(tmp).rglob("*.trace.json.gz"))
+        if not traces:
+            return {"skipped": "jax.profiler wrote no perfetto trace"}
+        with gzip.open(traces[-1], "rt") as f:
+            events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    per_op = {}
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in ops:
+            per_op[e["name"]] = per_op.get(e["name"], 0.0) + e.get("dur", 0) / 1e6
+    if not per_op:
+        return {"skipped": "the trace holds no per-operation events"}
+    in_dots = sum(v for k, v in per_op.items() if k in dots)
+    steps = n // cfg["batch"]
+    flops = train_step_flops(cfg["sizes"], cfg["batch"]) * steps
+    ranked = sorted(per_op.items(), key=lambda kv: -kv[1])[:top]
+    return {"epoch_seconds_traced": wall, "epoch_seconds": untraced, "ops_seconds": sum(per_op.values()),
+            "matrix_products_seconds": in_dots, "other_seconds": sum(per_op.values()) - in_dots,
+            "matrix_products_gflops": flops / in_dots / 1e9,
+            "top": [{"op": k, "seconds": v, "matrix_product": k in dots} for k, v in ranked]}
+
+
+def _print_profile(p, roof, log):
+    log("")
+    if "skipped" in p:
+        log(f"profile (W3): skipped: {p['skipped']}")
+        return
+    total = p["epoch_seconds"]
+    gaps = max(total - p["ops_seconds"], 0.0)
+    log(f"profile, one W3 epoch ({total:.2f} s, median of 3 untraced; XLA:CPU's per-operation trace "
+        f"of one more): matrix products {p['matrix_products_seconds']:.2f} s "
+        f"({100 * p['matrix_products_seconds'] / total:.0f}%) at {p['matrix_products_gflops']:.1f} GFLOP/s"
+        + (f" = {100 * p['matrix_products_gflops'] / roof:.0f}% of the matmul roof measured at the end"
+           if roof else "")
+        + f"; the other operations (updates, ReLU, softmax, the batch gather, copies) "
+        f"{p['other_seconds']:.2f} s ({100 * p['other_seconds'] / total:.0f}%); between operations "
+        f"(the runtime's scheduling, the loop) {gaps:.2f} s ({100 * gaps / total:.0f}%)")
+    rows = [[t["op"], "yes" if t["matrix_product"] else "", f"{1e3 * t['seconds']:.0f}",
+             f"{100 * t['seconds'] / total:.1f}%"] for t in p["top"]]
+    log(table(rows, ["  HLO operation", "matrix product", "ms per epoch", "share"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -654,8 +822,11 @@ def targets(workloads, compile_limit=1.0):
     for w in WORKLOADS:
         if w not in workloads:
             continue
-        out[f"{w}: fnnet manual >= 1.0x fnnet autodiff"] = _target(ratio(w, "fnnet manual",
-                                                                         "fnnet autodiff"), 1.0)
+        t = _target(ratio(w, "fnnet manual", "fnnet autodiff"), 1.0)
+        if "manual_vs_autodiff" in workloads[w]:
+            t["same_matrix_products"] = workloads[w]["manual_vs_autodiff"]["same_matrix_products"]
+            t["paired_ratio_range"] = workloads[w]["manual_vs_autodiff"]["paired_ratio_range"]
+        out[f"{w}: fnnet manual >= 1.0x fnnet autodiff"] = t
         compiles = [r.get("compile_seconds") for r in workloads[w]["results"].values()
                     if r.get("compile_seconds") is not None]
         if compiles:
@@ -674,6 +845,19 @@ def targets(workloads, compile_limit=1.0):
     return out
 
 
+def memory_target(peak):
+    """The W3 memory target: at its peak, training (the python + jax runtime and the compiled
+    code aside) holds the data once and no more than 1.1x the data, params, gradients, optimizer
+    state and one batch's activations (the 10 % for XLA's temporaries: the shuffled order, a
+    copy of one weight matrix)."""
+    ratio = peak.get("training_holds_over_needed")
+    if ratio is None:
+        return {"value": None, "met": None}
+    # on an accelerator the data live in its memory; the host arrays are the caller's
+    once = peak.get("platform") != "cpu" or peak.get("data_shared_with_host") is not False
+    return {"value": ratio, "met": bool(once and ratio <= 1.1), "data_held_once": once}
+
+
 def _target(value, want):
     return {"value": value, "met": None if value is None else value >= want}
 
@@ -690,6 +874,8 @@ def print_report(report, log):
         f"{m['bandwidth']['bytes'] / 2**20:.0f} MiB, median)")
     for name, w in report["workloads"].items():
         _print_workload(name, w, log)
+    if "profile" in report:
+        _print_profile(report["profile"], report["machine"]["matmul_after"]["gflops"], log)
     if "peak_memory" in report:
         _print_memory(report["peak_memory"], log)
     log("")
@@ -698,7 +884,12 @@ def print_report(report, log):
         v = t["value"]
         shown = "n/a" if v is None else f"{v:.3g}"
         verdict = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
-        log(f"  {what:<52} {shown:>8}  {verdict}")
+        note = ""
+        if "paired_ratio_range" in t:
+            lo, hi = t["paired_ratio_range"]
+            note = (f"  (rounds {lo:.2f}-{hi:.2f}; "
+                    + ("same matrix products)" if t["same_matrix_products"] else "different products)"))
+        log(f"  {what:<66} {shown:>8}  {verdict}{note}")
 
 
 def _print_workload(name, w, log):
@@ -726,6 +917,13 @@ def _print_workload(name, w, log):
     if "fnnet manual" in paired:
         log("ratios (paired): " + ", ".join(f"fnnet manual / {b} = {v:.2f}"
                                             for b, v in paired["fnnet manual"].items()))
+    if "manual_vs_autodiff" in w:
+        c = w["manual_vs_autodiff"]
+        same = "the same" if c["same_matrix_products"] else "DIFFERENT"
+        log(f"fnnet manual and autodiff compile to {same} {c['matrix_products']} matrix products "
+            f"(shapes and dimensions compared; {c['hlo_operations'][0]} and {c['hlo_operations'][1]} "
+            f"operations in all); their speed ratio ranged {c['paired_ratio_range'][0]:.2f}-"
+            f"{c['paired_ratio_range'][1]:.2f} over the rounds")
     if "floor" in w:
         f = w["floor"]
         log(f"floor: reading X ({f['x_bytes'] / 1e6:.0f} MB) once at {f['bandwidth_gbs']:.1f} GB/s takes "
@@ -752,26 +950,36 @@ def _print_memory(p, log):
         return
     e, st = p["expected"], p["stages"]
     log(f"peak memory, W3 trained by fnnet in its own process: peak RSS {_mb(p['peak_rss']):.0f} MB, "
-        f"{p['peak_rss_over_start_plus_needed']:.2f}x (start + needed)")
+        f"{p['peak_rss_over_runtime_plus_needed']:.2f}x (python + jax runtime + needed)")
     inherited = p["getrusage_maxrss"] <= p["getrusage_maxrss_at_start"]
     log(f"  (getrusage ru_maxrss {_mb(p['getrusage_maxrss']):.0f} MB"
         + (f", which is the {_mb(p['getrusage_maxrss_at_start']):.0f} MB the process inherited from "
            "this benchmark at fork: Linux keeps ru_maxrss across exec; the peak above is the "
            "process's own, VmHWM)" if inherited else ")"))
-    log(f"  needed: data {_mb(e['data']):.0f} MB + params {_mb(e['params']):.1f} MB + gradients "
-        f"{_mb(e['gradients']):.1f} MB + optimizer state (SGD: lr and step) + one batch's activations "
-        f"{_mb(e['batch_activations']):.1f} MB = {_mb(p['expected_total']):.0f} MB; python + jax at the "
-        f"start {_mb(p['start']):.0f} MB")
+    log("  needed: " + " + ".join(f"{name.replace('_', ' ')} {_mb(v):.1f} MB" for name, v in e.items())
+        + f" = {_mb(p['expected_total']):.0f} MB; python + jax with the runtime started "
+        f"{_mb(p['runtime']):.0f} MB")
     rows = [[stage, f"{_mb(v['rss']):.0f}", "-" if v.get("peak") is None else f"{_mb(v['peak']):.0f}"]
             for stage, v in st.items()]
     log(table(rows, ["  stage", "RSS after (MB)", "peak during (MB)"]))
+    shared = {True: "the device array is the host array itself (no copy: fnnet.to_device on a "
+                    "64-byte-aligned array, as fnnet.datasets.prepare makes them)",
+              False: "the device holds a copy of the host array (a GPU's memory, or an unaligned "
+                     "host array)",
+              None: "whether the device shares the host array is unknown"}[p["data_shared_with_host"]]
+    log(f"  data: {shared}")
+    log(f"  the compiled program and the runtime's caches stay resident: "
+        f"{_mb(p['compiled_program_resident']):.0f} MB after compiling"
+        + (" (the compiler's freed heap handed back first, malloc_trim)" if p["heap_trimmed"] else ""))
     if "training_peak" in p:
-        log(f"  while training the peak is {_mb(p['training_peak']):.0f} MB: the data twice (the caller's "
-            f"host arrays and the device copy; on a CPU both are RAM), and "
-            f"{_mb(p['training_peak_above_compiled']):.1f} MB above the compiled state for the epoch "
-            f"itself = {p['training_peak_above_compiled_over_needed_without_data']:.2f}x params + "
-            f"gradients + state + activations (the epoch also keeps its input params, for a replay "
-            f"should the loss go non-finite, and the shuffled order)")
+        log(f"  training itself: its peak is {_mb(p['training_peak_above_compiled']):.1f} MB above the "
+            f"compiled state (data and input params already resident) = "
+            f"{p['training_peak_above_compiled_over_epoch_needs']:.2f}x the "
+            f"{_mb(p['epoch_needs']):.1f} MB the epoch must allocate: output params, gradients, state, "
+            f"one batch's activations")
+        log(f"  at its peak training holds {_mb(p['training_holds']):.0f} MB (the runtime and the "
+            f"compiled code aside) = {p['training_holds_over_needed']:.2f}x the "
+            f"{_mb(p['expected_total']):.0f} MB needed")
 
 
 def plot(report, path):
@@ -825,6 +1033,8 @@ def build_parser():
     p.add_argument("--baseline-threads", default="auto",
                    help="threads for numpy's BLAS and PyTorch: 'auto' (the faster of 1 and all "
                         "cores on a short probe) or a number")
+    p.add_argument("--no-profile", action="store_true",
+                   help="skip the per-operation profile of one W3 epoch (CPU)")
     p.add_argument("--no-memory", action="store_true",
                    help="skip the peak-memory measurement of W3 (a separate process)")
     return p
@@ -891,9 +1101,14 @@ def main(argv=None):
         "flop_count": "per step on B rows: 2 B (3 sum_l n_{l-1} n_l - n_0 n_1) "
                       "(forward, dW, and dX except the first layer; element-wise terms left out)",
     }
+    if "W3" in names and not args.no_profile:
+        report["profile"] = profile_epoch(conf["W3"], x, y, args.seed, log)
     if "W3" in names and not args.no_memory:
         report["peak_memory"] = measure_peak_rss(conf["W3"], conf["n"], args.seed, log)
     report["targets"] = targets(workloads)
+    if "peak_memory" in report and "error" not in report["peak_memory"]:
+        report["targets"]["W3: training holds <= 1.1x data once + params, grads, state, batch"] = (
+            memory_target(report["peak_memory"]))
     print_report(report, log)
     out = Path(args.out)
     write_metrics(out, report)

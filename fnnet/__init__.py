@@ -18,7 +18,7 @@ from .gradients import (
 )
 from .layers import Dense, DenseParams, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .networks import Sequential, mlp
-from .training import evaluate, fit, make_epoch, train_step
+from .training import evaluate, fit, make_epoch, to_device, train_step
 
 __version__ = "0.1.0"
 
@@ -26,5 +26,5 @@ __all__ = [
     "Dense", "DenseParams", "Identity", "ReLU", "Sigmoid", "Softmax", "Tanh", "Sequential", "mlp",
     "losses", "value_and_grad", "autodiff_value_and_grad", "loss_output_and_grad", "check_grads",
     "manual_vjp", "GradReport", "optim", "metrics", "datasets", "save", "load", "fit", "parallel", "plots",
-    "train_step", "make_epoch", "evaluate",
+    "train_step", "make_epoch", "evaluate", "to_device",
 ]

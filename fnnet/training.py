@@ -168,7 +168,16 @@ def evaluate(model, loss, params, x, y, batch_size=10_000, fused=True):
 # fit
 
 
-def _as_device_data(x, y, dtype, where):
+def to_device(x, y, dtype=jnp.float32, where="train"):
+    """``(x, y)`` on the default device, as ``fit`` holds them: ``x`` as ``dtype``, integer labels
+    as int32, float targets as ``dtype``. Shapes and dtypes are checked (``where`` names the split
+    in the error).
+
+    One copy at most: an array that already has the dtype is handed to ``jax.device_put`` as it
+    is, and on the CPU a numpy array aligned to 64 bytes (``fnnet.datasets.prepare`` makes them
+    so) becomes the device array without a copy, so the data is held once, not twice. Such an
+    array must not be written to while the device array is in use.
+    """
     x = np.asarray(x) if not isinstance(x, jax.Array) else x
     y = np.asarray(y) if not isinstance(y, jax.Array) else y
     if x.ndim != 2:
@@ -182,7 +191,10 @@ def _as_device_data(x, y, dtype, where):
         raise TypeError(f"fit: {where} x must be floating-point, got {x.dtype} "
                         f"(scale pixels to [0, 1] first, e.g. fnnet.datasets.scale)")
     y_dtype = jnp.int32 if jnp.issubdtype(y.dtype, jnp.integer) else dtype
-    return jax.device_put(jnp.asarray(x, dtype)), jax.device_put(jnp.asarray(y, y_dtype))
+    dtype = jax.dtypes.canonicalize_dtype(dtype)
+    y_dtype = jax.dtypes.canonicalize_dtype(y_dtype)
+    return (jax.device_put(x if x.dtype == dtype else x.astype(dtype)),
+            jax.device_put(y if y.dtype == y_dtype else y.astype(y_dtype)))
 
 
 def _fmt_epoch(epoch, epochs, rec, k):
@@ -246,14 +258,14 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
         raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
     loss = _losses.get(loss)
     key = jax.random.PRNGKey(0) if key is None else key
-    x, y = _as_device_data(*train, dtype, "train")
+    x, y = to_device(*train, dtype, "train")
     n = x.shape[0]
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"fit: batch_size must be a positive integer or None, got {batch_size!r}")
     if batch_size is not None and batch_size > n:
         raise ValueError(f"fit: batch_size {batch_size} is larger than the {n} training examples "
                          f"(use batch_size=None for full-batch gradient descent)")
-    val = _as_device_data(*validation, dtype, "validation") if validation is not None else None
+    val = to_device(*validation, dtype, "validation") if validation is not None else None
 
     k = _model_count(ensemble, lrs)
     mesh = constrain = None

@@ -27,6 +27,7 @@ from fnnet.datasets import (
     DatasetError,
     DatasetNotFoundError,
     IDXError,
+    aligned_empty,
     flatten,
     load_fashion_mnist,
     load_mnist,
@@ -594,3 +595,18 @@ def test_real_mnist_loads_from_shared_data(monkeypatch):
     for labels in (y_train, y_test):
         assert labels.min() == 0 and labels.max() == 9
         assert set(np.unique(labels)) == set(range(10))
+
+
+def test_scaled_images_are_64_byte_aligned_and_exact():
+    x = np.random.default_rng(0).integers(0, 256, (37, 28, 28)).astype(np.uint8)
+    for dtype in (np.float32, np.float64):
+        scaled = scale(x, dtype)
+        assert scaled.ctypes.data % 64 == 0, dtype
+        np.testing.assert_array_equal(scaled, x.astype(dtype) / dtype(255))
+    xs, _ = prepare(x, np.zeros(37, np.int64))
+    assert xs.ctypes.data % 64 == 0 and xs.flags.c_contiguous
+    empty = scale(np.zeros((0, 784), np.uint8))
+    assert empty.shape == (0, 784) and empty.dtype == np.float32
+    for shape in [(), (5,), (3, 7, 2)]:
+        a = aligned_empty(shape, np.int32)
+        assert a.shape == shape and a.dtype == np.int32 and a.ctypes.data % 64 == 0

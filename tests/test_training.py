@@ -338,3 +338,25 @@ def test_a_stopped_model_reports_nan_not_a_perfect_loss():
     acc = np.asarray(history["train_accuracy"], dtype=float)
     assert np.all(np.isfinite(loss[:, 0])) and np.all(np.isnan(loss[1:, 1]))
     assert np.all(np.isnan(acc[1:, 1]))
+
+
+def test_to_device_checks_converts_and_shares_aligned_host_arrays():
+    x = fnnet.datasets.aligned_empty((50, 4), np.float32)
+    x[:] = np.random.default_rng(0).random((50, 4))
+    y = np.arange(50) % 3  # int64 labels become int32
+    xd, yd = fnnet.to_device(x, y)
+    assert xd.dtype == jnp.float32 and yd.dtype == jnp.int32
+    np.testing.assert_array_equal(np.asarray(xd), x)
+    np.testing.assert_array_equal(np.asarray(yd), y)
+    if jax.devices()[0].platform == "cpu":  # the data is held once, not copied
+        assert xd.unsafe_buffer_pointer() == x.ctypes.data
+    x64, t = fnnet.to_device(x.astype(np.float64), np.eye(3)[y], dtype=jnp.float64)
+    assert x64.dtype == jnp.float64 and t.dtype == jnp.float64  # float targets take the dtype
+    xs, _ = fnnet.to_device(x.astype(np.float16), y)
+    assert xs.dtype == jnp.float32
+    with pytest.raises(ValueError, match="validation x must have shape"):
+        fnnet.to_device(x[:, 0], y, where="validation")
+    with pytest.raises(ValueError, match="50 rows but y has 49"):
+        fnnet.to_device(x, y[:49])
+    with pytest.raises(TypeError, match="floating-point"):
+        fnnet.to_device(x.astype(np.uint8), y)

@@ -126,7 +126,14 @@ class CrossEntropy(Loss):
         ``−Y/A`` is ``A Σ_i y_i − Y``, which is ``A − Y`` when the row of ``Y`` sums to 1 (one-hot).
         The general form is used, so targets whose rows do not sum to 1 get the exact gradient."""
         y = self.targets(a, y_true)
-        return (a * jnp.sum(y, axis=-1, keepdims=True) - y) / _batch_size(a)
+        if jnp.shape(y_true) == jnp.shape(a)[:-1]:  # integer labels (targets checked the dtype)
+            # Σ_i y_i of a one-hot row is 1, or 0 for a label outside 0..n−1 (an empty row):
+            # known from the label without summing the row
+            labels = jnp.asarray(y_true)
+            total = ((labels >= 0) & (labels < jnp.shape(a)[-1])).astype(a.dtype)[..., None]
+        else:
+            total = jnp.sum(y, axis=-1, keepdims=True)
+        return (a * total - y) / _batch_size(a)
 
 
 @dataclass(frozen=True, repr=False)

@@ -253,6 +253,29 @@ def test_fused_rule_found_in_nested_sequential():
     assert jax.tree_util.tree_structure(gm) == jax.tree_util.tree_structure(params)
 
 
+@pytest.mark.parametrize("batch", [True, False])
+def test_fused_rule_with_integer_labels_matches_autodiff_including_out_of_range(batch):
+    """Integer labels take a shortcut (a one-hot row sums to 1, an out-of-range label's empty row
+    to 0); it must give what the general rule and jax.grad give, row by row."""
+    model = fnnet.mlp([5, 4, 3])
+    params = model.init(jax.random.PRNGKey(6), F64)
+    x = jax.random.normal(jax.random.PRNGKey(7), (6, 5), F64)
+    labels = jnp.array([0, 2, 1, -1, 3, 2])  # -1 and 3 are outside 0..2: empty one-hot rows
+    one_hot = jax.nn.one_hot(labels, 3, dtype=F64)
+    if not batch:
+        x, labels, one_hot = x[0], labels[0], one_hot[0]
+    lm, gm = jax.jit(fnnet.value_and_grad(model, losses.cross_entropy))(params, x, labels)
+    lh, gh = jax.jit(fnnet.value_and_grad(model, losses.cross_entropy))(params, x, one_hot)
+    la, ga = fnnet.autodiff_value_and_grad(model, losses.cross_entropy, fused=False)(params, x, labels)
+    for what, (l_ref, g_ref) in {"one-hot targets": (lh, gh), "jax.grad": (la, ga)}.items():
+        assert float(lm) == pytest.approx(float(l_ref), rel=1e-12), what
+        assert_trees_close(gm, g_ref)
+    a = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(8), (6, 3), F64))
+    rows = losses.cross_entropy.fused_grad(a, jnp.array([0, 2, 1, -1, 3, 2]))
+    np.testing.assert_array_equal(np.asarray(rows[3]), 0.0, err_msg="label -1: empty row, zero gradient")
+    np.testing.assert_array_equal(np.asarray(rows[4]), 0.0, err_msg="label 3 of 3 classes: zero gradient")
+
+
 # ---------------------------------------------------------------------------------------------
 # manual_vjp: jax.grad through an fnnet network gets our backward
 

@@ -652,13 +652,15 @@ ALIGNMENT = 64
 
 
 def aligned_empty(shape, dtype=np.float32, alignment=ALIGNMENT) -> np.ndarray:
-    """An uninitialised numpy array whose data starts on an ``alignment``-byte boundary.
+    """An uninitialised numpy array whose data (if any) start on an ``alignment``-byte boundary.
 
     numpy aligns only to 16 bytes; XLA's CPU client takes a 64-byte-aligned host array as the
     device array itself (``jax.device_put`` without a copy), so the data is held once.
     """
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes == 0:  # numpy gives an empty slice the pointer of its base: nothing to align
+        return np.empty(shape, dtype)
     raw = np.empty(nbytes + alignment, dtype=np.uint8)
     start = -raw.ctypes.data % alignment
     return raw[start:start + nbytes].view(dtype).reshape(shape)

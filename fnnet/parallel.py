@@ -233,9 +233,8 @@ def chunked(grad_fn, n, chunk, constrain=None):
         weight = jnp.asarray(chunk / n, value_dtype)
 
         def body(acc, i):
-            # i * chunk is never negative: no index normalisation (a select on every copied row)
-            xc = jax.lax.dynamic_slice_in_dim(x, i * chunk, chunk, allow_negative_indices=False)
-            yc = jax.lax.dynamic_slice_in_dim(y, i * chunk, chunk, allow_negative_indices=False)
+            xc = jax.lax.dynamic_slice_in_dim(x, i * chunk, chunk)
+            yc = jax.lax.dynamic_slice_in_dim(y, i * chunk, chunk)
             value, y_pred, g = on_chunk(params, xc, yc)
             total, grads = acc
             grads = jax.tree_util.tree_map(lambda s, gi: s + weight.astype(gi.dtype) * gi, grads, g)

@@ -120,7 +120,10 @@ def test_numpy_baseline_takes_the_same_step_as_fnnet():
 def test_dot_ops_finds_the_matrix_products_in_optimized_hlo():
     f = jax.jit(lambda a, w, v: jax.nn.relu(a @ w) @ v + 1.0)
     a, w, v = jnp.ones((8, 5)), jnp.ones((5, 7)), jnp.ones((7, 3))
-    ops, dots = benchmark._dot_ops(f.lower(a, w, v).compile().as_text())
+    hlo = f.lower(a, w, v).compile().as_text()
+    ops, dots = benchmark._dot_ops(hlo)
     assert dots and dots <= ops
-    assert len(dots) == 2, dots  # two products, however XLA fuses them; the ReLU and add are not
-    assert ops - dots
+    assert ops - dots, "the ReLU and the add are operations but not matrix products"
+    sigs = benchmark.dot_signatures(hlo)
+    assert len(sigs) == 2, sigs  # two products, however XLA fuses them
+    assert any("[8,5]" in s_ and "[5,7]" in s_ for s_ in sigs), sigs  # operand shapes count

@@ -274,6 +274,8 @@ def test_fused_rule_with_integer_labels_matches_autodiff_including_out_of_range(
     rows = losses.cross_entropy.fused_grad(a, jnp.array([0, 2, 1, -1, 3, 2]))
     np.testing.assert_array_equal(np.asarray(rows[3]), 0.0, err_msg="label -1: empty row, zero gradient")
     np.testing.assert_array_equal(np.asarray(rows[4]), 0.0, err_msg="label 3 of 3 classes: zero gradient")
+    per_example = jax.vmap(losses.cross_entropy.fused_grad)(a, jnp.array([0, 2, 1, -1, 3, 2]))
+    np.testing.assert_allclose(per_example / 6, rows, rtol=1e-15, err_msg="vmap over single examples")
 
 
 # ---------------------------------------------------------------------------------------------

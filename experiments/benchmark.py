@@ -214,29 +214,40 @@ def load_data(n, seed):
 # load of a shared machine hits all of them alike.
 
 
-def fnnet_runner(cfg, x, y, seed, grads="manual", chunk_size="auto"):
-    """The program ``fnnet.fit`` runs: the data put on the device by ``fnnet.to_device``,
-    ``fnnet.make_epoch`` without the per-step copy of the params (``keep_last_good=False``; ``fit``
-    keeps each epoch's inputs instead, to replay an epoch whose loss goes non-finite), compiled
-    once, the epoch's stats fetched after each call. ``chunk_size`` is resolved as ``fit`` resolves
-    it (``fnnet.parallel.resolve_chunk_size``)."""
+def fit_epoch(cfg, xd, yd, seed, grads="manual", chunk=None):
+    """``(epoch, inputs)``: the epoch program ``fnnet.fit`` compiles for ``cfg`` (``fnnet.make_epoch``
+    without the per-step copy of the params, ``keep_last_good=False``; ``fit`` keeps each epoch's
+    inputs instead, to replay an epoch whose loss goes non-finite) and its first inputs, for data
+    ``xd, yd`` already on the device (``fnnet.to_device``)."""
     import jax
     import jax.numpy as jnp
+
+    import fnnet
+
+    model, opt = fnnet.mlp(cfg["sizes"]), fnnet.optim.sgd(cfg["lr"])
+    epoch = fnnet.make_epoch(model, "cross-entropy", opt, len(xd), cfg["batch"], grads=grads,
+                             chunk_size=chunk, keep_last_good=False)
+    init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
+    params = model.init(init_key, jnp.float32)
+    return epoch, [params, opt.init(params), run_key, jnp.zeros((), bool), xd, yd]
+
+
+def fnnet_runner(cfg, x, y, seed, grads="manual", chunk_size="auto"):
+    """The program ``fnnet.fit`` runs (``fit_epoch``), the data put on the device by
+    ``fnnet.to_device``, compiled once, the epoch's stats fetched after each call. ``chunk_size``
+    is resolved as ``fit`` resolves it (``fnnet.parallel.resolve_chunk_size``)."""
+    import jax
 
     import fnnet
     from fnnet import parallel
 
     n = len(x)
     xd, yd = fnnet.to_device(x, y)
-    model, opt = fnnet.mlp(cfg["sizes"]), fnnet.optim.sgd(cfg["lr"])
     chunk = parallel.resolve_chunk_size(chunk_size, n, cfg["batch"], xd)
-    epoch = fnnet.make_epoch(model, "cross-entropy", opt, n, cfg["batch"], grads=grads,
-                             chunk_size=chunk, keep_last_good=False)
-    init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
-    params = model.init(init_key, jnp.float32)
-    state = [params, opt.init(params), run_key, jnp.zeros((), bool)]
+    epoch, inputs = fit_epoch(cfg, xd, yd, seed, grads, chunk)
+    state = inputs[:4]
     t, cpu = time.perf_counter(), time.process_time()
-    compiled = jax.jit(epoch).lower(*state, xd, yd).compile()
+    compiled = jax.jit(epoch).lower(*inputs).compile()
     info = {"compile_seconds": time.perf_counter() - t, "compile_cpu_seconds": time.process_time() - cpu,
             "chunk_size": chunk}
     hlo = compiled.as_text()
@@ -623,11 +634,7 @@ def rss_probe(sizes, batch, lr, n, seed):
     except Exception:  # not every backend exposes the pointer
         shared = None
     note("data to device")
-    model, opt = fnnet.mlp(sizes), fnnet.optim.sgd(lr)
-    init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
-    params = model.init(init_key, jnp.float32)
-    inputs = (params, opt.init(params), run_key, jnp.zeros((), bool), xd, yd)
-    epoch = fnnet.make_epoch(model, "cross-entropy", opt, n, batch, keep_last_good=False)
+    epoch, inputs = fit_epoch({"sizes": sizes, "batch": batch, "lr": lr}, xd, yd, seed)
     compiled = jax.jit(epoch).lower(*inputs).compile()
     trimmed = _return_free_heap()
     note("compile")
@@ -762,7 +769,6 @@ def profile_epoch(cfg, x, y, seed, log, top=8):
     import tempfile
 
     import jax
-    import jax.numpy as jnp
 
     import fnnet
 
@@ -770,11 +776,7 @@ def profile_epoch(cfg, x, y, seed, log, top=8):
         return {"skipped": "the per-operation profile reads XLA:CPU's trace; not on " +
                            jax.devices()[0].platform}
     n = len(x)
-    xd, yd = fnnet.to_device(x, y)
-    model, opt = fnnet.mlp(cfg["sizes"]), fnnet.optim.sgd(cfg["lr"])
-    epoch = fnnet.make_epoch(model, "cross-entropy", opt, n, cfg["batch"], keep_last_good=False)
-    params = model.init(jax.random.PRNGKey(seed), jnp.float32)
-    args = (params, opt.init(params), jax.random.PRNGKey(seed), jnp.zeros((), bool), xd, yd)
+    epoch, args = fit_epoch(cfg, *fnnet.to_device(x, y), seed)
     compiled = jax.jit(epoch).lower(*args).compile({"xla_cpu_enable_xprof_traceme": True})
     ops, dots = _dot_ops(compiled.as_text())
     jax.block_until_ready(compiled(*args))

@@ -1,0 +1,203 @@
+"""Files written so that a reader never sees half of one: the one atomic write, and JSON data.
+
+Every file fnnet writes (checkpoints, downloads, IDX files, metrics, figures, experiment results)
+goes through ``atomic_write``:
+
+1. a temporary file is made in the target's own folder (so the rename cannot cross file systems),
+   named ``.NAME.PID.RANDOM.fnnet-tmp``;
+2. the caller's ``write(f)`` fills it; it is flushed and ``fsync``-ed;
+3. it is renamed onto the target with ``os.replace`` (atomic on POSIX and Windows), and the folder
+   is ``fsync``-ed where the platform allows, so the rename itself is durable.
+
+On any failure, ``KeyboardInterrupt`` included, the temporary is removed and a file already at the
+target is left exactly as it was. A process killed outright (``kill -9``) cannot clean up after
+itself; the next write to the same target removes the temporaries of that target whose process is
+gone (``remove_stale_temporaries``).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+SUFFIX = ".fnnet-tmp"
+
+__all__ = ["SUFFIX", "atomic_write", "jsonable", "read_json", "remove_stale_temporaries",
+           "temporary_path", "write_bytes", "write_json", "write_text"]
+
+
+def temporary_path(path) -> Path:
+    """A fresh temporary name for ``path``, in its folder: ``.NAME.PID.RANDOM.fnnet-tmp``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{SUFFIX}")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process, or no way to tell: leave its file alone
+    return True
+
+
+def remove_stale_temporaries(path) -> list[Path]:
+    """Remove the temporaries ``atomic_write`` left for ``path`` in processes that no longer run.
+
+    Only files named ``.NAME.PID.RANDOM.fnnet-tmp`` for this ``NAME`` are considered, and only
+    those whose ``PID`` is not a running process: a write in progress elsewhere is never touched.
+    Returns the paths removed.
+    """
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(SUFFIX)):
+            continue
+        parts = name[len(prefix):-len(SUFFIX)].split(".")
+        if len(parts) != 2 or not parts[0].isdigit() or _pid_alive(int(parts[0])):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # not every platform or file system allows it
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write: Callable, *, binary: bool = True, mode: int = 0o644,
+                 make_parents: bool = True) -> Path:
+    """Write the file ``path`` through ``write(f)`` atomically; return ``path`` as a ``Path``.
+
+    Args:
+        path: the target file.
+        write: called once with the open temporary file (binary unless ``binary=False``, then
+            text in UTF-8).
+        mode: the permission bits of the new file (a temporary file is private until renamed).
+        make_parents: create missing parent folders first.
+
+    Raises whatever ``write`` or the file system raises, after removing the temporary.
+    """
+    path = Path(path)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    tmp = temporary_path(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def write_bytes(path, data: bytes, **kwargs) -> Path:
+    """``data`` to ``path``, atomically (see ``atomic_write``)."""
+    return atomic_write(path, lambda f: f.write(data), **kwargs)
+
+
+def write_text(path, text: str, **kwargs) -> Path:
+    """``text`` to ``path`` in UTF-8, atomically (see ``atomic_write``)."""
+    return atomic_write(path, lambda f: f.write(text), binary=False, **kwargs)
+
+
+def jsonable(value, where: str = "value", nonfinite: str = "null"):
+    """``value`` as plain JSON data: numpy and JAX arrays and scalars become numbers and lists,
+    paths strings, tuples lists; dict keys must be strings (ints are turned into strings).
+
+    Args:
+        value: the data.
+        where: how errors name the value (``"metadata['history']"``).
+        nonfinite: ``"null"`` turns NaN and ±inf into ``None`` (strict JSON), ``"keep"`` keeps
+            them (Python's ``json`` reads its ``NaN``/``Infinity`` back exactly).
+
+    Raises:
+        TypeError: naming ``where`` and the type, for anything else (an object, a PRNG key
+            array, a string array).
+    """
+    if nonfinite not in ("null", "keep"):
+        raise ValueError(f"jsonable: nonfinite must be 'null' or 'keep', got {nonfinite!r}")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return None if nonfinite == "null" and not math.isfinite(value) else float(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v, f"{where}[{i}]", nonfinite) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+                k = str(int(k))
+            if not isinstance(k, str):
+                raise TypeError(f"{where}: dict key {k!r} is not a string")
+            out[k] = jsonable(v, f"{where}[{k!r}]", nonfinite)
+        return out
+    if isinstance(value, (np.ndarray, np.generic)) or type(value).__module__.startswith("jax"):
+        try:
+            arr = np.asarray(value)
+        except Exception:  # a typed PRNG key array, say
+            arr = None
+        if arr is not None and arr.dtype.kind in "biuf":
+            return jsonable(arr.tolist(), where, nonfinite)
+    raise TypeError(f"{where}: a value of type {type(value).__qualname__} is not JSON data")
+
+
+def write_json(path, data, *, indent: int | None = 2, nonfinite: str = "null") -> Path:
+    """``data`` (see ``jsonable``) as JSON to ``path``, atomically; return the path."""
+    text = json.dumps(jsonable(data, "data", nonfinite), indent=indent,
+                      allow_nan=nonfinite == "keep")
+    return write_text(path, text + "\n")
+
+
+def read_json(path, max_bytes: int = 64 << 20):
+    """The JSON data in ``path``, refusing a file over ``max_bytes`` before reading it."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ValueError(f"{path}: {size:,} bytes of JSON is more than the {max_bytes:,} allowed")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

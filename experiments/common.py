@@ -1,74 +1,54 @@
-"""What every experiment shares: ``--out`` and ``--quick`` flags, ``metrics.json``, a printed table,
-and loading MNIST as flat float arrays."""
+"""What every experiment shares: ``--out``, ``--quick`` and ``--seed`` flags, ``metrics.json``, a
+printed table, timing, and loading MNIST as flat float arrays.
+
+Each experiment runs from the repository root as ``python -m experiments.NAME [--quick] [--out DIR]
+[--seed S]``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
-import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from matplotlib.figure import Figure
+
+import fnnet
+from fnnet import datasets, plots
+from fnnet.bench.harness import median, time_calls
+from fnnet.bench.report import table
+from fnnet.io import write_json
+
+__all__ = ["data_entries", "host_init", "load_mnist_flat", "median_time", "parse_with_epochs",
+           "parser", "run_mnist_classifier", "subplots", "table", "write_metrics"]
 
 
-def parser(description, default_out):
-    """An argparse parser with the flags every experiment takes."""
-    p = argparse.ArgumentParser(description=description,
+def parser(description, name):
+    """An argparse parser for ``python -m experiments.NAME`` with the flags every experiment takes
+    (``--out`` defaults to ``runs/NAME``)."""
+    p = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("runs") / default_out,
-                   help=f"folder for figures and metrics.json (default: runs/{default_out})")
+    p.add_argument("--out", type=Path, default=Path("runs") / name,
+                   help=f"folder for figures and metrics.json (default: runs/{name})")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes, a few seconds: what the test suite runs")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     return p
 
 
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.generic, np.ndarray)) or hasattr(value, "__array__"):
-        return _plain(np.asarray(value).tolist())
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
+def subplots(nrows=1, ncols=1, *, figsize):
+    """``(figure, axes)`` as ``pyplot.subplots`` makes them, but a plain ``matplotlib`` ``Figure``:
+    no pyplot state, no backend chosen (``fnnet.plots.save_figure`` writes it)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols)
 
 
 def write_metrics(out, metrics):
-    """Write ``metrics`` (numbers, strings, lists, dicts, arrays) to ``out/metrics.json`` atomically."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".metrics-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_plain(metrics), f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out / "metrics.json")
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out / "metrics.json"
-
-
-def table(rows, headers):
-    """A plain-text table: ``rows`` is a list of lists, floats shown with 4 significant digits."""
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v)
-
-    cells = [[fmt(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-            for r in cells]
-    return "\n".join(out)
+    """Write ``metrics`` (numbers, strings, lists, dicts, arrays) to ``out/metrics.json`` atomically
+    (``fnnet.io.write_json``: NaN and infinities become ``null``); return its path."""
+    return write_json(Path(out) / "metrics.json", metrics)
 
 
 def load_mnist_flat(quick=False, n_quick=2000, dtype=np.float32):
@@ -76,8 +56,6 @@ def load_mnist_flat(quick=False, n_quick=2000, dtype=np.float32):
     [0, 1], integer labels, and ``"mnist"`` or ``"synthetic"``. With ``quick``, the first ``n_quick``
     training images (and half as many test images); when the real files cannot be found, ``quick``
     falls back to ``fnnet.datasets.synthetic_mnist`` and ``source`` says so."""
-    from fnnet import datasets
-
     try:
         (xtr, ytr), (xte, yte) = datasets.load_mnist(download=not quick)
         source = "mnist"
@@ -94,15 +72,40 @@ def load_mnist_flat(quick=False, n_quick=2000, dtype=np.float32):
 def median_time(fn, *args, budget_s=1.0, min_repeats=5, max_repeats=50):
     """Median wall time of ``fn(*args)``, the first call (compile) excluded; at least
     ``min_repeats`` calls, more while under ``budget_s``. Returns ``(median, repeats)``."""
-    import jax
+    times = time_calls(lambda: jax.block_until_ready(fn(*args)), min_repeats, warmup=1,
+                       budget_s=budget_s, max_repeats=max_repeats)
+    return median(times), len(times)
 
-    jax.block_until_ready(fn(*args))
-    times = []
-    while len(times) < min_repeats or (len(times) < max_repeats and sum(times) < budget_s):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), len(times)
+
+def parse_with_epochs(p, argv, full, quick, what="epochs"):
+    """Add ``--epochs`` to the parser ``p`` (``what`` names them in the help; default ``full``,
+    ``quick`` with ``--quick``) and parse ``argv``. Returns ``(args, epochs)``."""
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"{what} (default {full}, {quick} with --quick)")
+    args = p.parse_args(argv)
+    epochs = args.epochs if args.epochs is not None else (quick if args.quick else full)
+    if epochs < 1:
+        p.error(f"--epochs must be at least 1, got {epochs}")
+    return args, epochs
+
+
+def data_entries(args, source, n_train, n_test):
+    """The metrics entries that say how an MNIST experiment ran and on which data."""
+    return {"quick": args.quick, "seed": args.seed, "data": source, "n_train": n_train,
+            "n_test": n_test}
+
+
+def host_init(model, rng, dtype=np.float32):
+    """Params shaped as ``model.init`` makes them, drawn with the numpy generator ``rng`` (the same
+    numbers in every dtype, and no PRNG kernels to compile): every weight matrix ``(n_out, n_in)``
+    ``~ N(0, 2/n_in)``, biases ``~ N(0, 0.1²)`` (non-zero, so their gradients are exercised too)."""
+    shapes = jax.eval_shape(model.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
+
+    def draw(leaf):
+        scale = np.sqrt(2.0 / leaf.shape[1]) if len(leaf.shape) == 2 else 0.1
+        return jnp.asarray(rng.normal(0, scale, leaf.shape), dtype)
+
+    return jax.tree_util.tree_map(draw, shapes)
 
 
 def run_mnist_classifier(argv, *, name, note, doc, model, loss, loss_label, description, config,
@@ -114,26 +117,13 @@ def run_mnist_classifier(argv, *, name, note, doc, model, loss, loss_label, desc
     ``description`` names the network in titles (e.g. ``"784-40-10 tanh + MSE"``), ``loss_label``
     the loss in tables, ``config`` the network's settings recorded in the metrics.
     """
-    import jax
-    import jax.numpy as jnp
-
-    import fnnet
-    from fnnet import plots
-    from fnnet.datasets import one_hot
-
     p = parser(doc, name)
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"epochs (default {epochs}, {quick_epochs} with --quick)")
     p.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr})")
     p.add_argument("--batch-size", type=int, default=batch_size,
                    help=f"minibatch size (default {batch_size})")
-    args = p.parse_args(argv)
-    epochs = args.epochs if args.epochs is not None else (quick_epochs if args.quick else epochs)
-    if epochs < 1:
-        p.error(f"--epochs must be at least 1, got {epochs}")
-
+    args, epochs = parse_with_epochs(p, argv, epochs, quick_epochs)
     (xtr, ytr), (xte, yte), source = load_mnist_flat(quick=args.quick)
-    ytr_hot, yte_hot = one_hot(ytr, 10, np.float32), one_hot(yte, 10, np.float32)
+    ytr_hot, yte_hot = datasets.one_hot(ytr, 10, np.float32), datasets.one_hot(yte, 10, np.float32)
     print(f"[{name}] {description}, SGD lr={args.lr}, batch {args.batch_size}, {epochs} epochs on "
           f"{len(xtr)} images", flush=True)
     params, history = fnnet.fit(model, loss, fnnet.optim.sgd(args.lr), (xtr, ytr_hot), epochs=epochs,
@@ -154,11 +144,7 @@ def run_mnist_classifier(argv, *, name, note, doc, model, loss, loss_label, desc
     metrics = {
         "experiment": name,
         "note": note,
-        "quick": args.quick,
-        "seed": args.seed,
-        "data": source,
-        "n_train": len(xtr),
-        "n_test": len(xte),
+        **data_entries(args, source, len(xtr), len(xte)),
         "config": {**config, "loss": loss, "optimizer": "sgd", "lr": args.lr,
                    "batch_size": args.batch_size, "epochs": epochs},
         "train_accuracy": float(train_acc),

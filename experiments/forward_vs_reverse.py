@@ -1,4 +1,4 @@
-"""Forward- against reverse-mode differentiation: note 003 (``003_a891f8e569fb3d4c.txt``), "Backwards
+"""Forward- against reverse-mode differentiation: note 003 (experiments/NOTES.md), "Backwards
 Propagation, formally - reverse-mode differentiation".
 
 The note's argument, measured:
@@ -39,21 +39,16 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: python experiments/forward_vs_reverse.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
-
-import fnnet  # noqa: E402
-from experiments import common  # noqa: E402
-from fnnet.plots import save_figure  # noqa: E402
+import fnnet
+from experiments import common
+from fnnet.plots import save_figure
 
 CHUNK = 256
 N_FEATURES = 8
@@ -229,19 +224,6 @@ def by_basis(n, fn, dtype, chunk=CHUNK):
 median_time = functools.partial(common.median_time, min_repeats=3, max_repeats=30)
 
 
-def host_init(model, rng, dtype=np.float32):
-    """Params shaped as ``model.init`` makes them, drawn with the numpy generator ``rng`` (no PRNG
-    kernels to compile): every weight matrix ``(n_out, n_in)`` ``~ N(0, 2/n_in)``, biases
-    ``~ N(0, 0.1²)``."""
-    shapes = jax.eval_shape(model.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
-
-    def draw(leaf):
-        scale = np.sqrt(2.0 / leaf.shape[1]) if len(leaf.shape) == 2 else 0.1
-        return jnp.asarray(rng.normal(0, scale, leaf.shape), dtype)
-
-    return jax.tree_util.tree_map(draw, shapes)
-
-
 def rel_err(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
@@ -252,7 +234,7 @@ def loss_case(width, rng, budget_s):
     respect to all its ``P`` parameters, by forward and by reverse mode."""
     model = fnnet.Sequential(fnnet.Dense(N_FEATURES, width), fnnet.Tanh(), fnnet.Dense(width, width),
                              fnnet.Tanh(), fnnet.Dense(width, 1))
-    flat, unravel = ravel_pytree(host_init(model, rng))
+    flat, unravel = ravel_pytree(common.host_init(model, rng))
     x = jnp.asarray(rng.normal(size=(1, N_FEATURES)), jnp.float32)
     y = jnp.ones((1, 1), jnp.float32)
     n = flat.size
@@ -276,7 +258,7 @@ def jacobian_case(m, rng, budget_s):
     ``t``: ``m`` outputs, one input."""
     model = fnnet.Sequential(fnnet.Dense(1, F_WIDTH), fnnet.Tanh(), fnnet.Dense(F_WIDTH, F_WIDTH),
                              fnnet.Tanh(), fnnet.Dense(F_WIDTH, m))
-    params = host_init(model, rng)
+    params = common.host_init(model, rng)
     t = jnp.full((1,), 0.3, jnp.float32)
 
     def f(t):
@@ -295,7 +277,7 @@ def jacobian_case(m, rng, budget_s):
 
 
 def plot_times(path, loss_rows, jac_rows):
-    fig, (ax_l, ax_j) = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig, (ax_l, ax_j) = common.subplots(1, 2, figsize=(12, 4.6))
     P = [r["params"] for r in loss_rows]
     ax_l.plot(P, [r["forward_s"] for r in loss_rows], "o-", label="forward mode (P jvps)")
     ax_l.plot(P, [r["reverse_s"] for r in loss_rows], "s-", label="reverse mode (jax.grad)")
@@ -316,7 +298,7 @@ def plot_times(path, loss_rows, jac_rows):
 
 
 def plot_paths(path, chain):
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = common.subplots(figsize=(6.5, 4.2))
     k = [r["depth"] for r in chain]
     ax.plot(k, [r["path_mults"] for r in chain], "o-", label="sum over paths (3^k paths)")
     ax.plot(k, [r["forward_mults"] for r in chain], "s-", label="factored: forward mode")

@@ -1,8 +1,9 @@
 """Hand-derived gradients against ``jax.grad`` for every network of the notes, and what each costs.
 
-Every backward rule fnnet uses is derived in the notes; this runs them all, one network per
-derivation, against JAX's automatic differentiation of the plain forward pass (note 004's closing
-step: "let an automatic-differentiation framework compute the same derivatives, and compare")::
+Every backward rule fnnet uses is derived in the notes (experiments/NOTES.md); this runs them all,
+one network per derivation, against JAX's automatic differentiation of the plain forward pass (note
+004's closing step: "let an automatic-differentiation framework compute the same derivatives, and
+compare")::
 
     name                network                                              loss                  note
     single_neuron       Dense(1,1)                                           MSE                   001
@@ -33,20 +34,15 @@ Writes ``manual_vs_autodiff.png`` (errors on a log axis; step times) and ``metri
 from __future__ import annotations
 
 import contextlib
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: python experiments/manual_vs_autodiff.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import fnnet  # noqa: E402
-from experiments import common  # noqa: E402
-from fnnet.plots import save_figure  # noqa: E402
+import fnnet
+from experiments import common
+from fnnet.plots import save_figure
 
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
 ERROR_FLOOR = 1e-20  # where an exact zero is drawn on the log axis
@@ -93,23 +89,9 @@ def make_data(name, batch, rng):
     raise ValueError(f"make_data: unknown network {name!r}; expected one of {sorted(networks())}")
 
 
-def host_init(model, seed, dtype):
-    """Params shaped as ``model.init`` makes them, drawn with numpy from ``seed`` (the same numbers
-    in every dtype, and no PRNG kernels to compile): weight matrices ``(n_out, n_in)``
-    ``~ N(0, 2/n_in)``, biases ``~ N(0, 0.1²)`` (non-zero, so their gradients are exercised too)."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(model.init, jax.ShapeDtypeStruct((2,), jnp.uint32))
-
-    def draw(leaf):
-        scale = np.sqrt(2.0 / leaf.shape[1]) if len(leaf.shape) == 2 else 0.1
-        return jnp.asarray(rng.normal(0, scale, leaf.shape), dtype)
-
-    return jax.tree_util.tree_map(draw, shapes)
-
-
 def gradient_check(model, loss, seed, x, y, dtype):
     """``fnnet.check_grads`` at params drawn from ``seed`` in ``dtype``: ``(report, n_params)``."""
-    params = host_init(model, seed, dtype)
+    params = common.host_init(model, np.random.default_rng(seed), dtype)
     y = y if np.issubdtype(y.dtype, np.integer) else jnp.asarray(y, dtype)
     report = fnnet.check_grads(model, loss, params, jnp.asarray(x, dtype), y)
     n = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(params))
@@ -124,7 +106,7 @@ def step_time(model, loss, grads, seed, x, y, steps, budget_s):
     steps on one batch, median over repeats, divided by ``steps``."""
     opt = fnnet.optim.sgd(0.01)
     step = fnnet.train_step(model, loss, opt, grads=grads)
-    params = host_init(model, seed, jnp.float32)
+    params = common.host_init(model, np.random.default_rng(seed), jnp.float32)
     state = opt.init(params)
     x = jnp.asarray(x, jnp.float32)
     y = jnp.asarray(y) if np.issubdtype(y.dtype, np.integer) else jnp.asarray(y, jnp.float32)
@@ -144,7 +126,7 @@ def step_time(model, loss, grads, seed, x, y, steps, budget_s):
 
 def plot(path, rows):
     names = [r["network"] for r in rows]
-    fig, (ax_e, ax_t) = plt.subplots(1, 2, figsize=(14, 4.8))
+    fig, (ax_e, ax_t) = common.subplots(1, 2, figsize=(14, 4.8))
     bars = [("float32", "max_abs", "float32 abs"), ("float32", "max_rel", "float32 rel"),
             ("float64", "max_abs", "float64 abs"), ("float64", "max_rel", "float64 rel")]
     width = 0.8 / len(bars)

@@ -1,5 +1,5 @@
-"""Note 002 (MNIST from scratch): a 784-10-10 network, ReLU then softmax, cross-entropy, trained by
-full-batch gradient descent on all 60,000 training images.
+"""Note 002 (experiments/NOTES.md), MNIST from scratch: a 784-10-10 network, ReLU then softmax,
+cross-entropy, trained by full-batch gradient descent on all 60,000 training images.
 
 The note's equations, samples as columns (``X`` is 784 × m, labels one-hot ``Y``)::
 
@@ -34,19 +34,15 @@ Usage: ``python -m experiments.mnist_relu_softmax [--quick] [--out DIR] [--seed 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: python experiments/mnist_relu_softmax.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-import fnnet  # noqa: E402
-from experiments import common  # noqa: E402
-from fnnet import plots  # noqa: E402
+import fnnet
+from experiments import common
+from fnnet import plots
 
 NAME = "mnist_relu_softmax"
 INITS = ("uniform", "he")
@@ -87,16 +83,33 @@ def train(init, train_data, test_data, epochs, lr, key):
     return model, params, result
 
 
+def draw(out, models, xte, yte, lr):
+    """The figures: curves and test digits of the U(-0.5, 0.5) run, both inits' accuracies, and
+    the confusion matrix."""
+    model, params, main_run = models["uniform"]
+    probs = np.asarray(model.apply(params, jnp.asarray(xte)))
+    pred = probs.argmax(axis=1)
+    shown = min(30, len(xte))
+    plots.plot_history(main_run["history"], out / "curves.png",
+                       title=f"note 002: 784-10-10, full batch, alpha={lr}, U(-0.5, 0.5) init")
+    plots.plot_lines(
+        main_run["history"]["epoch"],
+        {f"{init} init: {split}": models[init][2]["history"][field]
+         for init in INITS for split, field in (("train", "train_accuracy"), ("test", "val_accuracy"))},
+        out / "init_comparison.png", xlabel="iteration (one full-batch step)", ylabel="accuracy",
+        title="U(-0.5, 0.5) (note 002) against He initialisation", marker=None)
+    plots.plot_digits(xte[:shown], out / "digits.png", labels=yte[:shown].tolist(),
+                      predictions=pred[:shown].tolist(),
+                      title="test digits: prediction (true label when wrong)")
+    plots.plot_confusion(np.asarray(fnnet.metrics.confusion_matrix(probs, yte, 10)),
+                         out / "confusion.png", title="test set, U(-0.5, 0.5) init")
+
+
 def main(argv=None):
     """Train with both initialisations, draw the figures, write and return the metrics."""
     p = common.parser(__doc__, NAME)
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"full-batch iterations (default {EPOCHS}, {QUICK_EPOCHS} with --quick)")
     p.add_argument("--lr", type=float, default=LR, help=f"learning rate alpha (default {LR})")
-    args = p.parse_args(argv)
-    epochs = args.epochs if args.epochs is not None else (QUICK_EPOCHS if args.quick else EPOCHS)
-    if epochs < 1:
-        p.error(f"--epochs must be at least 1, got {epochs}")
+    args, epochs = common.parse_with_epochs(p, argv, EPOCHS, QUICK_EPOCHS, "full-batch iterations")
 
     (xtr, ytr), (xte, yte), source = common.load_mnist_flat(quick=args.quick)
     key = jax.random.PRNGKey(args.seed)
@@ -108,34 +121,13 @@ def main(argv=None):
         runs[init] = models[init][2]
 
     out = Path(args.out)
-    model, params, main_run = models["uniform"]
-    probs = np.asarray(model.apply(params, jnp.asarray(xte)))
-    pred = probs.argmax(axis=1)
-    shown = min(30, len(xte))
-    plots.plot_history(main_run["history"], out / "curves.png",
-                       title=f"note 002: 784-10-10, full batch, alpha={args.lr}, U(-0.5, 0.5) init")
-    epoch_axis = main_run["history"]["epoch"]
-    plots.plot_lines(
-        epoch_axis,
-        {f"{init} init: {split}": runs[init]["history"][field]
-         for init in INITS for split, field in (("train", "train_accuracy"), ("test", "val_accuracy"))},
-        out / "init_comparison.png", xlabel="iteration (one full-batch step)", ylabel="accuracy",
-        title="U(-0.5, 0.5) (note 002) against He initialisation", marker=None)
-    plots.plot_digits(xte[:shown], out / "digits.png", labels=yte[:shown].tolist(),
-                      predictions=pred[:shown].tolist(),
-                      title="test digits: prediction (true label when wrong)")
-    plots.plot_confusion(np.asarray(fnnet.metrics.confusion_matrix(probs, yte, 10)),
-                         out / "confusion.png", title="test set, U(-0.5, 0.5) init")
+    draw(out, models, xte, yte, args.lr)
 
     best = max(INITS, key=lambda i: runs[i]["test_accuracy"])
     metrics = {
         "experiment": NAME,
         "note": "002",
-        "quick": args.quick,
-        "seed": args.seed,
-        "data": source,
-        "n_train": len(xtr),
-        "n_test": len(xte),
+        **common.data_entries(args, source, len(xtr), len(xte)),
         "config": {"sizes": [784, 10, 10], "activation": "relu", "output": "softmax", "loss": LOSS,
                    "optimizer": "sgd", "lr": args.lr, "batch_size": None, "epochs": epochs},
         "train_accuracy": runs["uniform"]["train_accuracy"],

@@ -1,5 +1,5 @@
-"""Note 004 (vectorized equations): a 784-17-10 network with sigmoid hidden and output layers and
-binary cross-entropy on one-hot targets, trained on MNIST.
+"""Note 004 (experiments/NOTES.md), vectorized equations: a 784-17-10 network with sigmoid hidden
+and output layers and binary cross-entropy on one-hot targets, trained on MNIST.
 
 The note's equations, samples as rows (``X`` is N × 784, ``Y`` one-hot N × 10)::
 
@@ -32,14 +32,8 @@ Usage: ``python -m experiments.mnist_sigmoid_bce [--quick] [--out DIR] [--seed S
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a file: python experiments/mnist_sigmoid_bce.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import fnnet  # noqa: E402
-from experiments import common  # noqa: E402
+import fnnet
+from experiments import common
 
 NAME = "mnist_sigmoid_bce"
 LOSS = "binary-cross-entropy"

@@ -1,5 +1,5 @@
-"""Note 000 (layers as objects), its MNIST network: ``Dense(784, 40) → Tanh → Dense(40, 10) → Tanh``
-with mean squared error on one-hot targets.
+"""Note 000 (experiments/NOTES.md), layers as objects, its MNIST network: ``Dense(784, 40) → Tanh →
+Dense(40, 10) → Tanh`` with mean squared error on one-hot targets.
 
 The note's rules, each layer its own forward and backward (columns, as the note writes them)::
 
@@ -27,14 +27,8 @@ Usage: ``python -m experiments.mnist_tanh_mse [--quick] [--out DIR] [--seed S]``
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a file: python experiments/mnist_tanh_mse.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import fnnet  # noqa: E402
-from experiments import common  # noqa: E402
+import fnnet
+from experiments import common
 
 NAME = "mnist_tanh_mse"
 LOSS = "mse"

@@ -1,4 +1,4 @@
-"""One neuron learns a line: note 001 (``001_2dff1fe791b983e4.txt``), first page.
+"""One neuron learns a line: note 001 (experiments/NOTES.md), first page.
 
 Forward, cost, chain rule and update exactly as the note writes them, for one example at a time::
 
@@ -26,19 +26,14 @@ Writes ``single_neuron.png`` (data and fitted line; ``w``, ``b`` and the cost ag
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: python experiments/single_neuron.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments import common  # noqa: E402
-from fnnet.plots import save_figure  # noqa: E402
+from experiments import common
+from fnnet.plots import save_figure
 
 TRUE_W, TRUE_B = 3.0, -2.0
 NOISE = 0.3
@@ -123,7 +118,7 @@ def check_note_grads(rng, n=1000):
 def plot(path, x, desired, w, b, trace, title):
     """Left: the data, the true line and the fitted one. Middle: ``w, b`` per iteration. Right: the
     cost per iteration (each example's, and the mean over the data)."""
-    fig, (ax_d, ax_p, ax_c) = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, (ax_d, ax_p, ax_c) = common.subplots(1, 3, figsize=(15, 4.2))
     grid = np.linspace(-2.2, 2.2, 50)
     ax_d.scatter(x, desired, s=10, alpha=0.6, label="data")
     ax_d.plot(grid, TRUE_W * grid + TRUE_B, "k--", label=f"true: {TRUE_W:g}·x {TRUE_B:+g}")

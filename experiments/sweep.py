@@ -1,13 +1,13 @@
 """A learning-rate sweep in one program: K copies of a 784-128-10 network (ReLU, softmax,
 cross-entropy), one per learning rate, trained together by ``fnnet.fit(..., lrs=[...])``.
 
-Every update is note 003's recipe (forward keeping what the backward needs, the hand-derived
-backward, a gradient-descent step ``W ← W − α_k dW``) with the softmax/cross-entropy rule
-``dZ = (A − Y)/N`` of note 002 and the Dense/ReLU rules of note 000. ``fit`` ``jax.vmap``s the
-whole epoch over a leading model axis of the parameters and optimizer state, so the K models, each
-with its own rate ``α_k`` in its optimizer state, run as one compiled ``lax.scan`` per epoch. Every
-model starts from the same key: the same initial weights and the same minibatch order, so only the
-rate differs.
+Every update is the recipe of note 003 (experiments/NOTES.md): a forward pass keeping what the
+backward needs, the hand-derived backward, a gradient-descent step ``W ← W − α_k dW``; with the
+softmax/cross-entropy rule ``dZ = (A − Y)/N`` of note 002 and the Dense/ReLU rules of note 000.
+``fit`` ``jax.vmap``s the whole epoch over a leading model axis of the parameters and optimizer
+state, so the K models, each with its own rate ``α_k`` in its optimizer state, run as one compiled
+``lax.scan`` per epoch. Every model starts from the same key: the same initial weights and the same
+minibatch order, so only the rate differs.
 
 What is measured:
 
@@ -31,20 +31,16 @@ Usage: ``python -m experiments.sweep [--quick] [--out DIR] [--seed S] [--epochs 
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: python experiments/sweep.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-import fnnet  # noqa: E402
-from experiments import common  # noqa: E402
-from fnnet import plots  # noqa: E402
+import fnnet
+from experiments import common
+from fnnet import plots
 
 NAME = "sweep"
 LOSS = "cross-entropy"
@@ -114,19 +110,129 @@ def run_separate(model, train, test, lr, epochs, batch_size, key):
     return params, history, time.perf_counter() - t
 
 
+def seconds_of(history, wall):
+    """``{"wall", "train", "compile"}`` seconds of a ``fit`` run that took ``wall`` end to end."""
+    return {"wall": wall, "train": float(np.sum(history["seconds"])),
+            "compile": float(history["compile_seconds"])}
+
+
+def compare_rate(i, lr, sweep_params, sweep_hist, params, hist, step_diff, wall):
+    """Rate ``i`` of the vmapped sweep against its separate run: one ``per_rate`` record."""
+    diff = max_abs_diff(jax.tree_util.tree_map(lambda a: a[i], sweep_params), params)
+    scale = max_abs(params)
+    acc_v, acc_s = final(sweep_hist, "val_accuracy")[i], final(hist, "val_accuracy")
+    return {
+        "lr": lr,
+        "test_accuracy_vmapped": acc_v,
+        "test_accuracy_separate": acc_s,
+        "train_loss_vmapped": final(sweep_hist, "loss")[i],
+        "train_loss_separate": final(hist, "loss"),
+        "max_abs_param_diff": diff,
+        "one_step_max_abs_param_diff": step_diff,
+        "max_abs_param": scale,
+        "abs_accuracy_diff": abs(acc_v - acc_s),
+        "equal_to_float32_tolerance": diff <= ATOL + RTOL * scale,
+        "separate_wall_seconds": wall,
+    }
+
+
+def separate_runs(model, train, test, lrs, epochs, batch_size, key, sweep, step_diffs):
+    """Every rate run on its own and compared with the vmapped ``sweep`` (``(params, history)``):
+    returns the ``per_rate`` records and the separate runs' summed seconds (``seconds_of``)."""
+    per_rate, total = [], {"wall": 0.0, "train": 0.0, "compile": 0.0}
+    for i, lr in enumerate(lrs):
+        params, hist, wall = run_separate(model, train, test, lr, epochs, batch_size, key)
+        total = {k: total[k] + v for k, v in seconds_of(hist, wall).items()}
+        rec = compare_rate(i, lr, *sweep, params, hist, step_diffs[i], wall)
+        per_rate.append(rec)
+        print(f"[{NAME}] lr={lr:.3g}: {wall:.1f}s, test acc {rec['test_accuracy_separate']:.4f}, "
+              f"max |dparam| {rec['max_abs_param_diff']:.2e}", flush=True)
+    return per_rate, total
+
+
+def plot(out, lrs, per_rate, vm, sep, title):
+    """``accuracy_vs_lr.png`` and ``timing.png`` in ``out``."""
+    k = len(lrs)
+    plots.plot_lines(lrs, {"one vmapped program": [r["test_accuracy_vmapped"] for r in per_rate],
+                           "separate runs": [r["test_accuracy_separate"] for r in per_rate]},
+                     out / "accuracy_vs_lr.png", xlabel="learning rate", ylabel="final test accuracy",
+                     title=title, logx=True)
+    plots.plot_bars({"end to end (with compile)": {f"1 program, K={k}": vm["wall"],
+                                                   f"{k} separate runs": sep["wall"]},
+                     "training only": {f"1 program, K={k}": vm["train"],
+                                       f"{k} separate runs": sep["train"]}},
+                    out / "timing.png", ylabel="seconds", title=f"{k} learning rates: wall time")
+
+
+def per_rate_table(per_rate):
+    """The README's table of the per-rate comparison."""
+    return {"headers": ["lr", "test accuracy, one program", "test accuracy, separate run",
+                        "max |dparam| after 1 step", "max |dparam| at the end", "equal (float32)"],
+            "rows": [[r["lr"], r["test_accuracy_vmapped"], r["test_accuracy_separate"],
+                      r["one_step_max_abs_param_diff"], r["max_abs_param_diff"],
+                      r["equal_to_float32_tolerance"]] for r in per_rate]}
+
+
+def sweep_metrics(args, source, n, cfg, epochs, per_rate, vm, sep, history):
+    """The metrics: the config, per-rate comparison, timings and the headline numbers."""
+    lrs, k = cfg["lrs"], len(cfg["lrs"])
+    acc = [r["test_accuracy_vmapped"] for r in per_rate]
+    best = int(np.nanargmax(np.asarray(acc, dtype=float)))
+    equal = sum(r["equal_to_float32_tolerance"] for r in per_rate)
+    param_diff = max(r["max_abs_param_diff"] for r in per_rate)
+    acc_diff = max(r["abs_accuracy_diff"] for r in per_rate)
+    step_diff = max(r["one_step_max_abs_param_diff"] for r in per_rate)
+    return {
+        "experiment": NAME, "notes": ["002", "003"], **common.data_entries(args, source, *n),
+        "config": {"sizes": SIZES, "loss": LOSS, "optimizer": "sgd", "lrs": lrs, "epochs": epochs,
+                   "batch_size": cfg["batch_size"], "atol": ATOL, "rtol": RTOL},
+        "k": k, "per_rate": per_rate, "best_lr": lrs[best], "best_test_accuracy": acc[best],
+        **{f"{who}_{what}_seconds": t[what] for who, t in (("vmapped", vm), ("separate", sep))
+           for what in ("wall", "train", "compile")},
+        "wall_ratio_separate_over_vmapped": sep["wall"] / vm["wall"],
+        "train_ratio_separate_over_vmapped": sep["train"] / vm["train"],
+        "max_abs_param_diff": param_diff, "max_abs_accuracy_diff": acc_diff,
+        "rates_equal_to_float32_tolerance": equal, "one_step_max_abs_param_diff": step_diff,
+        "vmapped_history": history, "figures": ["accuracy_vs_lr.png", "timing.png"],
+        "tables": {"per learning rate": per_rate_table(per_rate)},
+        "headline": {
+            "learning rates (K)": k,
+            "best learning rate": lrs[best],
+            "best final test accuracy": acc[best],
+            "one program, wall seconds (incl. compile)": vm["wall"],
+            f"{k} separate runs, wall seconds (incl. compile)": sep["wall"],
+            "wall-time ratio separate / one program": sep["wall"] / vm["wall"],
+            "training-only ratio separate / one program": sep["train"] / vm["train"],
+            "max |param difference| vmapped vs separate": param_diff,
+            "max |test accuracy difference|": acc_diff,
+            "rates equal to float32 tolerance at the end": f"{equal} of {k}",
+            "max |param difference| after one step": step_diff,
+            "epochs, batch size": f"{epochs}, {cfg['batch_size']}",
+            "data": f"{source}, {n[0]} train / {n[1]} test",
+        },
+    }
+
+
+def print_summary(per_rate, vm, sep, out):
+    print(common.table([[f"{r['lr']:.3g}", r["test_accuracy_vmapped"], r["test_accuracy_separate"],
+                         r["one_step_max_abs_param_diff"], r["max_abs_param_diff"],
+                         r["abs_accuracy_diff"], "yes" if r["equal_to_float32_tolerance"] else "no"]
+                        for r in per_rate],
+                       ["lr", "acc (vmapped)", "acc (separate)", "|dparam| 1 step", "|dparam| end",
+                        "|dacc|", "equal"]))
+    print(common.table([["one vmapped program", vm["wall"], vm["train"], vm["compile"]],
+                        [f"{len(per_rate)} separate runs", sep["wall"], sep["train"], sep["compile"]]],
+                       ["", "wall s", "training s", "compile s"]))
+    print(f"separate / vmapped wall time: {sep['wall'] / vm['wall']:.2f}x "
+          f"(training only {sep['train'] / vm['train']:.2f}x); outputs in {out}")
+
+
 def main(argv=None):
     """Run the sweep both ways, compare, draw the figures, write and return the metrics."""
-    p = common.parser(__doc__, NAME)
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"epochs for both (default {FULL['epochs']}, {QUICK['epochs']} with --quick)")
-    args = p.parse_args(argv)
-    cfg = dict(QUICK if args.quick else FULL)
-    if args.epochs is not None:
-        if args.epochs < 1:
-            p.error(f"--epochs must be at least 1, got {args.epochs}")
-        cfg["epochs"] = args.epochs
-    lrs, epochs, batch_size = cfg["lrs"], cfg["epochs"], cfg["batch_size"]
-
+    args, epochs = common.parse_with_epochs(common.parser(__doc__, NAME), argv, FULL["epochs"],
+                                            QUICK["epochs"], "epochs for both")
+    cfg = QUICK if args.quick else FULL
+    lrs, batch_size = cfg["lrs"], cfg["batch_size"]
     if args.quick:
         (xtr, ytr), (xte, yte), source = common.load_mnist_flat(quick=True, n_quick=cfg["n"])
     else:
@@ -134,119 +240,22 @@ def main(argv=None):
     train, test = (xtr, ytr), (xte, yte)
     model = fnnet.mlp(SIZES, activation="relu", output="softmax")
     key = jax.random.PRNGKey(args.seed)
-    k = len(lrs)
 
-    print(f"[{NAME}] {k} learning rates, 784-128-10, {epochs} epoch(s), batch {batch_size}, "
+    print(f"[{NAME}] {len(lrs)} learning rates, 784-128-10, {epochs} epoch(s), batch {batch_size}, "
           f"{len(xtr)} images: one vmapped program", flush=True)
     sweep_params, sweep_hist, sweep_wall = run_sweep(model, train, test, lrs, epochs, batch_size, key)
     step_diffs = one_step_diffs(model, lrs, jnp.asarray(xtr[:batch_size]), jnp.asarray(ytr[:batch_size]),
                                 key)
-    print(f"[{NAME}] the same {k} runs one at a time", flush=True)
-    rows, per_rate, sep_wall, sep_train, sep_compile = [], [], 0.0, 0.0, 0.0
-    for i, lr in enumerate(lrs):
-        params, hist, wall = run_separate(model, train, test, lr, epochs, batch_size, key)
-        sep_wall += wall
-        sep_train += float(np.sum(hist["seconds"]))
-        sep_compile += float(hist["compile_seconds"])
-        mine = jax.tree_util.tree_map(lambda a, i=i: a[i], sweep_params)
-        diff = max_abs_diff(mine, params)
-        scale = max_abs(params)
-        acc_v, acc_s = final(sweep_hist, "val_accuracy")[i], final(hist, "val_accuracy")
-        loss_v, loss_s = final(sweep_hist, "loss")[i], final(hist, "loss")
-        rec = {
-            "lr": lr,
-            "test_accuracy_vmapped": acc_v,
-            "test_accuracy_separate": acc_s,
-            "train_loss_vmapped": loss_v,
-            "train_loss_separate": loss_s,
-            "max_abs_param_diff": diff,
-            "one_step_max_abs_param_diff": step_diffs[i],
-            "max_abs_param": scale,
-            "abs_accuracy_diff": abs(acc_v - acc_s),
-            "equal_to_float32_tolerance": diff <= ATOL + RTOL * scale,
-            "separate_wall_seconds": wall,
-        }
-        per_rate.append(rec)
-        rows.append([f"{lr:.3g}", acc_v, acc_s, step_diffs[i], diff, rec["abs_accuracy_diff"],
-                     "yes" if rec["equal_to_float32_tolerance"] else "no"])
-        print(f"[{NAME}] lr={lr:.3g}: {wall:.1f}s, test acc {acc_s:.4f}, max |dparam| {diff:.2e}",
-              flush=True)
-
-    sweep_train = float(np.sum(sweep_hist["seconds"]))
-    sweep_compile = float(sweep_hist["compile_seconds"])
-    acc_v = [r["test_accuracy_vmapped"] for r in per_rate]
-    acc_s = [r["test_accuracy_separate"] for r in per_rate]
-    best = int(np.nanargmax(np.asarray(acc_v, dtype=float)))
-    equal = sum(r["equal_to_float32_tolerance"] for r in per_rate)
-
+    print(f"[{NAME}] the same {len(lrs)} runs one at a time", flush=True)
+    per_rate, sep = separate_runs(model, train, test, lrs, epochs, batch_size, key,
+                                  (sweep_params, sweep_hist), step_diffs)
+    vm = seconds_of(sweep_hist, sweep_wall)
     out = Path(args.out)
-    plots.plot_lines(lrs, {"one vmapped program": acc_v, "separate runs": acc_s},
-                     out / "accuracy_vs_lr.png", xlabel="learning rate", ylabel="final test accuracy",
-                     title=f"784-128-10, SGD, {epochs} epoch(s), batch {batch_size}", logx=True)
-    plots.plot_bars({"end to end (with compile)": {f"1 program, K={k}": sweep_wall,
-                                                   f"{k} separate runs": sep_wall},
-                     "training only": {f"1 program, K={k}": sweep_train,
-                                       f"{k} separate runs": sep_train}},
-                    out / "timing.png", ylabel="seconds", title=f"{k} learning rates: wall time")
-
-    metrics = {
-        "experiment": NAME,
-        "notes": ["002", "003"],
-        "quick": args.quick,
-        "seed": args.seed,
-        "data": source,
-        "n_train": len(xtr),
-        "n_test": len(xte),
-        "config": {"sizes": SIZES, "loss": LOSS, "optimizer": "sgd", "lrs": lrs, "epochs": epochs,
-                   "batch_size": batch_size, "atol": ATOL, "rtol": RTOL},
-        "k": k,
-        "per_rate": per_rate,
-        "best_lr": lrs[best],
-        "best_test_accuracy": acc_v[best],
-        "vmapped_wall_seconds": sweep_wall,
-        "vmapped_train_seconds": sweep_train,
-        "vmapped_compile_seconds": sweep_compile,
-        "separate_wall_seconds": sep_wall,
-        "separate_train_seconds": sep_train,
-        "separate_compile_seconds": sep_compile,
-        "wall_ratio_separate_over_vmapped": sep_wall / sweep_wall,
-        "train_ratio_separate_over_vmapped": sep_train / sweep_train,
-        "max_abs_param_diff": max(r["max_abs_param_diff"] for r in per_rate),
-        "max_abs_accuracy_diff": max(r["abs_accuracy_diff"] for r in per_rate),
-        "rates_equal_to_float32_tolerance": equal,
-        "one_step_max_abs_param_diff": max(step_diffs),
-        "vmapped_history": sweep_hist,
-        "figures": ["accuracy_vs_lr.png", "timing.png"],
-        "tables": {"per learning rate": {
-            "headers": ["lr", "test accuracy, one program", "test accuracy, separate run",
-                        "max |dparam| after 1 step", "max |dparam| at the end", "equal (float32)"],
-            "rows": [[r["lr"], r["test_accuracy_vmapped"], r["test_accuracy_separate"],
-                      r["one_step_max_abs_param_diff"], r["max_abs_param_diff"],
-                      r["equal_to_float32_tolerance"]] for r in per_rate]}},
-        "headline": {
-            "learning rates (K)": k,
-            "best learning rate": lrs[best],
-            "best final test accuracy": acc_v[best],
-            "one program, wall seconds (incl. compile)": sweep_wall,
-            f"{k} separate runs, wall seconds (incl. compile)": sep_wall,
-            "wall-time ratio separate / one program": sep_wall / sweep_wall,
-            "training-only ratio separate / one program": sep_train / sweep_train,
-            "max |param difference| vmapped vs separate": max(r["max_abs_param_diff"] for r in per_rate),
-            "max |test accuracy difference|": max(r["abs_accuracy_diff"] for r in per_rate),
-            "rates equal to float32 tolerance at the end": f"{equal} of {k}",
-            "max |param difference| after one step": max(step_diffs),
-            "epochs, batch size": f"{epochs}, {batch_size}",
-            "data": f"{source}, {len(xtr)} train / {len(xte)} test",
-        },
-    }
+    plot(out, lrs, per_rate, vm, sep, f"784-128-10, SGD, {epochs} epoch(s), batch {batch_size}")
+    metrics = sweep_metrics(args, source, (len(xtr), len(xte)), cfg, epochs, per_rate, vm, sep,
+                            sweep_hist)
     common.write_metrics(out, metrics)
-    print(common.table(rows, ["lr", "acc (vmapped)", "acc (separate)", "|dparam| 1 step",
-                              "|dparam| end", "|dacc|", "equal"]))
-    print(common.table([["one vmapped program", sweep_wall, sweep_train, sweep_compile],
-                        [f"{k} separate runs", sep_wall, sep_train, sep_compile]],
-                       ["", "wall s", "training s", "compile s"]))
-    print(f"separate / vmapped wall time: {sep_wall / sweep_wall:.2f}x "
-          f"(training only {sep_train / sweep_train:.2f}x); outputs in {out}")
+    print_summary(per_rate, vm, sep, out)
     return metrics
 
 

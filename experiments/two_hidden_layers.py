@@ -1,4 +1,4 @@
-"""Two hidden ReLU layers fit ``sin`` on [−π, π]: note 001 (``001_2dff1fe791b983e4.txt``), "2 Hidden
+"""Two hidden ReLU layers fit ``sin`` on [−π, π]: note 001 (experiments/NOTES.md), "2 Hidden
 Layers", with the note's chain rule written out here, not taken from fnnet.
 
 Forward, for one scalar input ``i`` (column shapes of the note, ``h = 100``)::
@@ -39,20 +39,16 @@ Writes ``two_hidden_layers_fit.png``, ``two_hidden_layers_loss.png`` and ``metri
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: python experiments/two_hidden_layers.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import fnnet  # noqa: E402
-from experiments import common  # noqa: E402
-from fnnet.plots import save_figure  # noqa: E402
+import fnnet
+from experiments import common
+from fnnet.plots import save_figure
 
 HIDDEN = 100  # note 001: "HL Neurons = 100"
 ALPHA = 0.01
@@ -215,10 +211,10 @@ def train(p, I, O_des, grid, checkpoints, alpha=ALPHA):
 
 
 def plot_fit(path, i, o, grid, snaps, checkpoints, costs):
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, ax = common.subplots(figsize=(7.5, 4.6))
     ax.plot(grid, np.sin(grid), "k--", lw=2, label="target sin(i)")
     ax.scatter(i, o, s=8, color="k", alpha=0.4, label=f"{len(i)} training points")
-    colors = plt.cm.viridis(np.linspace(0.1, 0.9, len(checkpoints)))
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.1, 0.9, len(checkpoints)))
     for t, s, c in zip(checkpoints, snaps, colors):
         ax.plot(grid, s, color=c, label=f"after {t} iterations (C = {costs[t - 1]:.2g})")
     ax.set(xlabel="input i", ylabel="output O",
@@ -229,7 +225,7 @@ def plot_fit(path, i, o, grid, snaps, checkpoints, costs):
 
 
 def plot_loss(path, costs, checkpoints):
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = common.subplots(figsize=(6.5, 4.2))
     it = np.arange(1, len(costs) + 1)
     ax.plot(it, costs)
     for t in checkpoints:

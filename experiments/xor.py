@@ -1,5 +1,5 @@
-"""XOR with a 2-3-1 tanh network: note 000 (``000_8f1692b98ada5dff.txt``), the layers-as-objects
-design trained end to end.
+"""XOR with a 2-3-1 tanh network: note 000 (experiments/NOTES.md), the layers-as-objects design
+trained end to end.
 
 The network is note 000's ``Sequential(Dense(2, 3), Tanh(), Dense(3, 1), Tanh())`` with its mean
 squared error ``E = (1/n) Σ (y* − y)²`` and the backward rules of note 000 as fnnet implements them::
@@ -14,10 +14,10 @@ program for the whole run. A point counts as classified correctly when the outpu
 side of 0.5 (targets 0 and 1); XOR is solved when all four are.
 
 Seed robustness: the same run for 10 seeds at once (``jax.vmap`` of the scanned run; keys
-``jax.random.split(key, 10)``, each initialised as ``fnnet.fit`` does). Without ``--quick`` the 10
-are also trained by ``fnnet.fit(..., ensemble=10, batch_size=None)`` and the two are compared
-(``fit`` runs one compiled program per epoch, a Python loop over a few thousand one-step epochs,
-which is why the scan is the main path).
+``jax.random.split(key, 10)``, each started from ``fnnet.TrainState.create``, as ``fnnet.fit``
+starts). Without ``--quick`` the 10 are also trained by ``fnnet.fit(..., ensemble=10,
+batch_size=None)`` and the two are compared (``fit`` runs one compiled program per epoch, a Python
+loop over a few thousand one-step epochs, which is why the scan is the main path).
 
 Writes ``xor_surface.png`` (the network's output over ``[−0.5, 1.5]²`` with the four points and the
 0.5 contour), ``xor_seeds.png`` (loss curves of the 10 seeds) and ``metrics.json``::
@@ -27,20 +27,15 @@ Writes ``xor_surface.png`` (the network's output over ``[−0.5, 1.5]²`` with t
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: python experiments/xor.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import fnnet  # noqa: E402
-from experiments import common  # noqa: E402
-from fnnet.plots import save_figure  # noqa: E402
+import fnnet
+from experiments import common
+from fnnet.plots import save_figure
 
 X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
 Y = np.array([[0], [1], [1], [0]], np.float32)
@@ -56,21 +51,21 @@ def network():
 
 
 def train(key, epochs, x=X, y=Y):
-    """One run: initialise as ``fnnet.fit`` does (``init_key = split(key)[0]``), then ``epochs``
-    full-batch steps of ``fnnet.train_step`` with sgd(0.1) in a ``lax.scan``. Returns the params,
-    the loss before every step and how many points are classified correctly after every step."""
+    """One run: the state ``fnnet.fit`` starts from (``fnnet.TrainState.create(model, sgd(0.1),
+    key)``), then ``epochs`` full-batch steps of ``fnnet.train_step`` in a ``lax.scan``. Returns the
+    params, the loss before every step and how many points are classified correctly after every
+    step."""
     model, opt = network(), fnnet.optim.sgd(LR)
-    init_key, _ = jax.random.split(key)
-    params = model.init(init_key, jnp.float32)
+    state = fnnet.TrainState.create(model, opt, key)
     step = fnnet.train_step(model, fnnet.losses.mse, opt, grads="manual")
     x, y = jnp.asarray(x), jnp.asarray(y)
 
     def body(carry, _):
-        params, state = carry
-        params, state, loss = step(params, state, x, y)
-        return (params, state), (loss, correct(params, x, y))
+        params, opt_state = carry
+        params, opt_state, loss = step(params, opt_state, x, y)
+        return (params, opt_state), (loss, correct(params, x, y))
 
-    (params, _), (losses, n_correct) = jax.lax.scan(body, (params, opt.init(params)), None,
+    (params, _), (losses, n_correct) = jax.lax.scan(body, (state.params, state.opt_state), None,
                                                     length=epochs)
     return params, losses, n_correct
 
@@ -107,7 +102,7 @@ def plot_surface(path, params, lo=-0.5, hi=1.5, n=201):
     g = np.linspace(lo, hi, n, dtype=np.float32)
     gx, gy = np.meshgrid(g, g)
     z = np.asarray(apply(params, jnp.asarray(np.stack([gx.ravel(), gy.ravel()], 1))))
-    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    fig, ax = common.subplots(figsize=(5.6, 4.8))
     cs = ax.contourf(gx, gy, z.reshape(gx.shape), levels=np.linspace(-1, 1, 21), cmap="RdBu_r")
     ax.contour(gx, gy, z.reshape(gx.shape), levels=[0.5], colors="k", linewidths=1.5)
     fig.colorbar(cs, ax=ax, label="network output")
@@ -121,7 +116,7 @@ def plot_surface(path, params, lo=-0.5, hi=1.5, n=201):
 
 
 def plot_seeds(path, losses, solved):
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = common.subplots(figsize=(6.5, 4.2))
     epochs = np.arange(1, losses.shape[1] + 1)
     for k, (curve, ok) in enumerate(zip(losses, solved)):
         ax.plot(epochs, curve, color="C0" if ok else "C3", alpha=0.8,

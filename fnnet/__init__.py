@@ -1,12 +1,19 @@
 """fnnet: neural networks from scratch in JAX, every gradient derived by hand as the notes derive it
-and checked against ``jax.grad``.
+(experiments/NOTES.md) and checked against ``jax.grad``.
 
 Layers and networks are immutable descriptions with pure ``init``/``apply``/``forward``/``backward``
 methods; parameters are pytrees; losses give a value and a gradient; ``value_and_grad`` chains the
 hand-derived backward rules and ``autodiff_value_and_grad`` is the ``jax.grad`` reference.
+Training is a ``TrainState`` pytree moved along by an ``EpochRunner``; ``fit`` is its outline.
+
+Importing fnnet changes no global setting: no JAX flag, no matplotlib backend (``fnnet.plots``
+and matplotlib are imported the first time ``fnnet.plots`` is used).
 """
 
-from . import datasets, losses, metrics, optim, parallel, plots
+import importlib
+
+from . import checks, datasets, io, losses, metrics, optim, parallel
+from ._version import __version__
 from .checkpoints import load, save
 from .gradients import (
     GradReport,
@@ -18,13 +25,28 @@ from .gradients import (
 )
 from .layers import Dense, DenseParams, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .networks import Sequential, mlp
-from .training import evaluate, fit, make_epoch, to_device, train_step
+from .training import (
+    EpochRecord,
+    EpochRunner,
+    TrainState,
+    evaluate,
+    fit,
+    make_epoch,
+    to_device,
+    train_step,
+)
 
-__version__ = "0.1.0"
+
+def __getattr__(name):
+    if name == "plots":  # matplotlib only when a figure is wanted
+        return importlib.import_module(".plots", __name__)
+    raise AttributeError(f"module 'fnnet' has no attribute {name!r}")
+
 
 __all__ = [
     "Dense", "DenseParams", "Identity", "ReLU", "Sigmoid", "Softmax", "Tanh", "Sequential", "mlp",
     "losses", "value_and_grad", "autodiff_value_and_grad", "loss_output_and_grad", "check_grads",
     "manual_vjp", "GradReport", "optim", "metrics", "datasets", "save", "load", "fit", "parallel", "plots",
-    "train_step", "make_epoch", "evaluate", "to_device",
+    "train_step", "make_epoch", "evaluate", "to_device", "TrainState", "EpochRunner", "EpochRecord",
+    "io", "checks", "__version__",
 ]

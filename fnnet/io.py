@@ -40,7 +40,7 @@ def temporary_path(path) -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) would end the process
         return True
     try:
         os.kill(pid, 0)
@@ -56,6 +56,8 @@ def remove_stale_temporaries(path) -> list[Path]:
 
     Only files named ``.NAME.PID.RANDOM.fnnet-tmp`` for this ``NAME`` are considered, and only
     those whose ``PID`` is not a running process: a write in progress elsewhere is never touched.
+    PIDs are this machine's, so a folder written from several machines at once is not a place
+    for it; on Windows, where probing a process is not safe, nothing is removed.
     Returns the paths removed.
     """
     path = Path(path)
@@ -141,22 +143,28 @@ def write_text(path, text: str, **kwargs) -> Path:
     return atomic_write(path, lambda f: f.write(text), binary=False, **kwargs)
 
 
-def jsonable(value, where: str = "value", nonfinite: str = "null"):
+def jsonable(value, where: str = "value", nonfinite: str = "null", *, int_keys: bool = True):
     """``value`` as plain JSON data: numpy and JAX arrays and scalars become numbers and lists,
-    paths strings, tuples lists; dict keys must be strings (ints are turned into strings).
+    paths strings, tuples lists; dict keys must be strings.
 
     Args:
         value: the data.
         where: how errors name the value (``"metadata['history']"``).
         nonfinite: ``"null"`` turns NaN and ±inf into ``None`` (strict JSON), ``"keep"`` keeps
             them (Python's ``json`` reads its ``NaN``/``Infinity`` back exactly).
+        int_keys: integer dict keys become strings (as ``json.dumps`` does); ``False`` refuses
+            them, for data that must come back with the keys it had.
 
     Raises:
         TypeError: naming ``where`` and the type, for anything else (an object, a PRNG key
-            array, a string array).
+            array, a string array), or naming ``where`` and the key, for a key that is no string.
     """
     if nonfinite not in ("null", "keep"):
         raise ValueError(f"jsonable: nonfinite must be 'null' or 'keep', got {nonfinite!r}")
+    return _jsonable(value, where, nonfinite, int_keys)
+
+
+def _jsonable(value, where: str, nonfinite: str, int_keys: bool):
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
@@ -166,15 +174,15 @@ def jsonable(value, where: str = "value", nonfinite: str = "null"):
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, (list, tuple)):
-        return [jsonable(v, f"{where}[{i}]", nonfinite) for i, v in enumerate(value)]
+        return [_jsonable(v, f"{where}[{i}]", nonfinite, int_keys) for i, v in enumerate(value)]
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+            if int_keys and isinstance(k, (int, np.integer)) and not isinstance(k, bool):
                 k = str(int(k))
             if not isinstance(k, str):
                 raise TypeError(f"{where}: dict key {k!r} is not a string")
-            out[k] = jsonable(v, f"{where}[{k!r}]", nonfinite)
+            out[k] = _jsonable(v, f"{where}[{k!r}]", nonfinite, int_keys)
         return out
     if isinstance(value, (np.ndarray, np.generic)) or type(value).__module__.startswith("jax"):
         try:
@@ -182,7 +190,7 @@ def jsonable(value, where: str = "value", nonfinite: str = "null"):
         except Exception:  # a typed PRNG key array, say
             arr = None
         if arr is not None and arr.dtype.kind in "biuf":
-            return jsonable(arr.tolist(), where, nonfinite)
+            return _jsonable(arr.tolist(), where, nonfinite, int_keys)
     raise TypeError(f"{where}: a value of type {type(value).__qualname__} is not JSON data")
 
 
@@ -196,8 +204,10 @@ def write_json(path, data, *, indent: int | None = 2, nonfinite: str = "null") -
 def read_json(path, max_bytes: int = 64 << 20):
     """The JSON data in ``path``, refusing a file over ``max_bytes`` before reading it."""
     path = Path(path)
-    size = path.stat().st_size
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        data = b"" if size > max_bytes else f.read(max_bytes + 1)  # +1: a file grown since
+    size = max(size, len(data))
     if size > max_bytes:
         raise ValueError(f"{path}: {size:,} bytes of JSON is more than the {max_bytes:,} allowed")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(data.decode("utf-8"))

@@ -12,6 +12,8 @@ Cross-entropy and binary cross-entropy each pair with the activation whose Jacob
 (softmax, sigmoid). Their ``value_from_logits`` computes the loss from the pre-activation ``Z``
 through a log-sum-exp (or softplus), finite and correct at logits of ±1000; ``fused_grad`` is the
 fused rule ``dL/dZ = (A − Y)/N`` of notes 002 and 004. ``fnnet.value_and_grad`` uses them by default.
+
+The notes cited are in experiments/NOTES.md.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from .layers import Sigmoid, Softmax, log_softmax
+from .layers.checks import lookup
 
 
 def _tiny(x):
@@ -112,8 +115,8 @@ class CrossEntropy(Loss):
     def grad(self, y_pred, y_true):
         """``dL/dŷ = −(1/N) Y / Ŷ`` (element-wise), zero where ``Y = 0``."""
         y = self.targets(y_pred, y_true)
-        g = jnp.where(y > 0, -y / jnp.maximum(y_pred, _tiny(y_pred)), 0)
-        return g / _batch_size(y_pred)
+        per_element = jnp.where(y > 0, -y / jnp.maximum(y_pred, _tiny(y_pred)), 0)
+        return per_element / _batch_size(y_pred)
 
     def value_from_logits(self, z, y_true):
         """``L = −(1/N) Σ Y ⊙ log softmax(Z)``, with ``log softmax(Z) = Z − logsumexp(Z)``."""
@@ -192,7 +195,4 @@ def get(name):
     """The loss called ``name`` (``mse``, ``cross-entropy``, ``binary-cross-entropy``)."""
     if isinstance(name, Loss):
         return name
-    try:
-        return LOSSES[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown loss {name!r}; expected one of {sorted(LOSSES)}") from None
+    return lookup(LOSSES, name, "loss")

@@ -39,6 +39,6 @@ def confusion_matrix(y_pred, y_true, num_classes=None):
     """``C[i, j]`` = how many examples of true class ``i`` were predicted as class ``j``."""
     if num_classes is None:
         num_classes = max(y_pred.shape[-1], 2)
-    t = true_classes(y_true, y_pred)
-    p = predicted_classes(y_pred)
-    return jnp.zeros((num_classes, num_classes), jnp.int32).at[t, p].add(1)
+    true = true_classes(y_true, y_pred)
+    predicted = predicted_classes(y_pred)
+    return jnp.zeros((num_classes, num_classes), jnp.int32).at[true, predicted].add(1)

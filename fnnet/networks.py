@@ -1,4 +1,5 @@
-"""Networks: a Sequential of layers is itself a layer (note 000's sequential model).
+"""Networks: a Sequential of layers is itself a layer (note 000's sequential model, in
+experiments/NOTES.md).
 
 Forward feeds each layer's output into the next and keeps every layer's cache; backward runs the
 list in reverse, handing each layer the ``dE/dY`` its successor returned as ``dE/dX``.
@@ -6,20 +7,23 @@ list in reverse, handing each layer the ``dE/dY`` its successor returned as ``dE
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 
-from .layers import Dense, Identity, activation
+from .layers import Dense, Identity
+from .layers import get as get_activation
 
 
-def _in_layer(i, layer, fn):
-    """Run ``fn()`` and prefix any shape/type error with the position of the layer that raised it."""
+@contextmanager
+def _naming_layer(index):
+    """Prefix a shape or type error raised inside with the position of the layer that raised it."""
     try:
-        return fn()
-    except (ValueError, TypeError) as e:
-        raise type(e)(f"layer {i}: {e}") from None
+        yield
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"layer {index}: {error}") from None
 
 
 @dataclass(frozen=True, init=False)
@@ -29,9 +33,9 @@ class Sequential:
     layers: tuple
 
     def __init__(self, *layers):
-        for i, layer in enumerate(layers):
-            if not all(hasattr(layer, m) for m in ("init", "apply", "forward", "backward")):
-                raise TypeError(f"Sequential: argument {i} ({layer!r}) is not a layer")
+        for index, layer in enumerate(layers):
+            if not all(hasattr(layer, method) for method in ("init", "apply", "forward", "backward")):
+                raise TypeError(f"Sequential: argument {index} ({layer!r}) is not a layer")
         object.__setattr__(self, "layers", tuple(layers))
 
     def __repr__(self):
@@ -39,7 +43,7 @@ class Sequential:
 
     def init(self, key, dtype=jnp.float32):
         keys = jax.random.split(key, max(len(self.layers), 1))
-        return tuple(layer.init(k, dtype) for layer, k in zip(self.layers, keys))
+        return tuple(layer.init(layer_key, dtype) for layer, layer_key in zip(self.layers, keys))
 
     def _check_params(self, params):
         if not isinstance(params, tuple) or len(params) != len(self.layers):
@@ -51,15 +55,17 @@ class Sequential:
 
     def apply(self, params, x):
         self._check_params(params)
-        for i, (layer, p) in enumerate(zip(self.layers, params)):
-            x = _in_layer(i, layer, lambda layer=layer, p=p, x=x: layer.apply(p, x))
+        for index, (layer, layer_params) in enumerate(zip(self.layers, params)):
+            with _naming_layer(index):
+                x = layer.apply(layer_params, x)
         return x
 
     def forward(self, params, x):
         self._check_params(params)
         caches = []
-        for i, (layer, p) in enumerate(zip(self.layers, params)):
-            x, cache = _in_layer(i, layer, lambda layer=layer, p=p, x=x: layer.forward(p, x))
+        for index, (layer, layer_params) in enumerate(zip(self.layers, params)):
+            with _naming_layer(index):
+                x, cache = layer.forward(layer_params, x)
             caches.append(cache)
         return x, tuple(caches)
 
@@ -67,8 +73,8 @@ class Sequential:
         """Note 000: backward runs the layers in reverse; each maps ``dE/dY`` to ``dE/dX``, which is
         the ``dE/dY`` of the layer before it. Returns every layer's gradient and ``dE/dX``."""
         grads = [None] * len(self.layers)
-        for i in reversed(range(len(self.layers))):
-            grads[i], dy = self.layers[i].backward(params[i], cache[i], dy)
+        for index in reversed(range(len(self.layers))):
+            grads[index], dy = self.layers[index].backward(params[index], cache[index], dy)
         return tuple(grads), dy
 
 
@@ -76,28 +82,34 @@ DEFAULT_INIT = {"relu": "he", "sigmoid": "xavier", "tanh": "xavier", "linear": "
 
 
 def mlp(sizes, activation="relu", output="softmax", init=None):
-    """A multilayer perceptron: ``Dense`` layers of the given ``sizes``, ``activation`` between them
-    and ``output`` after the last (``softmax``, ``sigmoid``, ``tanh``, ``relu`` or ``linear``/``None``).
+    """A multilayer perceptron: ``Dense`` layers with an activation after each.
 
     ``mlp([784, 128, 10])`` is ``Sequential(Dense(784, 128), ReLU(), Dense(128, 10), Softmax())``.
-    ``init`` defaults to He for ReLU hidden layers and Xavier/Glorot for tanh and sigmoid.
+
+    Args:
+        sizes: the layer widths, input first: at least two.
+        activation: the activation between ``Dense`` layers, a name or an activation layer.
+        output: the activation after the last (``softmax``, ``sigmoid``, ``tanh``, ``relu`` or
+            ``linear``/``None``).
+        init: the weight initialisation of every ``Dense``; by default He for ReLU hidden layers
+            and Xavier/Glorot for tanh, sigmoid and linear (``DEFAULT_INIT``).
     """
     sizes = list(sizes)
     if len(sizes) < 2:
         raise ValueError(f"mlp: sizes needs at least an input and an output size, got {sizes}")
     hidden = _activation_layer(activation, "activation")
-    out = Identity() if output is None else _activation_layer(output, "output")
+    output_layer = Identity() if output is None else _activation_layer(output, "output")
     if init is None:
         init = DEFAULT_INIT.get(activation if isinstance(activation, str) else "", "he")
     layers = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(Dense(n_in, n_out, init=init))
-        layers.append(hidden if i < len(sizes) - 2 else out)
+        layers.append(hidden if index < len(sizes) - 2 else output_layer)
     return Sequential(*layers)
 
 
 def _activation_layer(name, what):
     try:
-        return activation(name)
-    except ValueError as e:
-        raise ValueError(f"mlp: {what}: {e}") from None
+        return get_activation(name)
+    except ValueError as error:
+        raise ValueError(f"mlp: {what}: {error}") from None

@@ -59,6 +59,7 @@ __all__ = [
     "constant",
     "cosine_decay",
     "exponential_decay",
+    "get",
     "lr_of",
     "momentum",
     "rmsprop",
@@ -438,16 +439,24 @@ _CONSTRUCTORS = {"sgd": sgd, "momentum": momentum, "adam": adam, "rmsprop": rmsp
 NAMES = tuple(_CONSTRUCTORS)
 
 
-def by_name(name: str, lr, **kw) -> Optimizer:
-    """``by_name("adam", 1e-3, b1=0.8)`` is ``adam(1e-3, b1=0.8)``; names are those in ``NAMES``."""
+def get(name: str, lr, **options) -> Optimizer:
+    """The optimizer called ``name`` (one of ``NAMES``) with base learning rate ``lr``.
+
+    ``get("adam", 1e-3, b1=0.8)`` is ``adam(1e-3, b1=0.8)``; ``options`` are the constructor's
+    keyword arguments, and one it does not take is a ``TypeError`` listing those it does.
+    """
     try:
-        ctor = _CONSTRUCTORS[name]
+        constructor = _CONSTRUCTORS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(NAMES)}") from None
-    accepted = [a for a in inspect.signature(ctor).parameters if a != "lr"]
-    unknown = sorted(set(kw) - set(accepted))
+    accepted = [arg for arg in inspect.signature(constructor).parameters if arg != "lr"]
+    unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise TypeError(
             f"{name}: unexpected argument(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
         )
-    return ctor(lr, **kw)
+    return constructor(lr, **options)
+
+
+by_name = get
+"""The old name of ``get``."""

@@ -1,68 +1,75 @@
-"""Figures with matplotlib (the Agg backend: files, no screen): curves, confusion matrices, digits.
+"""Figures with matplotlib, written to files: curves, confusion matrices, digits, lines, bars.
 
-Every function draws one figure, writes it to ``path`` (PNG, written atomically) and returns the
-path. ``history`` is what ``fnnet.fit`` returns (per-epoch lists, or lists of K values for an
-ensemble).
+Drawn with matplotlib's object API (``matplotlib.figure.Figure``), never ``pyplot``: no backend is
+selected and no global setting is changed, so importing fnnet leaves a program's matplotlib as it
+was. Every function draws one figure, writes it to ``path`` (PNG, atomically, through
+``fnnet.io.atomic_write``) and returns the path. ``history`` is what ``fnnet.fit`` returns
+(per-epoch lists, or lists of K values for an ensemble).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import sys
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from .io import atomic_write
 
 
-def save_figure(fig, path, dpi=120):
-    """Write ``fig`` to ``path`` through a temporary file and a rename; close it; return the path."""
+def save_figure(fig, path, dpi=120) -> Path:
+    """Write ``fig`` to ``path`` atomically and return the path as a ``Path``.
+
+    The format follows the suffix (PNG without one). A figure made through ``pyplot`` (by the
+    caller) is closed afterwards, since ``pyplot`` keeps every figure it made alive until then.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
+    file_format = path.suffix.lstrip(".") or "png"
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a figure is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        return atomic_write(
+            path, lambda f: fig.savefig(f, dpi=dpi, bbox_inches="tight", format=file_format)
+        )
     finally:
-        plt.close(fig)
-    return path
+        pyplot = sys.modules.get("matplotlib.pyplot")  # only if the caller imported it
+        if pyplot is not None:
+            pyplot.close(fig)
 
 
 def _series(values):
     """Per-epoch values as an array of shape (epochs,) or (epochs, K); None entries become NaN."""
-    return np.array([np.nan if v is None else v for v in values], dtype=float)
+    return np.array([np.nan if value is None else value for value in values], dtype=float)
+
+
+_HISTORY_LINES = (  # history key, panel (0: loss, 1: accuracy), legend label
+    ("loss", 0, "train loss"),
+    ("val_loss", 0, "validation loss"),
+    ("train_accuracy", 1, "train accuracy"),
+    ("val_accuracy", 1, "validation accuracy"),
+)
 
 
 def plot_history(history, path, title=None):
     """Loss (left) and accuracy (right) against epoch; an ensemble draws one line per model."""
     epochs = np.asarray(history["epoch"])
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, ax, label in (("loss", ax_l, "train loss"), ("val_loss", ax_l, "validation loss"),
-                            ("train_accuracy", ax_a, "train accuracy"),
-                            ("val_accuracy", ax_a, "validation accuracy")):
-        if name not in history:
+    fig = Figure(figsize=(10, 4))
+    panels = fig.subplots(1, 2)
+    for key, panel, label in _HISTORY_LINES:
+        if key not in history:
             continue
-        v = _series(history[name])
-        if v.size == 0 or np.all(np.isnan(v)):
+        values = _series(history[key])
+        if values.size == 0 or np.all(np.isnan(values)):
             continue
-        style = "-" if name.startswith(("loss", "train")) else "--"
-        if v.ndim == 1:
-            ax.plot(epochs, v, style, marker="o" if len(epochs) < 30 else None, label=label)
+        style = "-" if key.startswith(("loss", "train")) else "--"
+        if values.ndim == 1:
+            panels[panel].plot(epochs, values, style, marker="o" if len(epochs) < 30 else None,
+                               label=label)
         else:
-            lines = ax.plot(epochs, v, style, alpha=0.6)
-            lines[0].set_label(f"{label} ({v.shape[1]} models)")
-    ax_l.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_a.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
-    for ax in (ax_l, ax_a):
+            lines = panels[panel].plot(epochs, values, style, alpha=0.6)
+            lines[0].set_label(f"{label} ({values.shape[1]} models)")
+    panels[0].set(xlabel="epoch", ylabel="loss", title="loss")
+    panels[1].set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in panels:
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
@@ -72,39 +79,51 @@ def plot_history(history, path, title=None):
 
 def plot_confusion(matrix, path, title="confusion matrix", class_names=None):
     """A confusion matrix (rows: true class, columns: predicted), counts written in the cells."""
-    m = np.asarray(matrix)
-    n = m.shape[0]
-    names = class_names or [str(i) for i in range(n)]
-    fig, ax = plt.subplots(figsize=(0.6 * n + 2.5, 0.6 * n + 2))
-    im = ax.imshow(m, cmap="Blues")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    ax.set(xticks=range(n), yticks=range(n), xticklabels=names, yticklabels=names,
+    counts = np.asarray(matrix)
+    n_classes = counts.shape[0]
+    names = class_names or [str(index) for index in range(n_classes)]
+    fig = Figure(figsize=(0.6 * n_classes + 2.5, 0.6 * n_classes + 2))
+    ax = fig.subplots()
+    image = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set(xticks=range(n_classes), yticks=range(n_classes), xticklabels=names, yticklabels=names,
            xlabel="predicted", ylabel="true", title=title)
-    threshold = m.max() / 2 if m.size else 0
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if m[i, j] > threshold else "black")
+    threshold = counts.max() / 2 if counts.size else 0
+    for row in range(n_classes):
+        for col in range(n_classes):
+            ax.text(col, row, int(counts[row, col]), ha="center", va="center", fontsize=7,
+                    color="white" if counts[row, col] > threshold else "black")
     return save_figure(fig, path)
 
 
-def plot_digits(images, path, labels=None, predictions=None, title=None, columns=10):
-    """A grid of 28×28 images; each titled ``label`` or ``pred (true label)``, red when wrong."""
+def plot_digits(images, path, labels=None, predictions=None, title=None, columns=10,
+                class_names=None):
+    """A grid of 28×28 images; each titled ``label`` or ``pred (true label)``, red when wrong.
+
+    ``class_names`` (e.g. Fashion-MNIST's ``"T-shirt/top"``, ...) names the classes in the titles
+    in place of their numbers.
+    """
     images = np.asarray(images).reshape(len(images), 28, 28)
-    n = len(images)
-    rows = max(1, int(np.ceil(n / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.2 * columns, 1.4 * rows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
+    n_images = len(images)
+    rows = max(1, int(np.ceil(n_images / columns)))
+    fig = Figure(figsize=(1.2 * columns, 1.4 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
+
+    def name(label):
+        return str(label) if class_names is None else class_names[int(label)]
+
+    fontsize = 9 if class_names is None else 7
+    for index, ax in enumerate(axes.flat):
         ax.axis("off")
-        if i >= n:
+        if index >= n_images:
             continue
-        ax.imshow(images[i], cmap="gray_r")
+        ax.imshow(images[index], cmap="gray_r")
         if predictions is not None:
-            wrong = labels is not None and predictions[i] != labels[i]
-            text = f"{predictions[i]}" + (f" ({labels[i]})" if wrong else "")
-            ax.set_title(text, fontsize=9, color="red" if wrong else "black")
+            wrong = labels is not None and predictions[index] != labels[index]
+            text = name(predictions[index]) + (f" ({name(labels[index])})" if wrong else "")
+            ax.set_title(text, fontsize=fontsize, color="red" if wrong else "black")
         elif labels is not None:
-            ax.set_title(str(labels[i]), fontsize=9)
+            ax.set_title(name(labels[index]), fontsize=fontsize)
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
@@ -112,7 +131,8 @@ def plot_digits(images, path, labels=None, predictions=None, title=None, columns
 
 def plot_lines(x, series, path, xlabel, ylabel, title=None, logx=False, logy=False, marker="o"):
     """Several named curves on one axis: ``series`` maps a label to y values over ``x``."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig = Figure(figsize=(6.5, 4.2))
+    ax = fig.subplots()
     for label, y in series.items():
         ax.plot(x, y, marker=marker, label=label)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "")
@@ -127,14 +147,16 @@ def plot_lines(x, series, path, xlabel, ylabel, title=None, logx=False, logy=Fal
 
 def plot_bars(groups, path, ylabel, title=None, logy=False):
     """Grouped bars: ``groups`` maps a group name to ``{bar label: value}``."""
-    names = list(groups)
-    labels = list(dict.fromkeys(lbl for g in groups.values() for lbl in g))
+    group_names = list(groups)
+    labels = list(dict.fromkeys(label for group in groups.values() for label in group))
     width = 0.8 / max(len(labels), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names) * max(len(labels), 1) / 2), 4.2))
-    for j, lbl in enumerate(labels):
-        xs = np.arange(len(names)) + (j - (len(labels) - 1) / 2) * width
-        ax.bar(xs, [groups[g].get(lbl, np.nan) for g in names], width, label=lbl)
-    ax.set_xticks(np.arange(len(names)), names, rotation=15, ha="right")
+    fig = Figure(figsize=(max(6, 1.3 * len(group_names) * max(len(labels), 1) / 2), 4.2))
+    ax = fig.subplots()
+    for index, label in enumerate(labels):
+        positions = np.arange(len(group_names)) + (index - (len(labels) - 1) / 2) * width
+        ax.bar(positions, [groups[group].get(label, np.nan) for group in group_names], width,
+               label=label)
+    ax.set_xticks(np.arange(len(group_names)), group_names, rotation=15, ha="right")
     ax.set(ylabel=ylabel, title=title or "")
     if logy:
         ax.set_yscale("log")

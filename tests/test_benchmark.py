@@ -1,7 +1,11 @@
-"""The benchmark runs end to end in quick mode and writes what it promises; its numpy baseline is the
-same network as fnnet's; its FLOP count is the documented one. No timing is asserted."""
+"""The benchmark (``fnnet.bench``) runs end to end in quick mode and writes what it promises; its
+numpy baseline is the same network as fnnet's; its FLOP count is the documented one. No timing is
+asserted."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -9,11 +13,14 @@ import numpy as np
 import pytest
 
 import fnnet
-from experiments import benchmark
+from fnnet import bench
+from fnnet.bench import baselines, harness, memory, profile
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_quick_benchmark_writes_metrics_and_chart(tmp_path, capsys):
-    assert benchmark.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "targets" in printed and "matmul roof" in printed and "floor:" in printed
 
@@ -26,7 +33,7 @@ def test_quick_benchmark_writes_metrics_and_chart(tmp_path, capsys):
     assert report["machine"]["bandwidth"]["gbs"] > 0
     assert set(report["workloads"]) == {"W1", "W2", "W3"}
     impls = {"fnnet manual", "fnnet autodiff", "numpy"}
-    torch_ran = benchmark.torch_available()
+    torch_ran = baselines.torch_available()
     if torch_ran:
         impls.add("torch eager")
     for name, w in report["workloads"].items():
@@ -48,7 +55,7 @@ def test_quick_benchmark_writes_metrics_and_chart(tmp_path, capsys):
         assert w["manual_vs_autodiff"]["matrix_products"] >= 2 * (len(w["sizes"]) - 1) + 1, name
     w1 = report["workloads"]["W1"]
     assert "ms_per_iteration" in w1["results"]["fnnet manual"]
-    assert benchmark.UNCHUNKED in w1["results"]
+    assert harness.UNCHUNKED in w1["results"]
     floor = w1["floor"]
     for key in ("memory_floor_ms", "compute_floor_ms", "binding", "chunked_over_memory_floor",
                 "unchunked_over_memory_floor", "x_read_ms_measured"):
@@ -62,8 +69,9 @@ def test_quick_benchmark_writes_metrics_and_chart(tmp_path, capsys):
     mem = report["peak_memory"]
     assert "error" not in mem, mem
     assert mem["peak_rss"] > mem["runtime"] > 0
-    assert list(mem["stages"]) == ["imports", "start the runtime", "load data (host)", "data to device",
-                                   "compile", "train one epoch"]
+    assert tuple(mem["stages"]) == memory.STAGES == (
+        "imports", "start the runtime", "load data (host)", "data to device", "compile",
+        "train one epoch")
     assert mem["expected"]["data"] == 1024 * 784 * 4 + 1024 * 4
     if report["platform"] == "cpu":
         assert mem["data_shared_with_host"] is True, "the CPU device should use the host array itself"
@@ -72,8 +80,8 @@ def test_quick_benchmark_writes_metrics_and_chart(tmp_path, capsys):
     assert "W1: within 1.5x of the single-read floor" in targets
     assert all({"value", "met"} <= set(t) for t in targets.values())
     assert targets["W3: fnnet manual >= 1.0x fnnet autodiff"]["same_matrix_products"] is True
-    memory = targets["W3: training holds <= 1.1x data once + params, grads, state, batch"]
-    assert memory["value"] > 0 and memory["data_held_once"] is True
+    held = targets["W3: training holds <= 1.1x data once + params, grads, state, batch"]
+    assert held["value"] > 0 and held["data_held_once"] is True
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -82,18 +90,18 @@ def test_quick_benchmark_writes_metrics_and_chart(tmp_path, capsys):
     (["--baseline-threads", "many"], "--baseline-threads must be"),
 ])
 def test_bad_arguments_are_reported(argv, message, tmp_path, capsys):
-    assert benchmark.main([*argv, "--quick", "--out", str(tmp_path)]) == 2
+    assert bench.main([*argv, "--quick", "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "metrics.json").exists()
 
 
 def test_flop_count_is_the_documented_one():
     # W1: 2 N (3 (784·10 + 10·10) − 784·10) per full-batch iteration over N = 60,000
-    assert benchmark.train_step_flops((784, 10, 10), 60_000) == 2 * 60_000 * (3 * 7940 - 7840)
-    assert benchmark.train_step_flops((784, 10, 10), 60_000) == pytest.approx(1.9176e9)
+    assert harness.train_step_flops((784, 10, 10), 60_000) == 2 * 60_000 * (3 * 7940 - 7840)
+    assert harness.train_step_flops((784, 10, 10), 60_000) == pytest.approx(1.9176e9)
     # W3: forward + dW for the three layers, dX for the last two
     pairs = [784 * 1024, 1024 * 1024, 1024 * 10]
-    assert benchmark.train_step_flops((784, 1024, 1024, 10), 128) == (
+    assert harness.train_step_flops((784, 1024, 1024, 10), 128) == (
         2 * 128 * sum(pairs) * 2 + 2 * 128 * sum(pairs[1:]))
 
 
@@ -102,14 +110,14 @@ def test_numpy_baseline_takes_the_same_step_as_fnnet():
     rng = np.random.default_rng(0)
     x = rng.random((32, 784), dtype=np.float32)
     y = rng.integers(0, 10, 32).astype(np.int32)
-    params = benchmark._numpy_init(sizes, rng)
+    params = baselines.numpy_init(sizes, rng)
     model = fnnet.mlp(sizes)
     fn_params = (fnnet.DenseParams(jnp.asarray(params[0][0]), jnp.asarray(params[0][1])), (),
                  fnnet.DenseParams(jnp.asarray(params[1][0]), jnp.asarray(params[1][1])), ())
     opt = fnnet.optim.sgd(lr)
     step = jax.jit(fnnet.train_step(model, "cross-entropy", opt))
     new_params, _, loss = step(fn_params, opt.init(fn_params), jnp.asarray(x), jnp.asarray(y))
-    np_loss = benchmark.numpy_step(params, x, np.eye(10, dtype=np.float32)[y], np.float32(lr))
+    np_loss = baselines.numpy_step(params, x, np.eye(10, dtype=np.float32)[y], np.float32(lr))
     assert np_loss == pytest.approx(float(loss), rel=1e-5)
     for (W, b), p in zip(params, (new_params[0], new_params[2])):
         assert W.dtype == np.float32
@@ -121,9 +129,55 @@ def test_dot_ops_finds_the_matrix_products_in_optimized_hlo():
     f = jax.jit(lambda a, w, v: jax.nn.relu(a @ w) @ v + 1.0)
     a, w, v = jnp.ones((8, 5)), jnp.ones((5, 7)), jnp.ones((7, 3))
     hlo = f.lower(a, w, v).compile().as_text()
-    ops, dots = benchmark._dot_ops(hlo)
+    ops, dots = profile.dot_ops(hlo)
     assert dots and dots <= ops
     assert ops - dots, "the ReLU and the add are operations but not matrix products"
-    sigs = benchmark.dot_signatures(hlo)
+    sigs = profile.dot_signatures(hlo)
     assert len(sigs) == 2, sigs  # two products, however XLA fuses them
     assert any("[8,5]" in s_ and "[5,7]" in s_ for s_ in sigs), sigs  # operand shapes count
+
+
+def test_fit_epoch_is_the_program_fit_runs():
+    """The benchmark times ``fnnet.EpochRunner``'s program from ``fnnet.TrainState.create``: the
+    same first state as ``create`` with the seed's key, and an epoch that trains."""
+    cfg = {"sizes": (784, 8, 10), "batch": 16, "lr": 0.1}
+    x, y, _ = harness.load_data(64, 0)
+    xd, yd = fnnet.to_device(x, y)
+    program, state, chunk = harness.fit_epoch(cfg, xd, yd, 3)
+    assert chunk is None  # minibatches are never chunked
+    model, opt = fnnet.mlp(cfg["sizes"]), fnnet.optim.sgd(cfg["lr"])
+    want = fnnet.TrainState.create(model, opt, jax.random.PRNGKey(3))
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    new, stats = jax.jit(program)(state, xd, yd)
+    assert isinstance(new, fnnet.TrainState) and int(stats["step"]) == 4
+    assert np.isfinite(float(stats["loss_sum"]))
+
+
+def test_time_calls_runs_at_least_repeats_and_stops_at_the_budget():
+    calls = []
+    times = harness.time_calls(lambda: calls.append(1), 3, warmup=2)
+    assert len(times) == 3 and len(calls) == 5
+    times = harness.time_calls(lambda: None, 2, warmup=0, budget_s=10.0, max_repeats=7)
+    assert len(times) == 7  # under budget: up to max_repeats
+    assert harness.median([3.0, 1.0, 2.0]) == 2.0
+    assert harness.paired([1.0, 2.0, 4.0], [2.0, 2.0, 2.0]) == 1.0
+
+
+def test_runs_as_a_module_and_without_the_experiments_folder(tmp_path):
+    """``python -m fnnet.bench --help`` works from any folder (a pip user's), and fnnet.bench
+    imports nothing from ``experiments``; ``python -m experiments.benchmark`` still runs it."""
+    code = ("import sys, runpy\n"
+            "sys.argv = ['fnnet.bench', '--help']\n"
+            "try:\n"
+            "    runpy.run_module('fnnet.bench', run_name='__main__')\n"
+            "except SystemExit as e:\n"
+            "    assert e.code in (0, None), e.code\n"
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'experiments'], 'experiments'\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "--workloads" in done.stdout and "python -m fnnet.bench" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--workloads", "W9"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "unknown workloads" in done.stderr

@@ -393,33 +393,35 @@ def test_missing_leaf(tmp_path):
         load(path)
 
 
-def test_newer_format_version(tmp_path):
+def saved_with_manifest(tmp_path, edit):
+    """A checkpoint of small params whose manifest ``edit(manifest)`` changed in place."""
     path = save(tmp_path / "c", mlp_params([3, 2]))
     manifest = manifest_of(path)
-    manifest["format_version"] = ckpt.FORMAT_VERSION + 1
+    edit(manifest)
     rewrite(path, manifest)
+    return path
+
+
+def test_newer_format_version(tmp_path):
+    path = saved_with_manifest(
+        tmp_path, lambda m: m.update(format_version=ckpt.FORMAT_VERSION + 1))
     with pytest.raises(CheckpointError, match=r"c\.npz: checkpoint format version 2 .*newer"):
         load(path)
 
 
 def test_malformed_manifest(tmp_path):
-    path = save(tmp_path / "c", mlp_params([3, 2]))
-    manifest = manifest_of(path)
-    manifest["tree"]["children"][0]["children"][0]["dtype"] = "i4,O"
-    rewrite(path, manifest)
+    path = saved_with_manifest(
+        tmp_path, lambda m: m["tree"]["children"][0]["children"][0].update(dtype="i4,O"))
     with pytest.raises(CheckpointError, match=r"c\.npz: \[0\]\.W: unsupported dtype"):
         load(path)
-    del manifest["tree"]
-    rewrite(path, manifest)
+    path = saved_with_manifest(tmp_path, lambda m: m.pop("tree"))
     with pytest.raises(CheckpointError, match=r"c\.npz: the manifest is malformed"):
         load(path)
 
 
 def test_unregistered_namedtuple_name_in_file(tmp_path):
-    path = save(tmp_path / "c", mlp_params([3, 2]))
-    manifest = manifest_of(path)
-    manifest["tree"]["children"][0]["name"] = "os.system"
-    rewrite(path, manifest)
+    path = saved_with_manifest(
+        tmp_path, lambda m: m["tree"]["children"][0].update(name="os.system"))
     with pytest.raises(CheckpointError, match=r"\[0\]: NamedTuple 'os.system' is not registered"):
         load(path)
 

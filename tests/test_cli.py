@@ -1,4 +1,4 @@
-"""Smoke tests of the ``fnnet`` command line (fnnet/cli.py) on small synthetic data.
+"""Smoke tests of the ``fnnet`` command line (fnnet/cli/) on small synthetic data.
 
 Every subcommand runs in-process through ``cli.main`` and writes what it promises; one test runs
 ``python -m fnnet.cli --help`` in a subprocess to prove the entry point. Every bad flag value is a
@@ -223,6 +223,16 @@ def test_divergence_is_reported_and_outputs_still_written(data_root, tmp_path, c
     assert_png(out / "curves.png")
 
 
+def test_divergence_messages_come_from_the_history():
+    history = {"diverged": [{"epoch": 2, "models": [0, 2]}, {"epoch": 3, "models": [1]}]}
+    first, second = cli.train.divergence_messages(history, 3)
+    assert first.startswith("models 0, 2: loss became non-finite at epoch 2.")
+    assert second.startswith("model 1: loss became non-finite at epoch 3.")
+    (only,) = cli.train.divergence_messages({"diverged": [{"epoch": 1, "models": [0]}]}, 1)
+    assert only.startswith("loss became non-finite at epoch 1.") and "this run" in only
+    assert cli.train.divergence_messages({"loss": [0.5]}, 1) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # gradcheck
 
@@ -246,7 +256,7 @@ def test_gradcheck_exits_1_when_a_dtype_fails(capsys, monkeypatch):
     def bad_report(model, loss, params, x, y, **kwargs):
         return GradReport((GradRow("[0].W", (6, 12), 0.5, 0.5),), str(x.dtype), 1.0, 1.0)
 
-    monkeypatch.setattr(cli, "check_grads", bad_report)
+    monkeypatch.setattr(cli.gradcheck, "check_grads", bad_report)
     code, out, _ = run(capsys, "gradcheck", "--layers", "12,6,3")
     assert code == 1
     assert "float32: FAIL" in out and "float64: FAIL" in out
@@ -258,9 +268,9 @@ def test_gradcheck_exits_1_when_a_dtype_fails(capsys, monkeypatch):
 
 def test_bench_forwards_its_arguments(capsys, monkeypatch):
     seen = []
-    fake = types.ModuleType("experiments.benchmark")
+    fake = types.ModuleType("fnnet.bench")
     fake.main = lambda argv=None: seen.append(argv) or 3
-    monkeypatch.setitem(sys.modules, "experiments.benchmark", fake)
+    monkeypatch.setitem(sys.modules, "fnnet.bench", fake)
     assert cli.main(["bench", "--quick", "--out", "somewhere"]) == 3
     assert seen == [["--quick", "--out", "somewhere"]]
 
@@ -272,9 +282,9 @@ def test_bench_forwards_its_arguments(capsys, monkeypatch):
 
 
 def test_bench_without_the_benchmark_module(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "experiments.benchmark", None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, "fnnet.bench", None)  # makes the import fail
     code, _, err = run(capsys, "bench", "--quick")
-    assert_one_line_error(code, err, status=1, mentions="cannot import experiments.benchmark")
+    assert_one_line_error(code, err, status=1, mentions="cannot import fnnet.bench")
     code, out, _ = run(capsys, "bench", "--help")
     assert code == 0 and out.startswith("usage: fnnet bench")
 

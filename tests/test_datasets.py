@@ -14,13 +14,15 @@ import http.server
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fnnet import datasets
+from fnnet import datasets, io
 from fnnet.datasets import (
     FILES,
     ChecksumError,
@@ -450,12 +452,28 @@ def test_file_url_mirror(tmp_path, monkeypatch):
     _assert_same(load_mnist(mirrors=[(tmp_path / "local").as_uri()]), expected)
 
 
+def test_download_removes_what_a_killed_download_left(tmp_path, monkeypatch):
+    expected = _publish(tmp_path / "local", seed=27, monkeypatch=monkeypatch)
+    cached = tmp_path / "cache" / "mnist"
+    cached.mkdir(parents=True)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a process that is gone, as a killed download's would be
+    leftover = io.temporary_path(cached / FILES[0]).name.replace(f".{os.getpid()}.",
+                                                                 f".{child.pid}.", 1)
+    (cached / leftover).write_bytes(b"the first half of a download")
+    _assert_same(load_mnist(mirrors=[(tmp_path / "local").as_uri()]), expected)
+    assert _listing(tmp_path / "cache") == sorted(f"mnist/{f}" for f in FILES)
+
+
+def _publish_with_wrong_digest(folder: Path, seed: int, monkeypatch, filename: str, digest: str):
+    """``_publish``, but ``filename``'s expected SHA-256 is ``digest`` (which it does not have)."""
+    _publish(folder, seed=seed, monkeypatch=monkeypatch)
+    monkeypatch.setitem(datasets.SHA256, "mnist", {**datasets.SHA256["mnist"], filename: (digest,)})
+
+
 def test_checksum_mismatch_raises_and_leaves_nothing(tmp_path, mirror, monkeypatch):
     url, www = mirror
-    _publish(www, seed=24, monkeypatch=monkeypatch)
-    digests = dict(datasets.SHA256["mnist"])
-    digests["train-images-idx3-ubyte.gz"] = ("0" * 64,)
-    monkeypatch.setitem(datasets.SHA256, "mnist", digests)
+    _publish_with_wrong_digest(www, 24, monkeypatch, "train-images-idx3-ubyte.gz", "0" * 64)
     with pytest.raises(ChecksumError) as excinfo:
         load_mnist(mirrors=[url])
     message = str(excinfo.value)
@@ -466,10 +484,7 @@ def test_checksum_mismatch_raises_and_leaves_nothing(tmp_path, mirror, monkeypat
 
 def test_checksum_mismatch_on_later_file_keeps_only_verified_files(tmp_path, mirror, monkeypatch):
     url, www = mirror
-    _publish(www, seed=25, monkeypatch=monkeypatch)
-    digests = dict(datasets.SHA256["mnist"])
-    digests["t10k-images-idx3-ubyte.gz"] = ("f" * 64,)
-    monkeypatch.setitem(datasets.SHA256, "mnist", digests)
+    _publish_with_wrong_digest(www, 25, monkeypatch, "t10k-images-idx3-ubyte.gz", "f" * 64)
     with pytest.raises(ChecksumError, match="t10k-images-idx3-ubyte.gz"):
         load_mnist(mirrors=[url])
     assert _listing(tmp_path / "cache") == sorted(f"mnist/{f}" for f in FILES[:2])

@@ -1,8 +1,8 @@
 """Experiments part B: the three MNIST scripts, the learning-rate sweep and run_all, each run with
 ``--quick`` in this process (real MNIST when ``FNNET_DATA_DIR`` points at it, else synthetic data).
 
-Budget: about 30 s on two shared CPU cores, most of it compiling; the subprocess checks that each
-file also runs as ``python experiments/NAME.py`` only ask for ``--help``.
+Most of the time goes to compiling. The checks that each script also runs as ``python -m
+experiments.NAME`` from the repository root only ask for ``--help``, but for one ``run_all``.
 """
 
 import json
@@ -13,6 +13,7 @@ import types
 from pathlib import Path
 
 import pytest
+from test_experiments_a import run_modules_help
 
 from experiments import mnist_relu_softmax, mnist_sigmoid_bce, mnist_tanh_mse, run_all, sweep
 
@@ -167,31 +168,23 @@ def test_run_all_quick_reports_missing_and_failing(tmp_path, monkeypatch, capsys
         run_all.main(["--only", "no_such_experiment", "--out", str(out), "--readme", str(readme)])
 
 
-FILE_RUNNER = """
-import runpy, sys
-for path in sys.argv[1:]:
-    sys.argv = [path, "--help"]
-    try:
-        runpy.run_path(path, run_name="__main__")
-    except SystemExit as e:
-        assert e.code in (0, None), (path, e.code)
-    else:
-        raise AssertionError(f"{path} --help did not exit")
-    # forget what the file's sys.path fix made importable, so the next file must fix it again
-    sys.path[:] = [p for p in sys.path if p != RUNNER_ROOT]
-    for mod in [m for m in sys.modules if m.split(".")[0] in ("experiments", "fnnet")]:
-        del sys.modules[mod]
-"""
-
-
-def test_scripts_run_as_files(tmp_path):
-    """``python experiments/NAME.py`` works from any folder: each file puts the repository on
-    ``sys.path`` itself. One interpreter runs every file's ``--help`` (importing jax once)."""
+def test_scripts_run_as_modules():
+    """``python -m experiments.NAME --help`` for each, from the repository root (one interpreter)."""
     names = ["mnist_relu_softmax", "mnist_sigmoid_bce", "mnist_tanh_mse", "sweep", "run_all"]
+    out = run_modules_help(names)
+    assert out.count("--quick") >= len(names) and out.count("--out") >= len(names)
+
+
+def test_run_all_runs_with_python_m(tmp_path):
+    """``python -m experiments.run_all`` imports its experiments as ``experiments.NAME``."""
+    out, readme = tmp_path / "runs", tmp_path / "README.md"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    code = f"RUNNER_ROOT = {str(ROOT)!r}\n" + FILE_RUNNER
-    done = subprocess.run([sys.executable, "-c", code]
-                          + [str(ROOT / "experiments" / f"{n}.py") for n in names],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "experiments.run_all", "--quick", "--only",
+                           "single_neuron", "--out", str(out), "--readme", str(readme)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("--quick") >= len(names) and done.stdout.count("--out") >= len(names)
+    info = json.loads((out / "single_neuron" / "run_info.json").read_text())
+    assert info["status"] == "ok" and info["command"].startswith("python -m experiments.single_neuron")
+    text = readme.read_text()
+    assert "## single_neuron" in text and "figures/single_neuron/single_neuron.png" in text
+    assert "experiments/NOTES.md" in text

@@ -423,6 +423,17 @@ def test_by_name_and_description():
         optim.by_name("sgd", 0.1, beta=0.9)
 
 
+def test_get_is_the_lookup_and_by_name_its_old_name():
+    assert optim.by_name is optim.get and "get" in optim.__all__
+    opt = optim.get("adam", 1e-3, b1=0.8)
+    assert opt.name == "adam" and opt.hyperparams["b1"] == 0.8
+    assert str(opt) == str(optim.adam(1e-3, b1=0.8))
+    with pytest.raises(ValueError, match="unknown optimizer 'adagrad'; choose one of: sgd"):
+        optim.get("adagrad", 0.1)
+    with pytest.raises(TypeError, match="sgd: unexpected argument.*nesterov; accepted: "):
+        optim.get("sgd", 0.1, nesterov=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Properties (few distinct shapes, so that eager op compilation stays cached and fast)
 

@@ -19,7 +19,7 @@ import pytest
 
 import fnnet
 from fnnet import losses, parallel
-from fnnet.training import _grad_fn
+from fnnet.gradients import loss_output_and_grad
 
 F64 = jnp.float64
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def test_chunked_gradient_equals_unchunked(output, loss, grads, n, chunk):
     model = fnnet.mlp([12, 9, 7, 4], output=output)
     params = _params(model, 1)
     x, y = _data(n, 12, 4, labels=output == "softmax")
-    fn = _grad_fn(model, loss, grads, True)
+    fn = loss_output_and_grad(model, loss, True, grads=grads)
     value, y_pred, g = jax.jit(fn)(params, x, y)
     c_value, c_pred, c_g = jax.jit(parallel.chunked(fn, n, chunk))(params, x, y)
     assert c_pred.shape == y_pred.shape

@@ -1,0 +1,169 @@
+"""Benchmark: fnnet against autodiff, plain numpy and PyTorch, and against the machine's roofs.
+
+``python -m fnnet.bench [--quick] [--workloads W1,W2,W3] [--repeats 5] [--out DIR]`` (or
+``fnnet bench ...``)
+
+Workloads (float32, MNIST-shaped data: the real MNIST when ``fnnet.datasets.load_mnist`` finds it,
+e.g. with ``FNNET_DATA_DIR`` set, random pixels and labels otherwise):
+
+    W1  784-10-10, ReLU/softmax, full-batch gradient descent over 60,000 examples  (ms/iteration)
+    W2  784-128-10, minibatch 128, SGD                                             (examples/s)
+    W3  784-1024-1024-10, minibatch 128, SGD                                       (examples/s)
+
+Implementations, side by side in one run (on a shared machine, quote the ratios):
+
+    fnnet manual     the program fnnet.fit runs (fnnet.EpochRunner's, from fnnet.TrainState.create,
+                     compiled once) with the hand-derived backward; for W1 the full batch in
+                     chunks, and once more unchunked ("fnnet manual, unchunked") to show what the
+                     chunking buys
+    fnnet autodiff   the same with grads="autodiff": jax.grad of the same forward
+    numpy            the notes' equations in plain numpy (fnnet.bench.baselines)
+    torch eager      PyTorch on the CPU, eager (skipped with a message when torch is absent)
+
+Timing: every implementation is set up and warmed up, then timed in rounds: each round runs one
+unit of each (one iteration for W1, one epoch for W2 and W3) and the matmul roof, in an order that
+rotates from round to round, so that a shared machine's changing load hits all of them alike. Each
+figure is the median of ``--repeats`` rounds (at least 5; W1 takes three times as many, its
+iterations being short). Ratios are given two ways: of the medians (``ratios``) and paired, the
+median over rounds of the ratio within a round (``paired_ratios``, the more robust, used for the
+targets and the table). fnnet's compile time (wall and CPU) is reported on its own line. The CPU
+baselines' BLAS and PyTorch thread pools spin-wait, so on each workload each baseline runs with
+whichever of 1 thread and all cores was faster on a short probe (a tenth of an epoch, or one
+full-batch iteration; ``--baseline-threads`` fixes the count); XLA keeps its own thread pool.
+
+FLOPs are counted for the matrix products of a training step, ``2 B (3 Σ_l n_{l-1} n_l − n_0 n_1)``
+on a batch of ``B`` rows (``fnnet.bench.harness``); an implementation's "fraction of roof" is its
+FLOP rate by this count divided by the matmul roof, a large jitted float32 matmul. W1's floors
+(``fnnet.bench.workload``): reading X once at the measured memory bandwidth, and the step's FLOPs at
+the matmul roof; whichever is larger binds.
+
+Peak memory (``fnnet.bench.memory``, ``--no-memory`` skips it): a separate process trains W3 as
+``fit`` does and reports its RSS stage by stage, next to what must be resident. Where W3's time
+goes (``fnnet.bench.profile``, CPU, ``--no-profile`` skips it): one epoch traced by ``jax.profiler``
+with XLA:CPU's per-operation events, split into matrix products and the rest.
+
+Outputs in ``--out`` (default ``runs/benchmark``): ``metrics.json``, ``benchmark.png`` and the
+printed table. fnnet runs on whatever ``jax.devices()`` offers (reported); numpy and PyTorch run on
+the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from . import baselines, harness, memory, profile, report, workload
+from .harness import FULL, QUICK, WORKLOADS
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser(prog=None):
+    """The benchmark's command-line flags (``prog``: the program name shown, by default the one
+    ``sys.argv[0]`` gives: ``python -m fnnet.bench``, or ``fnnet bench``)."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("runs") / "benchmark",
+                   help="folder for benchmark.png and metrics.json (default: runs/benchmark)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes, a few seconds: what the test suite runs")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--workloads", default="W1,W2,W3",
+                   help="comma-separated subset of W1,W2,W3 (default: all three)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed rounds per workload after the warm-up (default 5; 2 with --quick); "
+                        "W1 takes three times as many")
+    p.add_argument("--baseline-threads", default="auto",
+                   help="threads for numpy's BLAS and PyTorch: 'auto' (the faster of 1 and all "
+                        "cores on a short probe) or a number")
+    p.add_argument("--no-profile", action="store_true",
+                   help="skip the per-operation profile of one W3 epoch (CPU)")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the peak-memory measurement of W3 (a separate process)")
+    return p
+
+
+def _parse_args(argv):
+    args = build_parser().parse_args(argv)
+    names = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
+    unknown = [w for w in names if w not in WORKLOADS]
+    if unknown or not names:
+        raise ValueError(f"unknown workloads {unknown or args.workloads!r}; expected a "
+                         f"comma-separated subset of {','.join(WORKLOADS)}")
+    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
+    if repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {repeats}")
+    if args.baseline_threads != "auto" and (not args.baseline_threads.isdigit()
+                                            or int(args.baseline_threads) < 1):
+        raise ValueError(f"--baseline-threads must be 'auto' or a positive number, got "
+                         f"{args.baseline_threads!r}")
+    return args, names, repeats
+
+
+def _log(msg):
+    print(msg, flush=True)
+
+
+def measure(args, names, repeats, log=_log):
+    """Every measurement the flags ask for: the report (``metrics.json``'s content)."""
+    conf = QUICK if args.quick else FULL
+    x, y, source = harness.load_data(conf["n"], args.seed)
+    devices = [str(d) for d in jax.devices()]
+    log(f"benchmark on {devices}, data: {source} {x.shape}, repeats: {repeats}")
+    log("machine roofs ...")
+    roofs = [harness.matmul_roof(conf["matmul_n"], max(repeats, 5))]
+    bandwidth = harness.memory_bandwidth(conf["bandwidth_mib"], max(repeats, 5))
+    log(f"  matmul {roofs[0]['gflops']:.1f} GFLOP/s, read bandwidth {bandwidth['gbs']:.1f} GB/s")
+    workloads = {}
+    for name in names:
+        cfg = conf[name]
+        log(f"{name}: {harness.DESCRIPTION[name]} ...")
+        reps = 3 * repeats if cfg["batch"] is None else repeats
+        workloads[name] = workload.measure_workload(name, cfg, x, y, reps, args.seed,
+                                                    args.baseline_threads, log, conf["matmul_n"],
+                                                    conf["bandwidth_mib"])
+    roofs.append(harness.matmul_roof(conf["matmul_n"], max(repeats, 5)))
+    out = {
+        "devices": devices, "platform": jax.devices()[0].platform, "cpu_count": os.cpu_count(),
+        "host": platform.processor() or platform.machine(),
+        "versions": {"jax": jax.__version__, "numpy": np.__version__,
+                     "python": platform.python_version(), "torch": baselines.torch_version()},
+        "data_source": source, "quick": args.quick, "repeats": repeats,
+        "baseline_threads": args.baseline_threads,
+        "machine": {"matmul": roofs[0], "matmul_after": roofs[1], "bandwidth": bandwidth},
+        "workloads": workloads,
+        "flop_count": "per step on B rows: 2 B (3 sum_l n_{l-1} n_l - n_0 n_1) "
+                      "(forward, dW, and dX except the first layer; element-wise terms left out)",
+    }
+    if "W3" in names and not args.no_profile:
+        try:
+            out["profile"] = profile.profile_epoch(conf["W3"], x, y, args.seed, log)
+        except Exception as e:  # a profiler or XLA option this installation lacks: say so, go on
+            out["profile"] = {"skipped": f"{type(e).__name__}: {e}"}
+    if "W3" in names and not args.no_memory:
+        out["peak_memory"] = memory.measure_peak_rss(conf["W3"], conf["n"], args.seed, log)
+    out["targets"] = report.targets(workloads)
+    if "peak_memory" in out and "error" not in out["peak_memory"]:
+        out["targets"][report.MEMORY_TARGET] = report.memory_target(out["peak_memory"])
+    return out
+
+
+def main(argv=None) -> int:
+    """Run the benchmark with the command-line flags ``argv``; return the exit status (0, or 2 for
+    bad flags)."""
+    try:
+        args, names, repeats = _parse_args(argv)
+    except ValueError as e:
+        print(f"benchmark: {e}", file=sys.stderr)
+        return 2
+    result = measure(args, names, repeats)
+    report.print_report(result, _log)
+    metrics, png = report.write(result, args.out)
+    _log(f"\nwrote {metrics} and {png}")
+    return 0

@@ -1,0 +1,291 @@
+"""The benchmark's report: its targets, the printed tables, the chart and ``metrics.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from fnnet.io import write_json
+from fnnet.plots import save_figure
+
+from .harness import WORKLOADS
+
+
+def table(rows, headers):
+    """A plain-text table: ``rows`` is a list of lists, floats shown with 4 significant digits."""
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    cells = [[fmt(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            for r in cells]
+    return "\n".join(out)
+
+
+def _mb(b):
+    return b / 1e6
+
+
+def _target(value, want):
+    return {"value": value, "met": None if value is None else value >= want}
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets
+
+
+def targets(workloads, compile_limit=1.0):
+    """Each target: the measured value and whether it was met. Speed ratios are the paired ones
+    (the median over rounds of the ratio within a round), the most robust to a shared machine's
+    changing load; the ratio of medians is in ``ratios``."""
+    out = {}
+
+    def ratio(w, a, b):
+        r = workloads.get(w, {}).get("paired_ratios", {}).get(a, {}).get(b)
+        return None if r is None else float(r)
+
+    for w in (w for w in WORKLOADS if w in workloads):
+        t = _target(ratio(w, "fnnet manual", "fnnet autodiff"), 1.0)
+        if "manual_vs_autodiff" in workloads[w]:
+            t["same_matrix_products"] = workloads[w]["manual_vs_autodiff"]["same_matrix_products"]
+            t["paired_ratio_range"] = workloads[w]["manual_vs_autodiff"]["paired_ratio_range"]
+        out[f"{w}: fnnet manual >= 1.0x fnnet autodiff"] = t
+        compiles = [r.get("compile_seconds") for r in workloads[w]["results"].values()
+                    if r.get("compile_seconds") is not None]
+        if compiles:
+            out[f"{w}: compile < {compile_limit:g} s (slowest fnnet)"] = {
+                "value": max(compiles), "met": max(compiles) < compile_limit}
+    for w, want in (("W2", 1.8), ("W3", 1.5)):
+        if w in workloads:
+            out[f"{w}: fnnet >= {want}x torch eager"] = _target(ratio(w, "fnnet manual",
+                                                                      "torch eager"), want)
+    if "W3" in workloads and "fnnet manual" in workloads["W3"]["results"]:
+        out["W3: fnnet >= 90% of the matmul roof"] = _target(
+            workloads["W3"]["results"]["fnnet manual"]["fraction_of_roof_paired"], 0.9)
+    if "W1" in workloads and "chunked_over_memory_floor" in workloads["W1"].get("floor", {}):
+        v = workloads["W1"]["floor"]["chunked_over_memory_floor"]
+        out["W1: within 1.5x of the single-read floor"] = {"value": v, "met": v <= 1.5}
+    return out
+
+
+MEMORY_TARGET = "W3: training holds <= 1.1x data once + params, grads, state, batch"
+
+
+def memory_target(peak):
+    """The W3 memory target: at its peak, training (the python + jax runtime and the compiled
+    code aside) holds the data once and no more than 1.1x the data, params, gradients, optimizer
+    state and one batch's activations (the 10 % for XLA's temporaries: the shuffled order, a
+    copy of one weight matrix)."""
+    ratio = peak.get("training_holds_over_needed")
+    if ratio is None:
+        return {"value": None, "met": None}
+    if peak.get("platform") != "cpu":  # RSS is host memory; the data and params live on the device
+        return {"value": ratio, "met": None, "data_held_once": None}
+    once = peak.get("data_shared_with_host") is not False
+    return {"value": ratio, "met": bool(once and ratio <= 1.1), "data_held_once": once}
+
+
+# ---------------------------------------------------------------------------------------------
+# Printing
+
+
+def print_report(report, log):
+    """The whole report as text, through ``log``."""
+    m = report["machine"]
+    log("")
+    log(f"devices: {report['devices']}   (jax {report['versions']['jax']}, "
+        f"{report['cpu_count']} CPU cores, data: {report['data_source']}, baseline threads: "
+        f"{report['baseline_threads']})")
+    log(f"matmul roof: {m['matmul']['gflops']:.1f} GFLOP/s at the start, "
+        f"{m['matmul_after']['gflops']:.1f} at the end (float32 {m['matmul']['n']}², median); "
+        f"memory bandwidth: {m['bandwidth']['gbs']:.1f} GB/s (jitted sum over "
+        f"{m['bandwidth']['bytes'] / 2**20:.0f} MiB, median)")
+    for name, w in report["workloads"].items():
+        print_workload(name, w, log)
+    if "profile" in report:
+        print_profile(report["profile"], report["workloads"].get("W3", {}).get("roof_gflops"), log)
+    if "peak_memory" in report:
+        print_memory(report["peak_memory"], log)
+    log("")
+    log("targets (speed ratios paired within rounds):")
+    for what, t in report["targets"].items():
+        v = t["value"]
+        shown = "n/a" if v is None else f"{v:.3g}"
+        verdict = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
+        note = ""
+        if "paired_ratio_range" in t:
+            lo, hi = t["paired_ratio_range"]
+            note = (f"  (rounds {lo:.2f}-{hi:.2f}; "
+                    + ("same matrix products)" if t["same_matrix_products"] else "different products)"))
+        log(f"  {what:<66} {shown:>8}  {verdict}{note}")
+
+
+def print_workload(name, w, log):
+    """One workload's table, compile times, ratios and (W1) floors."""
+    log("")
+    log(f"{name}: {w['description']}, {w['examples']} examples"
+        + (f", batch {w['batch']}" if w["batch"] else "") + f"; {w['flops_per_unit'] / 1e9:.3g} GFLOP "
+        f"per {w['unit']}; matmul roof in the same rounds {w['roof_gflops']:.1f} GFLOP/s")
+    paired = w["paired_ratios"]
+    rows = []
+    for impl, r in w["results"].items():
+        speed = (f"{r['ms_per_iteration']:.1f} ms/iter" if w["batch"] is None
+                 else f"{r['examples_per_second']:,.0f} ex/s")
+        rel = "1.00x" if impl == "fnnet manual" else (
+            f"{1 / paired['fnnet manual'][impl]:.2f}x" if "fnnet manual" in paired else "-")
+        rows.append([impl, speed, f"{r['gflops']:.1f}", f"{100 * r['fraction_of_roof']:.1f}%", rel,
+                     str(r.get("threads", "-"))])
+    log(table(rows, ["implementation", "speed (median)", "GFLOP/s", "of roof", "vs fnnet manual",
+                     "threads"]))
+    for impl, why in w["skipped"].items():
+        log(f"  {impl}: skipped ({why})")
+    compiles = {impl: r for impl, r in w["results"].items() if "compile_seconds" in r}
+    if compiles:
+        log("compile: " + ", ".join(f"{impl} {r['compile_seconds']:.2f} s ({r['compile_cpu_seconds']:.2f} s "
+                                    f"CPU)" for impl, r in compiles.items()))
+    if "fnnet manual" in paired:
+        log("ratios (paired): " + ", ".join(f"fnnet manual / {b} = {v:.2f}"
+                                            for b, v in paired["fnnet manual"].items()))
+    if "manual_vs_autodiff" in w:
+        c = w["manual_vs_autodiff"]
+        same = "the same" if c["same_matrix_products"] else "DIFFERENT"
+        log(f"fnnet manual and autodiff compile to {same} {c['matrix_products']} matrix products "
+            f"(shapes and dimensions compared; {c['hlo_operations'][0]} and {c['hlo_operations'][1]} "
+            f"operations in all); their speed ratio ranged {c['paired_ratio_range'][0]:.2f}-"
+            f"{c['paired_ratio_range'][1]:.2f} over the rounds")
+    if "floor" in w:
+        print_floor(w["floor"], log)
+
+
+def print_floor(f, log):
+    """W1's floors against the measured iterations."""
+    log(f"floor: reading X ({f['x_bytes'] / 1e6:.0f} MB) once at {f['bandwidth_gbs']:.1f} GB/s takes "
+        f"{f['memory_floor_ms']:.1f} ms (a jitted read of X itself: {f['x_read_ms_measured']:.1f} ms); "
+        f"the FLOPs at the matmul roof take {f['compute_floor_ms']:.1f} ms, so here W1 is "
+        f"{f['binding']}-bound.")
+    if "chunked_ms" in f:
+        log(f"       chunked fnnet {f['chunked_ms']:.1f} ms = {f['chunked_over_memory_floor']:.2f}x the "
+            f"single-read floor ({f['chunked_over_x_read_paired']:.2f}x the read of X, paired), "
+            f"{f['chunked_over_binding_floor']:.2f}x the binding floor"
+            + (f"; unchunked {f['unchunked_ms']:.1f} ms = {f['unchunked_over_memory_floor']:.2f}x"
+               if "unchunked_ms" in f else ""))
+    log("       A full-batch step must stream all of X from memory at least once: that is the "
+        "floor. Unchunked, X is read twice (X W1ᵀ, then dZ1ᵀ X); chunked, each chunk's second read "
+        "hits the cache. That saves time only where the step runs at memory speed: where its "
+        "matrix products are compute-bound, as when the compute floor is the larger, the reads "
+        "hide behind the arithmetic.")
+
+
+def print_profile(p, roof, log):
+    """Where one W3 epoch's time went, by XLA:CPU's per-operation trace."""
+    log("")
+    if "skipped" in p:
+        log(f"profile (W3): skipped: {p['skipped']}")
+        return
+    total = p["traced_span_seconds"]  # first operation's start to last one's end, in the trace
+    gaps = max(total - p["ops_seconds"], 0.0)  # 0 where operations overlapped
+    log(f"profile, one W3 epoch as XLA:CPU's per-operation trace sees it ({total:.2f} s from the first "
+        f"operation to the last; {p['epoch_seconds']:.2f} s untraced, median of 3): matrix products "
+        f"{p['matrix_products_seconds']:.2f} s ({100 * p['matrix_products_seconds'] / total:.0f}%) at "
+        f"{p['matrix_products_gflops']:.1f} GFLOP/s"
+        + (f" = {100 * p['matrix_products_gflops'] / roof:.0f}% of W3's matmul roof (median of its rounds)"
+           if roof else "")
+        + f"; the other operations (updates, ReLU, softmax, the batch gather, copies) "
+        f"{p['other_seconds']:.2f} s ({100 * p['other_seconds'] / total:.0f}%); between operations "
+        f"(the runtime's scheduling, the loop) {gaps:.2f} s ({100 * gaps / total:.0f}%)")
+    rows = [[t["op"], "yes" if t["matrix_product"] else "", f"{1e3 * t['seconds']:.0f}",
+             f"{100 * t['seconds'] / total:.1f}%"] for t in p["top"]]
+    log(table(rows, ["  HLO operation", "matrix product", "ms per epoch", "share"]))
+
+
+def print_memory(p, log):
+    """The peak-memory measurement: RSS by stage against what must be resident."""
+    log("")
+    if "error" in p:
+        log(f"peak memory (W3): failed: {p['error']}")
+        return
+    e, st = p["expected"], p["stages"]
+    log(f"peak memory, W3 trained by fnnet in its own process: peak RSS {_mb(p['peak_rss']):.0f} MB, "
+        f"{p['peak_rss_over_runtime_plus_needed']:.2f}x (python + jax runtime + needed)")
+    inherited = p["getrusage_maxrss"] <= p["getrusage_maxrss_at_start"]
+    log(f"  (getrusage ru_maxrss {_mb(p['getrusage_maxrss']):.0f} MB"
+        + (f", which is the {_mb(p['getrusage_maxrss_at_start']):.0f} MB the process inherited from "
+           "this benchmark at fork: Linux keeps ru_maxrss across exec; the peak above is the "
+           "process's own, VmHWM)" if inherited else ")"))
+    log("  needed: " + " + ".join(f"{name.replace('_', ' ')} {_mb(v):.1f} MB" for name, v in e.items())
+        + f" = {_mb(p['expected_total']):.0f} MB; python + jax with the runtime started "
+        f"{_mb(p['runtime']):.0f} MB")
+    rows = [[stage, f"{_mb(v['rss']):.0f}", "-" if v.get("peak") is None else f"{_mb(v['peak']):.0f}"]
+            for stage, v in st.items()]
+    log(table(rows, ["  stage", "RSS after (MB)", "peak during (MB)"]))
+    shared = {True: "the device array is the host array itself (no copy: fnnet.to_device on a "
+                    "64-byte-aligned array, as fnnet.datasets.prepare makes them)",
+              False: "the device holds a copy of the host array (a GPU's memory, or an unaligned "
+                     "host array)",
+              None: "whether the device shares the host array is unknown"}[p["data_shared_with_host"]]
+    log(f"  data: {shared}")
+    log(f"  the compiled program and the runtime's caches stay resident: "
+        f"{_mb(p['compiled_program_resident']):.0f} MB after compiling"
+        + (" (the compiler's freed heap handed back first, malloc_trim)" if p["heap_trimmed"] else ""))
+    if "training_peak" in p:
+        log(f"  training itself: its peak is {_mb(p['training_peak_above_compiled']):.1f} MB above the "
+            f"compiled state (data and input params already resident) = "
+            f"{p['training_peak_above_compiled_over_epoch_needs']:.2f}x the "
+            f"{_mb(p['epoch_needs']):.1f} MB the epoch must allocate: output params, gradients, state, "
+            f"one batch's activations")
+        log(f"  at its peak training holds {_mb(p['training_holds']):.0f} MB (the runtime and the "
+            f"compiled code aside) = {p['training_holds_over_needed']:.2f}x the "
+            f"{_mb(p['expected_total']):.0f} MB needed")
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def _bars(axes, workloads, names, impls):
+    width = 0.8 / max(len(impls), 1)
+    for j, impl in enumerate(impls):
+        xs = np.arange(len(names)) + (j - (len(impls) - 1) / 2) * width
+        roof, rel = [], []
+        for w in names:
+            roof.append(workloads[w]["results"].get(impl, {}).get("fraction_of_roof", np.nan))
+            paired = workloads[w]["paired_ratios"].get("fnnet manual", {})
+            rel.append(1.0 if impl == "fnnet manual" else 1 / paired[impl] if impl in paired else np.nan)
+        axes[0].bar(xs, roof, width, label=impl)
+        axes[1].bar(xs, rel, width, label=impl)
+
+
+def plot(report, path):
+    """Two panels per workload: each implementation's FLOP rate as a fraction of the matmul roof
+    (medians), and its speed relative to fnnet manual (paired ratios, as in the table). Drawn with
+    matplotlib's object API (no pyplot, no backend chosen), written by ``fnnet.plots.save_figure``."""
+    workloads = report["workloads"]
+    names = list(workloads)
+    impls = list(dict.fromkeys(i for w in workloads.values() for i in w["results"]))
+    fig = Figure(figsize=(12, 4.8))
+    axes = fig.subplots(1, 2)
+    _bars(axes, workloads, names, impls)
+    axes[0].set(ylabel="FLOP rate / matmul roof", title="fraction of the float32 matmul roof")
+    axes[1].set(ylabel="speed / fnnet manual", title="speed relative to fnnet manual (higher: faster)")
+    labels = [f"{w}\n{'-'.join(map(str, workloads[w]['sizes']))}\n"
+              + ("full batch" if workloads[w]["batch"] is None else f"batch {workloads[w]['batch']}")
+              for w in names]
+    for ax in axes:
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_xticks(np.arange(len(names)), labels, fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    handles, legend_names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, legend_names, loc="lower center", ncol=len(impls), fontsize=8, frameon=False)
+    fig.suptitle(f"fnnet benchmark on {', '.join(report['devices'])}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return save_figure(fig, path)
+
+
+def write(report, out):
+    """``metrics.json`` and ``benchmark.png`` in the folder ``out``; returns their paths."""
+    out = Path(out)
+    return write_json(out / "metrics.json", report), plot(report, out / "benchmark.png")

@@ -1,0 +1,277 @@
+"""A checkpoint's tree and its manifest: the JSON description of a pytree whose arrays are stored
+beside it (``fnnet.checkpoints`` writes both into one ``.npz`` file).
+
+``to_manifest`` turns a tree into a manifest NODE, appending its arrays to a list; ``from_manifest``
+builds the tree back from a NODE and a reader of the stored arrays; ``check_like`` compares a
+loaded tree with a template. The NODEs::
+
+    {"type": "none"}
+    {"type": "bool" | "int" | "float" | "str", "value": v}
+    {"type": "tuple" | "list", "children": [NODE, ...]}
+    {"type": "dict", "keys": ["k", ...], "children": [NODE, ...]}             insertion order kept
+    {"type": "namedtuple", "name": "DenseParams", "fields": ["W", "b"], "children": [NODE, ...]}
+    {"type": "array", "leaf": i, "dtype": "float32", "shape": [64, 784]}
+    {"type": "key", "leaf": i, "impl": "threefry2x32", "shape": [3]}         leaf i = key_data
+
+Arrays whose dtype numpy cannot store natively (``bfloat16`` and the other ``ml_dtypes``) are
+stored as unsigned integers of the same width and viewed back on load. NamedTuples are built only
+from the registry (``register_namedtuple``), never from a name found in a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+
+from fnnet.layers import DenseParams
+
+__all__ = ["ManifestError", "check_like", "from_manifest", "register_namedtuple", "to_manifest"]
+
+# dtypes numpy's .npy format cannot describe: stored as same-width unsigned ints.
+_EXTENDED_DTYPES = {
+    np.dtype(t).name: np.dtype(t)
+    for t in vars(ml_dtypes).values()
+    if isinstance(t, type) and issubclass(t, np.generic)
+}
+
+_NAMEDTUPLES: dict[str, type] = {}
+
+LeafReader = Callable[[int, str], np.ndarray]
+
+
+class ManifestError(Exception):
+    """A bad manifest node; ``fnnet.checkpoints.load`` turns it into a CheckpointError naming the
+    file."""
+
+
+def register_namedtuple(cls: type) -> type:
+    """Allow NamedTuple class ``cls`` in checkpoints, under its ``__name__``. Usable as decorator.
+
+    Loading looks classes up here by name only, so registering is what makes a type loadable.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")):
+        raise TypeError(f"register_namedtuple: {cls!r} is not a NamedTuple class")
+    other = _NAMEDTUPLES.get(cls.__name__)
+    if other is not None and other is not cls:
+        raise ValueError(
+            f"register_namedtuple: another NamedTuple named {cls.__name__!r} is already "
+            f"registered ({other.__module__}.{other.__qualname__})"
+        )
+    _NAMEDTUPLES[cls.__name__] = cls
+    return cls
+
+
+register_namedtuple(DenseParams)
+
+
+def is_typed_key(x) -> bool:
+    """Whether ``x`` is a typed PRNG key array (from ``jax.random.key``)."""
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tree -> manifest.
+
+
+def _array_node(node, leaves: list[np.ndarray], where: str) -> dict:
+    if is_typed_key(node):
+        leaves.append(np.asarray(jax.random.key_data(node)))
+        return {"type": "key", "leaf": len(leaves) - 1, "impl": str(jax.random.key_impl(node)),
+                "shape": list(node.shape)}
+    arr = np.asarray(node)
+    dtype = arr.dtype
+    if dtype.name in _EXTENDED_DTYPES:
+        arr = arr.view(np.dtype(f"u{dtype.itemsize}"))
+    elif dtype.kind not in "biufc":
+        raise TypeError(f"checkpoint: {where} is an array of unsupported dtype {dtype}")
+    leaves.append(arr)
+    return {"type": "array", "leaf": len(leaves) - 1, "dtype": dtype.name,
+            "shape": list(arr.shape)}
+
+
+def _namedtuple_node(node, leaves: list[np.ndarray], path: str) -> dict:
+    name = type(node).__name__
+    if _NAMEDTUPLES.get(name) is not type(node):
+        raise TypeError(
+            f"checkpoint: {path or '<root>'} is a {name}, which is not a registered NamedTuple; "
+            f"call fnnet.checkpoints.register_namedtuple({name}) first"
+        )
+    children = [
+        to_manifest(v, leaves, f"{path}.{f}") for f, v in zip(node._fields, node, strict=True)
+    ]
+    return {"type": "namedtuple", "name": name, "fields": list(node._fields),
+            "children": children}
+
+
+def to_manifest(node, leaves: list[np.ndarray], path: str = "") -> dict:
+    """Manifest NODE describing ``node``; its arrays are appended to ``leaves``.
+
+    Raises ``TypeError`` naming the place (``['x'][0]``) of anything that cannot be stored.
+    """
+    where = path or "<root>"
+    if node is None:
+        return {"type": "none"}
+    if type(node) in (bool, int, float, str):
+        return {"type": type(node).__name__, "value": node}
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        return _namedtuple_node(node, leaves, path)
+    if type(node) in (tuple, list):
+        children = [to_manifest(v, leaves, f"{path}[{i}]") for i, v in enumerate(node)]
+        return {"type": type(node).__name__, "children": children}
+    if type(node) is dict:
+        for k in node:
+            if type(k) is not str:
+                raise TypeError(f"checkpoint: {where} has a non-str dict key {k!r}")
+        children = [to_manifest(v, leaves, f"{path}[{k!r}]") for k, v in node.items()]
+        return {"type": "dict", "keys": list(node), "children": children}
+    if isinstance(node, (np.ndarray, np.generic, jax.Array)):
+        return _array_node(node, leaves, where)
+    raise TypeError(f"checkpoint: {where} has unsupported type {type(node).__qualname__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifest -> tree.
+
+
+def _dtype(name, where: str) -> np.dtype:
+    if name in _EXTENDED_DTYPES:
+        return _EXTENDED_DTYPES[name]
+    try:
+        dtype = np.dtype(name)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in "biufc" or dtype.name != name:
+        raise ManifestError(f"{where}: unsupported dtype {name!r}")
+    return dtype
+
+
+def _scalar(node: dict, kind: str, where: str):
+    value = node["value"]
+    if kind == "float" and type(value) is int:
+        value = float(value)
+    if type(value).__name__ != kind:
+        raise ManifestError(f"{where}: {kind} node holds {value!r}")
+    return value
+
+
+def _namedtuple(node: dict, leaf: LeafReader, path: str):
+    name = node["name"]
+    cls = _NAMEDTUPLES.get(name)
+    if cls is None:
+        raise ManifestError(
+            f"{path or '<root>'}: NamedTuple {name!r} is not registered; register the class with "
+            f"fnnet.checkpoints.register_namedtuple before loading"
+        )
+    if list(cls._fields) != node["fields"]:
+        raise ManifestError(
+            f"{path or '<root>'}: {name} has fields {node['fields']} in the checkpoint, but the "
+            f"registered class has {list(cls._fields)}"
+        )
+    pairs = zip(cls._fields, node["children"], strict=True)
+    return cls(*(from_manifest(c, leaf, f"{path}.{f}") for f, c in pairs))
+
+
+def _key(node: dict, leaf: LeafReader, where: str):
+    data = leaf(node["leaf"], where)
+    try:
+        key = jax.random.wrap_key_data(jnp.asarray(data), impl=node["impl"])
+    except Exception as e:
+        raise ManifestError(f"{where}: cannot rebuild PRNG key ({e})") from e
+    if list(key.shape) != node["shape"]:
+        raise ManifestError(f"{where}: key shape {key.shape} != manifest {node['shape']}")
+    return key
+
+
+def _array(node: dict, leaf: LeafReader, where: str):
+    arr = leaf(node["leaf"], where)
+    dtype = _dtype(node["dtype"], where)
+    if dtype.name in _EXTENDED_DTYPES and arr.dtype == np.dtype(f"u{dtype.itemsize}"):
+        arr = arr.view(dtype)
+    if arr.dtype != dtype or list(arr.shape) != node["shape"]:
+        raise ManifestError(
+            f"{where}: stored array is {arr.dtype}{list(arr.shape)}, manifest says "
+            f"{node['dtype']}{node['shape']}"
+        )
+    out = jnp.asarray(arr)
+    if out.dtype != dtype:
+        raise ManifestError(
+            f"{where}: JAX cannot hold this {dtype} array without converting it to "
+            f"{out.dtype} (for 64-bit dtypes: jax.config.update('jax_enable_x64', True))"
+        )
+    return out
+
+
+def from_manifest(node: dict, leaf: LeafReader, path: str = ""):
+    """The tree described by manifest NODE ``node``; ``leaf(i, where)`` reads array entry i.
+
+    Raises ``ManifestError`` naming the place of a node that does not make sense, and lets
+    ``KeyError``/``TypeError``/``ValueError`` of a malformed node through.
+    """
+    where = path or "<root>"
+    kind = node["type"]
+    if kind == "none":
+        return None
+    if kind in ("bool", "int", "float", "str"):
+        return _scalar(node, kind, where)
+    if kind in ("tuple", "list"):
+        items = [from_manifest(c, leaf, f"{path}[{i}]") for i, c in enumerate(node["children"])]
+        return tuple(items) if kind == "tuple" else items
+    if kind == "dict":
+        pairs = zip(node["keys"], node["children"], strict=True)
+        return {k: from_manifest(c, leaf, f"{path}[{k!r}]") for k, c in pairs}
+    if kind == "namedtuple":
+        return _namedtuple(node, leaf, path)
+    if kind == "key":
+        return _key(node, leaf, where)
+    if kind == "array":
+        return _array(node, leaf, where)
+    raise ManifestError(f"{where}: unknown node type {kind!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# A loaded tree against a template.
+
+
+def _kind(x) -> str:
+    if x is None:
+        return "None"
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return "array"
+    return type(x).__name__
+
+
+def check_like(tree, like, path: str = "") -> None:
+    """Raise ``ValueError`` at the first place where ``tree`` and template ``like`` differ in
+    structure, or an array in shape or dtype."""
+    where = path or "<root>"
+    got, want = _kind(tree), _kind(like)
+    if got != want:
+        raise ValueError(f"{where}: checkpoint has {got}, expected {want}")
+    if isinstance(like, dict):
+        if set(tree) != set(like):
+            raise ValueError(
+                f"{where}: checkpoint has dict keys {sorted(tree)}, expected {sorted(like)}"
+            )
+        for k in like:
+            check_like(tree[k], like[k], f"{path}[{k!r}]")
+    elif isinstance(like, (tuple, list)):
+        if len(tree) != len(like):
+            raise ValueError(f"{where}: checkpoint has {len(tree)} items, expected {len(like)}")
+        fields = getattr(like, "_fields", None)
+        if fields:
+            paths = [f"{path}.{f}" for f in fields]
+        else:
+            paths = [f"{path}[{i}]" for i in range(len(like))]
+        for a, b, p in zip(tree, like, paths, strict=True):
+            check_like(a, b, p)
+    elif want == "array":
+        if tuple(tree.shape) != tuple(like.shape):
+            raise ValueError(
+                f"{where}: checkpoint has shape {tuple(tree.shape)}, expected {tuple(like.shape)}"
+            )
+        if tree.dtype != like.dtype:
+            raise ValueError(f"{where}: checkpoint has dtype {tree.dtype}, expected {like.dtype}")

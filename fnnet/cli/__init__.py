@@ -1,0 +1,79 @@
+"""The ``fnnet`` command line: ``train``, ``evaluate``, ``gradcheck`` and ``bench``.
+
+::
+
+    fnnet train --dataset mnist                  # 784-128-10 ReLU/softmax, about 98% test accuracy
+    fnnet evaluate runs/mnist/model.npz          # accuracy, confusion matrix, misclassified digits
+    fnnet gradcheck --layers 784,32,10           # hand-derived backward vs jax.grad, f32 and f64
+    fnnet bench --quick                          # fnnet.bench, arguments forwarded
+
+``main(argv) -> int`` never raises ``SystemExit`` and never prints a traceback for a bad command
+line: a wrong flag value is one line ``fnnet <command>: error: ...`` on stderr and exit status 2;
+data that cannot be found or read is the loader's message and exit status 1.
+
+Losses and outputs that make no sense together are refused (exit status 2):
+``--loss cross-entropy`` needs ``--output softmax``, ``--loss binary-cross-entropy`` needs
+``--output sigmoid`` or ``softmax`` (why: ``fnnet.model_config``). Cross-entropy trains on integer
+labels; MSE and binary cross-entropy on one-hot rows.
+
+One module per command (``train``, ``evaluate``, ``gradcheck``, ``bench``), each with
+``add_parser(subparsers)`` and ``run``; what they share is in ``common``. Scoring is
+``fnnet.scoring``, the checkpoint metadata ``fnnet.model_config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .._version import __version__
+from . import bench, evaluate, gradcheck, train
+from .common import FORMATTER, DataUnavailable, Parser, UsageError, exit_code
+from .train import DEFAULT_BATCH, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_OPTIMIZER
+
+__all__ = ["DEFAULT_BATCH", "DEFAULT_EPOCHS", "DEFAULT_LR", "DEFAULT_OPTIMIZER", "DataUnavailable",
+           "UsageError", "build_parser", "main"]
+
+DESCRIPTION = ("fnnet: neural networks from scratch in JAX, every gradient derived by hand and "
+               "checked against jax.grad.")
+
+EXAMPLES = """\
+examples:
+  fnnet train --dataset mnist                 784-128-10 ReLU/softmax, about 98% test accuracy
+  fnnet train --optimizer adam --ensemble 5   five models, scored alone and averaged
+  fnnet evaluate runs/mnist/model.npz         confusion matrix and misclassified digits
+  fnnet gradcheck --layers 784,32,10          hand-derived backward vs jax.grad, float32 and float64
+  fnnet bench --help                          the benchmark's own flags"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fnnet`` argument parser (``bench`` is listed; ``main`` forwards its arguments)."""
+    parser = Parser(prog="fnnet", formatter_class=FORMATTER, description=DESCRIPTION,
+                    epilog=EXAMPLES)
+    parser.add_argument("--version", action="version", version=f"fnnet {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in (train, evaluate, gradcheck, bench):
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run ``fnnet`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
+    if argv and argv[0] == "bench":
+        return bench.run(argv[1:])
+    try:
+        args, unknown = build_parser().parse_known_args(argv)
+        args.prog = f"fnnet {args.command}"
+        if unknown:
+            raise UsageError(args.prog, f"unrecognized arguments: {' '.join(unknown)}")
+        return args.run(args)
+    except UsageError as e:
+        message = " ".join(str(e).split("\n"))
+        print(f"{e.prog}: error: {message} (see '{e.prog} --help')", file=sys.stderr)
+        return 2
+    except DataUnavailable as e:
+        print(f"{e.prog}: error: {e}", file=sys.stderr)
+        return 1
+    except SystemExit as e:  # --help and --version
+        return exit_code(e.code)

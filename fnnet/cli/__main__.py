@@ -1,0 +1,7 @@
+"""``python -m fnnet.cli``: the ``fnnet`` command line."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,181 @@
+"""What the commands share: the parser that raises instead of exiting, the two errors ``main``
+reports, flag-value types, the network and data flags, data loading and the results lines."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import checks, datasets
+from ..model_config import HIDDEN_ACTIVATIONS, LOSSES, OUTPUTS, MetadataError, check_loss_output
+
+MAX_SEED = 2**31 - 1  # every PRNG here accepts seeds 0 .. 2**31 - 1
+FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+class UsageError(Exception):
+    """A bad command line or flag value: one line on stderr, exit status 2."""
+
+    def __init__(self, prog, message):
+        super().__init__(message)
+        self.prog = prog
+
+
+class DataUnavailable(Exception):
+    """The dataset could not be found, downloaded or read: its message on stderr, exit status 1."""
+
+    def __init__(self, prog, message):
+        super().__init__(message)
+        self.prog = prog
+
+
+def exit_code(code):
+    """What ``sys.exit(code)`` would exit with: ``None`` is 0, an int itself, anything else 1
+    (after printing it on stderr)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose ``error`` raises ``UsageError`` instead of printing the
+    usage block and exiting, so that ``main`` reports one line and returns 2."""
+
+    def error(self, message):
+        raise UsageError(self.prog, message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Flag values: each parses the text, then applies the rule of fnnet.checks
+
+
+def _convert(text, parse, check, expected):
+    """``check(parse(text))``; ``argparse.ArgumentTypeError`` "expected ..., got TEXT" if either
+    refuses the value (argparse puts "argument --FLAG:" before it)."""
+    try:
+        return check(parse(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
+def _positive(value):
+    return checks.integer("fnnet", "value", value)
+
+
+def _seed_value(value):
+    value = checks.integer("fnnet", "seed", value, minimum=0)
+    if value > MAX_SEED:
+        raise ValueError(f"fnnet: seed must be at most {MAX_SEED}, got {value}")
+    return value
+
+
+def positive_int(text):
+    """A positive integer."""
+    return _convert(text, int, _positive, "a positive integer")
+
+
+def seed(text):
+    """A random seed: an integer in ``0 .. 2**31 − 1``."""
+    return _convert(text, int, _seed_value, f"an integer seed in 0..{MAX_SEED}")
+
+
+def positive_float(text):
+    """A finite number ``> 0``."""
+    return _convert(text, float, lambda value: checks.real("fnnet", "value", value, low=0,
+                                                           low_open=True), "a finite number > 0")
+
+
+def batch_size(text):
+    """A positive integer, or ``full`` (``None``) for full-batch gradient descent as in note 002
+    (experiments/NOTES.md)."""
+    if text == "full":
+        return None
+    return _convert(text, int, _positive, "a positive integer or 'full'")
+
+
+def layers(text):
+    """``"784,128,10"`` -> ``[784, 128, 10]``: at least two positive integers."""
+    sizes = _convert(text, lambda parts: [int(part) for part in parts.split(",")],
+                     lambda sizes: [_positive(size) for size in sizes],
+                     "comma-separated positive integers like 784,128,10")
+    if len(sizes) < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected at least an input and an output size like 784,128,10, got {text!r}")
+    return sizes
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags shared by commands
+
+
+def add_network_flags(parser, default_layers):
+    """``--layers`` (default ``default_layers``), ``--activation``, ``--output``, ``--loss``."""
+    parser.add_argument("--layers", type=layers, default=layers(default_layers), metavar="N,N,...",
+                        help=f"layer sizes, input first (default: {default_layers})")
+    parser.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="relu",
+                        help="hidden-layer activation (default: relu)")
+    parser.add_argument("--output", choices=OUTPUTS, default="softmax",
+                        help="output activation (default: softmax)")
+    parser.add_argument("--loss", choices=LOSSES, default="cross-entropy",
+                        help="loss (default: cross-entropy); cross-entropy needs --output softmax, "
+                             "binary-cross-entropy --output sigmoid or softmax")
+
+
+def add_data_flags(parser):
+    """``--data-dir`` and ``--no-download``."""
+    parser.add_argument("--data-dir", type=Path, metavar="DIR",
+                        help="folder with the four .gz files, or a root holding mnist/ and "
+                             "fashion-mnist/ (default: $FNNET_DATA_DIR, then the cache)")
+    parser.add_argument("--no-download", action="store_true",
+                        help="never download; fail when the files are not found")
+
+
+def check_flags_loss_output(prog, loss, output):
+    """``model_config.check_loss_output`` worded with the flags; ``UsageError`` if it refuses."""
+    try:
+        check_loss_output(loss, output, prefix="--")
+    except MetadataError as e:
+        raise UsageError(prog, str(e)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and output
+
+
+def load_data(prog, name, data_dir, download):
+    """``(x_train, y_train), (x_test, y_test)`` of ``name``: flat float32 pixels in [0, 1], int32
+    labels. ``data_dir`` is the folder holding the four files, or a root holding ``<name>/``."""
+    folder = None
+    if data_dir is not None:
+        folder = Path(data_dir).expanduser()
+        if (folder / name).is_dir():
+            folder = folder / name
+    try:
+        (x_train, y_train), (x_test, y_test) = datasets.load_dataset(name, folder, download)
+    except (OSError, datasets.IDXError, datasets.DatasetError, datasets.ChecksumError) as e:
+        raise DataUnavailable(prog, str(e)) from None
+    return datasets.prepare(x_train, y_train), datasets.prepare(x_test, y_test)
+
+
+def dash(sizes):
+    """``[784, 128, 10]`` -> ``"784-128-10"``."""
+    return "-".join(map(str, sizes))
+
+
+def print_results(results, num_models):
+    """The test scores of ``scoring.summarize_test``: one line per model, their mean and the
+    ensemble's for several models."""
+    if num_models == 1:
+        print(f"test accuracy {results['test_accuracy']:.2%}  (test loss {results['test_loss']:.4f})")
+        return
+    for index, (accuracy, loss) in enumerate(zip(results["model_test_accuracy"],
+                                                 results["model_test_loss"])):
+        print(f"model {index}: test accuracy {accuracy:.2%}  (test loss {loss:.4f})")
+    print(f"mean of {num_models} models: test accuracy {results['mean_test_accuracy']:.2%}  "
+          f"(test loss {results['mean_test_loss']:.4f})")
+    print(f"ensemble of {num_models} (averaged probabilities): test accuracy "
+          f"{results['test_accuracy']:.2%}  (test loss {results['test_loss']:.4f})")

@@ -1,0 +1,92 @@
+"""``fnnet evaluate``: score a checkpoint written by ``fnnet train`` on its test set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from .. import checkpoints, metrics
+from ..io import write_json
+from ..model_config import NUM_CLASSES, MetadataError, model_from_metadata, param_template
+from ..scoring import model_scores, predict, summarize_test
+from .common import FORMATTER, UsageError, add_data_flags, dash, load_data, print_results
+
+MISCLASSIFIED_SHOWN = 40
+
+DESCRIPTION = """\
+Rebuild the network from a checkpoint's metadata, score it on the test set, and write
+confusion.png, misclassified.png and metrics.json. For a checkpoint of several models (train
+--ensemble K), each model is scored alone and the ensemble by its averaged probabilities."""
+
+
+def add_parser(subparsers):
+    """The ``evaluate`` subcommand and its flags."""
+    parser = subparsers.add_parser("evaluate", help="score a checkpoint written by 'fnnet train'",
+                                   description=DESCRIPTION, formatter_class=FORMATTER)
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="model.npz written by 'fnnet train'")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="output folder (default: evaluation/ beside the checkpoint)")
+    add_data_flags(parser)
+    parser.set_defaults(run=run)
+
+
+def _read_checkpoint(prog, path):
+    """``(model, num_models, params, metadata)`` of the checkpoint at ``path``; ``UsageError``
+    naming the problem if it is missing, unreadable, not a model checkpoint or of other shapes."""
+    try:
+        _, meta = checkpoints.load(path)
+        model, num_models = model_from_metadata(meta)
+        params, _ = checkpoints.load(path, like=param_template(model, num_models))
+    except MetadataError as e:
+        raise UsageError(prog, f"argument CHECKPOINT: {path}: {e}") from None
+    except (OSError, ValueError) as e:  # missing, a folder, unreadable, corrupted, wrong shapes
+        raise UsageError(prog, f"argument CHECKPOINT: {e}") from None
+    return model, num_models, params, meta
+
+
+def _plot(out, meta, num_models, results, x_test, y_test, probs):
+    """Write ``confusion.png`` and ``misclassified.png``; return the confusion matrix, the
+    indices of the misclassified test images and of those shown."""
+    from .. import plots  # matplotlib only once there is a figure to draw
+
+    predicted = np.asarray(metrics.predicted_classes(probs))
+    confusion = np.asarray(metrics.confusion_matrix(jnp.asarray(probs), jnp.asarray(y_test),
+                                                    NUM_CLASSES))
+    wrong = np.flatnonzero(predicted != y_test)
+    shown = wrong[:MISCLASSIFIED_SHOWN]
+    who = f"ensemble of {num_models}" if num_models > 1 else "model"
+    plots.plot_confusion(confusion, out / "confusion.png",
+                         title=f"{meta['dataset']} test set, {who}: {results['test_accuracy']:.2%}")
+    plots.plot_digits(x_test[shown], out / "misclassified.png", labels=y_test[shown],
+                      predictions=predicted[shown],
+                      title=f"{len(shown)} of {len(wrong)} misclassified test images: "
+                            f"predicted (true)")
+    return confusion, wrong, shown
+
+
+def run(args):
+    """Score the checkpoint; write ``confusion.png``, ``misclassified.png`` and ``metrics.json``."""
+    prog = args.prog
+    path = Path(args.checkpoint)
+    model, num_models, params, meta = _read_checkpoint(prog, path)
+    _, (x_test, y_test) = load_data(prog, meta["dataset"], args.data_dir, not args.no_download)
+    out = Path(args.out) if args.out is not None else path.parent / "evaluation"
+
+    probs = predict(model, params, num_models, x_test)
+    model_loss, model_accuracy = model_scores(model, meta["loss"], params, num_models, x_test,
+                                              y_test)
+    results = summarize_test(meta["loss"], y_test, model_loss, model_accuracy, probs)
+    confusion, wrong, shown = _plot(out, meta, num_models, results, x_test, y_test, probs)
+    write_json(out / "metrics.json", {
+        "checkpoint": str(path), "dataset": meta["dataset"], "n_test": len(y_test), **results,
+        "misclassified": len(wrong), "misclassified_shown": shown, "confusion_matrix": confusion,
+        "config": meta,
+    })
+    print(f"{path}: {meta['dataset']} {dash(meta['layers'])} {meta['activation']}/{meta['output']}, "
+          f"{meta['loss']}" + (f", {num_models} models" if num_models > 1 else ""))
+    print_results(results, num_models)
+    print(f"{len(wrong)} of {len(y_test)} test images misclassified; wrote {out / 'confusion.png'}, "
+          f"{out / 'misclassified.png'}, {out / 'metrics.json'}")
+    return 0

@@ -1,0 +1,69 @@
+"""MNIST and Fashion-MNIST: IDX files, where to find them, how to download them, and helpers.
+
+Everything here is plain numpy plus the standard library; nothing imports jax. One module a
+concern, every public name re-exported here:
+
+``idx``
+    ``read_idx(path)`` reads any IDX file, gzipped or raw (decided by the gzip magic bytes
+    ``1f 8b``, never by the file name); ``write_idx(path, array)`` writes one atomically.
+``sources``
+    The datasets' files (``FILES``), published checksums (``SHA256``), mirrors (``MIRRORS``,
+    ``MIRROR_ENV``) and the folders searched for them (``search_dirs``, ``cache_dir``).
+``download``
+    Downloading the missing files into ``<cache>/<dataset>/``, each checked against ``SHA256``
+    before it is kept (``ChecksumError`` otherwise).
+``loaders``
+    ``load_mnist()`` and ``load_fashion_mnist()`` return ``(x_train, y_train), (x_test, y_test)``
+    with uint8 images of shape ``(N, 28, 28)`` and int64 labels in ``0..9``, from the first
+    location that holds all four files (``data_dir``, ``$FNNET_DATA_DIR/<dataset>/``, the
+    cache), downloading them when none does and ``download=True``.
+``preprocess``
+    ``flatten``, ``scale``, ``one_hot`` and ``prepare`` turn the arrays into model inputs.
+``synthetic``
+    ``synthetic_mnist`` makes small learnable stand-in data and ``write_mnist_files`` writes it
+    (or any arrays) as the four IDX files, for tests and smoke runs without the real data.
+"""
+
+from fnnet.datasets.download import ChecksumError
+from fnnet.datasets.idx import IDX_DTYPES, IDXError, read_idx, write_idx
+from fnnet.datasets.loaders import DatasetError, load_dataset, load_fashion_mnist, load_mnist
+from fnnet.datasets.preprocess import ALIGNMENT, aligned_empty, flatten, one_hot, prepare, scale
+from fnnet.datasets.sources import (
+    DATASETS,
+    FILES,
+    MIRROR_ENV,
+    MIRRORS,
+    SHA256,
+    DatasetNotFoundError,
+    cache_dir,
+    search_dirs,
+)
+from fnnet.datasets.synthetic import synthetic_mnist, write_mnist_files
+
+__all__ = [
+    "ALIGNMENT",
+    "DATASETS",
+    "FILES",
+    "IDX_DTYPES",
+    "MIRRORS",
+    "MIRROR_ENV",
+    "SHA256",
+    "ChecksumError",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "IDXError",
+    "aligned_empty",
+    "cache_dir",
+    "flatten",
+    "load_dataset",
+    "load_fashion_mnist",
+    "load_mnist",
+    "one_hot",
+    "prepare",
+    "read_idx",
+    "scale",
+    "search_dirs",
+    "synthetic_mnist",
+    "write_idx",
+    "write_mnist_files",
+]

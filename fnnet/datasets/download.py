@@ -1,0 +1,111 @@
+"""Downloading a dataset's missing files into the cache, each checked against its SHA-256.
+
+Each file is streamed through ``fnnet.io.atomic_write`` into a temporary file beside its target
+(``.NAME.PID.RANDOM.fnnet-tmp``); its SHA-256 is checked against ``SHA256`` before the temporary
+is renamed into place, so a failed or mismatching download leaves nothing behind. A download
+killed outright leaves its temporary, and the next download of the same file removes it.
+Mirrors are tried in order; ``file://`` URLs work too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import sys
+import urllib.request
+from pathlib import Path
+
+from fnnet import io
+from fnnet.datasets.sources import FILES, SHA256, file_in
+
+__all__ = ["ChecksumError", "download_missing"]
+
+TIMEOUT_S = 60
+_CHUNK = 1 << 20
+
+
+class ChecksumError(ValueError):
+    """A downloaded file did not match its published SHA-256 (nothing was kept)."""
+
+
+def _log(message: str) -> None:
+    print(f"fnnet: {message}", file=sys.stderr, flush=True)
+
+
+def _download_one(url: str, dest: Path, accepted: tuple[str, ...]) -> None:
+    """Stream ``url`` into ``dest`` atomically, keeping it only if its SHA-256 is ``accepted``.
+
+    On any failure nothing is left at ``dest`` and the exception propagates; a checksum
+    mismatch raises ``ChecksumError``.
+    """
+    _log(f"downloading {url}")
+    digest = hashlib.sha256()
+    size = 0
+
+    def stream(out) -> None:
+        nonlocal size
+        while chunk := response.read(_CHUNK):
+            out.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+        got = digest.hexdigest()
+        if got not in accepted:
+            raise ChecksumError(
+                f"{dest.name}: checksum mismatch for {url}: SHA-256 {got} ({size} bytes), "
+                f"expected {' or '.join(accepted)}; the download was discarded"
+            )
+
+    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+        io.atomic_write(dest, stream)
+    _log(f"  saved {dest} ({size / 1e6:.1f} MB, SHA-256 ok)")
+
+
+def _download_file(name: str, filename: str, target: Path, mirrors: list[str]) -> list[str]:
+    """Try each mirror for one file; return ``[]`` on success, else one line per attempt.
+
+    Raises ``ChecksumError`` (listing every attempt) when no mirror succeeded and at least one
+    of them served the file with a wrong checksum.
+    """
+    attempts = []
+    saw_mismatch = False
+    for base in mirrors:
+        url = base + filename
+        try:
+            _download_one(url, target / filename, SHA256[name][filename])
+            return []
+        except ChecksumError as exc:
+            attempts.append(f"{url}: {exc}")
+            saw_mismatch = True
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            # URLError/HTTPError, timeouts, connection resets, cut-short bodies, bad URLs.
+            attempts.append(f"{url}: {type(exc).__name__}: {exc}")
+        _log(f"  failed: {attempts[-1]}")
+    if saw_mismatch:
+        raise ChecksumError(
+            f"could not download {filename} of {name} into {target}: "
+            + "; ".join(attempts)
+            + f". Nothing was kept for {filename}."
+        )
+    return attempts or [f"{filename}: no mirrors configured"]
+
+
+def download_missing(name: str, target: Path, mirrors: list[str]) -> list[str]:
+    """Download every file of dataset ``name`` missing from folder ``target``.
+
+    Each file is tried on each mirror in order until one succeeds; the first file that fails
+    on every mirror ends the run (files already verified stay in ``target``, an empty folder
+    created here is removed). Returns ``[]`` on success, else one line per failed attempt.
+    Raises ``ChecksumError`` when a file failed and some mirror served it with a wrong SHA-256.
+    """
+    created = not target.exists()
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        for filename in FILES:
+            if file_in(target, filename) is None:
+                failures = _download_file(name, filename, target, mirrors)
+                if failures:
+                    return failures  # the dataset cannot be complete: skip the other files
+        return []
+    finally:
+        if created and not any(target.iterdir()):
+            target.rmdir()

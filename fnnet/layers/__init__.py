@@ -1,0 +1,47 @@
+"""Layers: each one a forward and the hand-derived backward of note 000, side by side.
+
+A layer is an immutable, hashable description (sizes and choices, never arrays) with four pure
+methods::
+
+    init(key)                      -> params
+    apply(params, x)               -> y                 plain jnp, the autodiff reference path
+    forward(params, x)             -> (y, cache)        what backward needs, kept
+    backward(params, cache, dy)    -> (dparams, dx)     the note's equations, nothing else
+
+Layout is batch first (note 004): ``x`` has shape ``(N, n_in)``; a single example of shape ``(n_in,)``
+works too. Notes 000, 001 and 002 write samples as columns; each backward's docstring gives the
+note's column equation and the transposition used here. The notes are in experiments/NOTES.md.
+
+``apply`` never calls ``backward`` and uses no custom derivative rule of ours, so ``jax.grad`` of
+``apply`` is an independent reference for every rule written here.
+
+Modules: ``dense`` (``Dense``), ``activations`` (``ReLU``, ``Sigmoid``, ``Tanh``, ``Identity``,
+``Softmax``; ``get`` an activation by name), ``initializers`` (``INITS``), ``checks`` (the input
+checks run at trace time).
+"""
+
+from .activations import (
+    ACTIVATIONS,
+    Activation,
+    Elementwise,
+    Identity,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+    activation,
+    get,
+    log_softmax,
+    softmax,
+    softmax_backward_jacobian,
+    softmax_backward_simple,
+)
+from .checks import check_features, check_floating
+from .dense import Dense, DenseParams
+from .initializers import INITS
+
+__all__ = [
+    "ACTIVATIONS", "INITS", "Activation", "Dense", "DenseParams", "Elementwise", "Identity", "ReLU",
+    "Sigmoid", "Softmax", "Tanh", "activation", "check_features", "check_floating", "get",
+    "log_softmax", "softmax", "softmax_backward_jacobian", "softmax_backward_simple",
+]

@@ -1,0 +1,84 @@
+"""The fully connected layer and its parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+
+from ..checks import integer
+from .checks import check_features, check_param, lookup
+from .initializers import INITS
+
+DEFAULT_WEIGHT_INIT = "he"
+
+
+class DenseParams(NamedTuple):
+    """Parameters of a Dense layer: ``W`` of shape ``(n_out, n_in)`` and ``b`` of shape ``(n_out,)``."""
+
+    W: Any
+    b: Any
+
+
+@dataclass(frozen=True, init=False)
+class Dense:
+    """Fully connected layer, ``Z = X Wᵀ + b`` (note 004), ``y_j = Σ_i w_ji x_i + b_j`` (note 000);
+    the notes are in experiments/NOTES.md.
+
+    Args:
+        n_in: inputs per example.
+        n_out: outputs per example.
+        init: the weight initialisation (a name in ``INITS``), kept as ``weight_init``: ``he``
+            (normal, std √(2/n_in), the default, for ReLU), ``he_uniform``, ``xavier``/``glorot``
+            (uniform ±√(6/(n_in+n_out)), for tanh and sigmoid), ``xavier_normal``, ``lecun`` or
+            ``uniform`` (U(−0.5, 0.5), as note 002). Biases start at zero.
+    """
+
+    n_in: int
+    n_out: int
+    weight_init: str
+
+    def __init__(self, n_in: int, n_out: int, init: str = DEFAULT_WEIGHT_INIT):
+        object.__setattr__(self, "n_in", integer("Dense", "n_in", n_in))
+        object.__setattr__(self, "n_out", integer("Dense", "n_out", n_out))
+        lookup(INITS, init, "init", where="Dense")
+        object.__setattr__(self, "weight_init", init)
+
+    def __repr__(self):
+        init_arg = "" if self.weight_init == DEFAULT_WEIGHT_INIT else f", init={self.weight_init!r}"
+        return f"Dense({self.n_in}, {self.n_out}{init_arg})"
+
+    def init(self, key, dtype=jnp.float32):
+        shape = (self.n_out, self.n_in)
+        W = INITS[self.weight_init](key, shape, self.n_in, self.n_out, dtype)
+        return DenseParams(W=W, b=jnp.zeros((self.n_out,), dtype))
+
+    def _check(self, params, x):
+        check_features(self, x, self.n_in)
+        check_param(self, "W", params.W, (self.n_out, self.n_in))
+        check_param(self, "b", params.b, (self.n_out,))
+
+    def apply(self, params, x):
+        self._check(params, x)
+        return x @ params.W.T + params.b
+
+    def forward(self, params, x):
+        return self.apply(params, x), x
+
+    def backward(self, params, cache, dy):
+        """Note 000 (experiments/NOTES.md), samples as columns: ``dE/dW = dE/dY Xᵀ``,
+        ``dE/dB = dE/dY``, ``dE/dX = Wᵀ dE/dY``.
+
+        Rows (note 004), one example per row of ``X`` and ``dY``, summed over the batch::
+
+            dW = dYᵀ X        (n_out, n_in)
+            db = Σ_n dY_n     (n_out,)
+            dX = dY W         (N, n_in)
+        """
+        x = cache
+        if x.ndim == 1:
+            dW, db = jnp.outer(dy, x), dy
+        else:
+            dW, db = dy.T @ x, dy.sum(axis=0)
+        return DenseParams(W=dW, b=db), dy @ params.W

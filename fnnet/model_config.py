@@ -1,0 +1,218 @@
+"""The metadata schema of the model checkpoints ``fnnet train`` writes, and the network rebuilt
+from it.
+
+A training run is described by a configuration dict (``train_config``)::
+
+    {"dataset": "mnist", "layers": [784, 128, 10], "activation": "relu", "output": "softmax",
+     "loss": "cross-entropy", "optimizer": "momentum", "lr": 0.1, "epochs": 10,
+     "batch_size": 128, "grads": "manual", "seed": 0, "ensemble": 1}
+
+It is saved as the run's ``config.json`` and as the metadata of its ``model.npz`` checkpoint
+(``fnnet.checkpoints.save(path, params, **config, ...)``). ``ensemble`` is the number of models
+trained together; for more than one their params are stacked along a leading axis.
+
+``model_from_metadata`` rebuilds the network, ``mlp(layers, activation, output)``, and the model
+count from the ``MODEL_KEYS`` of such metadata, refusing what the command line would refuse;
+``param_template`` gives the shapes and dtypes to load the params with (``load(path, like=...)``).
+
+Losses and outputs that make no sense together are refused (``LOSS_OUTPUTS``):
+
+- cross-entropy, ``L = −(1/N) Σ_n Σ_i y_ni log ŷ_ni`` as note 003 (experiments/NOTES.md) derives
+  it, is a negative log-likelihood only when each row ``ŷ_n`` is a probability distribution over
+  the classes, so it needs a softmax output. Sigmoid outputs need not sum to 1 (the loss would
+  reward pushing every output to 1) and linear or tanh outputs can be ``≤ 0``, where ``log`` is
+  undefined.
+- binary cross-entropy, ``L = −(1/N) Σ [y log ŷ + (1 − y) log(1 − ŷ)]`` as note 004
+  (experiments/NOTES.md) derives it, needs every output in ``(0, 1)``: a sigmoid output (its fused
+  rule ``dL/dZ = (Ŷ − Y)/N``) or softmax.
+- mean squared error, ``E = (1/n) Σ_i (y*_i − y_i)²`` as note 000 (experiments/NOTES.md) derives
+  it, works with any output.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .datasets import DATASETS
+from .networks import Sequential, mlp
+
+__all__ = ["CONFIG_KEYS", "HIDDEN_ACTIVATIONS", "IMAGE_PIXELS", "LOSSES", "LOSS_OUTPUTS",
+           "MODEL_KEYS", "MetadataError", "NUM_CLASSES", "OUTPUTS", "RESUME_KEYS",
+           "check_image_layers", "check_loss_output", "check_model_settings", "model_from_metadata",
+           "param_template", "resume_differences", "train_config"]
+
+IMAGE_PIXELS = 784
+NUM_CLASSES = 10
+HIDDEN_ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear")
+OUTPUTS = ("softmax", "sigmoid", "tanh", "linear")
+LOSSES = ("cross-entropy", "mse", "binary-cross-entropy")
+# The outputs each loss accepts (see the module docstring).
+LOSS_OUTPUTS = {
+    "cross-entropy": ("softmax",),
+    "binary-cross-entropy": ("sigmoid", "softmax"),
+    "mse": OUTPUTS,
+}
+# Every key of a training configuration, in the order written.
+CONFIG_KEYS = ("dataset", "layers", "activation", "output", "loss", "optimizer", "lr", "epochs",
+               "batch_size", "grads", "seed", "ensemble")
+# The keys ``model_from_metadata`` needs to rebuild the network.
+MODEL_KEYS = ("dataset", "layers", "activation", "output", "loss", "ensemble")
+# Settings a resumed run must share with the run it continues (``epochs`` may grow).
+RESUME_KEYS = tuple(key for key in CONFIG_KEYS if key != "epochs")
+
+
+class MetadataError(ValueError):
+    """Metadata (or a configuration) that does not describe a network ``fnnet train`` builds."""
+
+
+def train_config(*, dataset: str, layers, activation: str, output: str, loss: str,
+                 optimizer: str, lr: float, epochs: int, batch_size: int | None, grads: str,
+                 seed: int, ensemble: int) -> dict:
+    """The configuration of a training run, as saved in ``config.json`` and checkpoint metadata.
+
+    Args:
+        dataset: one of ``fnnet.datasets.DATASETS``.
+        layers: layer sizes, input first.
+        activation: the hidden-layer activation, one of ``HIDDEN_ACTIVATIONS``.
+        output: the output activation, one of ``OUTPUTS``.
+        loss: one of ``LOSSES``, accepting ``output`` (``LOSS_OUTPUTS``).
+        optimizer: an ``fnnet.optim.NAMES`` entry.
+        lr: the learning rate.
+        epochs: the number of epochs.
+        batch_size: the minibatch size, ``None`` for full-batch gradient descent.
+        grads: ``"manual"`` or ``"autodiff"``.
+        seed: the random seed.
+        ensemble: the number of models trained together.
+
+    Returns:
+        A dict with the ``CONFIG_KEYS`` in that order; ``layers`` as a list of ints.
+
+    Raises:
+        MetadataError: the network settings are not ones ``model_from_metadata`` rebuilds.
+    """
+    config = {"dataset": dataset, "layers": list(layers), "activation": activation,
+              "output": output, "loss": loss, "optimizer": optimizer, "lr": lr, "epochs": epochs,
+              "batch_size": batch_size, "grads": grads, "seed": seed, "ensemble": ensemble}
+    check_model_settings(config)
+    return config
+
+
+def check_loss_output(loss: str, output: str, prefix: str = "") -> None:
+    """Refuse a loss and output that make no sense together (see the module docstring).
+
+    Args:
+        loss: one of ``LOSSES``.
+        output: the output activation.
+        prefix: put before each setting's name in the message (``"--"`` for command-line flags).
+
+    Raises:
+        MetadataError: ``output`` is not in ``LOSS_OUTPUTS[loss]``.
+    """
+    allowed = LOSS_OUTPUTS[loss]
+    if output not in allowed:
+        raise MetadataError(f"{prefix}loss {loss} needs {prefix}output {' or '.join(allowed)} "
+                            f"(outputs that are probabilities), got {prefix}output {output}")
+
+
+def check_image_layers(layers, dataset: str) -> None:
+    """Refuse layer sizes that do not map a ``dataset`` image to its classes.
+
+    Args:
+        layers: layer sizes, input first.
+        dataset: one of ``fnnet.datasets.DATASETS`` (all are 28×28 images of 10 classes).
+
+    Raises:
+        MetadataError: the first size is not ``IMAGE_PIXELS`` or the last not ``NUM_CLASSES``.
+    """
+    if layers[0] != IMAGE_PIXELS or layers[-1] != NUM_CLASSES:
+        raise MetadataError(
+            f"{dataset} images have {IMAGE_PIXELS} pixels and {NUM_CLASSES} classes, so the layers "
+            f"must start at {IMAGE_PIXELS} and end at {NUM_CLASSES}; got "
+            f"{','.join(map(str, layers))}")
+
+
+def check_model_settings(metadata: dict) -> None:
+    """Check the ``MODEL_KEYS`` of ``metadata``: present, each valid, and consistent together.
+
+    Raises:
+        MetadataError: naming the missing keys, or the invalid values as ``key=value``, or why
+            the layers or the loss and output do not go together.
+    """
+    if not isinstance(metadata, dict):
+        raise MetadataError(f"metadata must be a dict, got {type(metadata).__name__}")
+    missing = [key for key in MODEL_KEYS if key not in metadata]
+    if missing:
+        raise MetadataError(f"not a model checkpoint written by fnnet train (its metadata lacks "
+                            f"{', '.join(missing)})")
+    layers, num_models = metadata["layers"], metadata["ensemble"]
+    valid = {
+        "dataset": metadata["dataset"] in DATASETS,
+        "layers": isinstance(layers, list) and len(layers) >= 2
+        and all(type(size) is int and size > 0 for size in layers),
+        "activation": metadata["activation"] in HIDDEN_ACTIVATIONS,
+        "output": metadata["output"] in OUTPUTS,
+        "loss": metadata["loss"] in LOSSES,
+        "ensemble": type(num_models) is int and num_models >= 1,
+    }
+    bad = [f"{key}={metadata[key]!r}" for key, ok in valid.items() if not ok]
+    if bad:
+        raise MetadataError(f"invalid metadata ({', '.join(bad)})")
+    check_image_layers(layers, metadata["dataset"])
+    check_loss_output(metadata["loss"], metadata["output"])
+
+
+def model_from_metadata(metadata: dict) -> tuple[Sequential, int]:
+    """The network a checkpoint holds, rebuilt from its metadata.
+
+    Args:
+        metadata: a checkpoint's metadata (or a ``train_config`` dict); only the ``MODEL_KEYS``
+            are read.
+
+    Returns:
+        ``(model, num_models)``: ``mlp(layers, activation, output)`` and the number of models
+        whose params are stacked in the checkpoint (1: not stacked).
+
+    Raises:
+        MetadataError: as ``check_model_settings``.
+    """
+    check_model_settings(metadata)
+    model = mlp(metadata["layers"], metadata["activation"], metadata["output"])
+    return model, metadata["ensemble"]
+
+
+def param_template(model, num_models: int, dtype=jnp.float32):
+    """The shapes and dtypes of the params ``fnnet train`` saves, for ``checkpoints.load(like=)``.
+
+    Args:
+        model: the network (``model_from_metadata``).
+        num_models: 1 for one model's params; more for params stacked along a leading axis.
+        dtype: the params' floating dtype.
+
+    Returns:
+        A pytree of ``jax.ShapeDtypeStruct``; nothing is computed or allocated.
+    """
+    init = lambda key: model.init(key, dtype)
+    if num_models == 1:
+        return jax.eval_shape(init, jax.random.PRNGKey(0))
+    return jax.eval_shape(jax.vmap(init), jax.random.split(jax.random.PRNGKey(0), num_models))
+
+
+def resume_differences(saved: dict, config: dict) -> list[str]:
+    """The ``RESUME_KEYS`` settings in which a saved configuration and a new one differ.
+
+    Args:
+        saved: the configuration of the run to continue (its ``config.json``).
+        config: the configuration of the continuing run.
+
+    Returns:
+        One ``"key saved -> new"`` line per differing setting; empty when the run may resume.
+
+    Raises:
+        MetadataError: ``saved`` is not a dict.
+    """
+    if not isinstance(saved, dict):
+        raise MetadataError(f"a saved configuration must be a JSON object, got "
+                            f"{type(saved).__name__}")
+    return [f"{key} {saved.get(key)!r} -> {config[key]!r}" for key in RESUME_KEYS
+            if saved.get(key) != config[key]]

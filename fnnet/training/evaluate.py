@@ -1,0 +1,73 @@
+"""Data onto the device, and scoring a network on it.
+
+``to_device`` is how ``fit`` holds the data (checked, converted once, no second copy on the CPU);
+``evaluate`` scores params in chunks inside one compiled program.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import metrics
+from .. import losses as _losses
+from ..gradients import objective
+from .epoch import float_dtype
+
+
+def evaluate(model, loss, params, x, y, batch_size=10_000, fused=True):
+    """``(mean loss, accuracy)`` of ``params`` on ``x, y``, in chunks of ``batch_size`` rows."""
+    score_fn = objective(model, _losses.get(loss), fused, with_output=True)
+    n = x.shape[0]
+    if n == 0:
+        raise ValueError("evaluate: x has no rows; there is nothing to score")
+    chunk = min(batch_size, n)
+    full = n // chunk
+
+    def score(xb, yb):
+        value, y_pred = score_fn(params, xb, yb)
+        return value * xb.shape[0], metrics.correct(y_pred, yb)
+
+    def body(acc, i):
+        xb = jax.lax.dynamic_slice_in_dim(x, i * chunk, chunk)
+        yb = jax.lax.dynamic_slice_in_dim(y, i * chunk, chunk)
+        loss_sum, correct = score(xb, yb)
+        return (acc[0] + loss_sum, acc[1] + correct), None
+
+    dtype = float_dtype(params)
+    (loss_sum, correct), _ = jax.lax.scan(
+        body, (jnp.zeros((), dtype), jnp.zeros((), jnp.int32)), jnp.arange(full))
+    if full * chunk < n:
+        rest_loss, rest_correct = score(x[full * chunk:], y[full * chunk:])
+        loss_sum, correct = loss_sum + rest_loss, correct + rest_correct
+    return loss_sum / n, correct / n
+
+
+def to_device(x, y, dtype=jnp.float32, where="train"):
+    """``(x, y)`` on the default device, as ``fit`` holds them: ``x`` as ``dtype``, integer labels
+    as int32, float targets as ``dtype``. Shapes and dtypes are checked (``where`` names the split
+    in the error).
+
+    One copy at most: an array that already has the dtype is handed to ``jax.device_put`` as it
+    is, and on the CPU a numpy array aligned to 64 bytes (``fnnet.datasets.prepare`` makes them
+    so) becomes the device array without a copy, so the data is held once, not twice. Such an
+    array must not be written to while the device array is in use.
+    """
+    x = np.asarray(x) if not isinstance(x, jax.Array) else x
+    y = np.asarray(y) if not isinstance(y, jax.Array) else y
+    if x.ndim != 2:
+        raise ValueError(f"fit: {where} x must have shape (N, features), got {tuple(x.shape)} "
+                         f"(flatten images first, e.g. fnnet.datasets.flatten)")
+    if len(x) != len(y):
+        raise ValueError(f"fit: {where} x has {len(x)} rows but y has {len(y)}")
+    if len(x) == 0:
+        raise ValueError(f"fit: {where} data is empty")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"fit: {where} x must be floating-point, got {x.dtype} "
+                        f"(scale pixels to [0, 1] first, e.g. fnnet.datasets.scale)")
+    y_dtype = jnp.int32 if jnp.issubdtype(y.dtype, jnp.integer) else dtype
+    dtype = jax.dtypes.canonicalize_dtype(dtype)
+    y_dtype = jax.dtypes.canonicalize_dtype(y_dtype)
+    return (jax.device_put(x if x.dtype == dtype else x.astype(dtype)),
+            jax.device_put(y if y.dtype == y_dtype else y.astype(y_dtype)))

@@ -1,0 +1,125 @@
+"""What fit refuses before any work, and what it treats as divergence (trust fixes)."""
+
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import fnnet
+from fnnet import optim
+from fnnet.training import inputs
+
+MODEL = fnnet.mlp([8, 6, 4])
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 8)).astype(np.float32), rng.integers(0, 4, n).astype(np.int32)
+
+
+def test_out_of_range_labels_are_refused_naming_value_and_position():
+    x, y = _data()
+    y[17] = 4
+    with pytest.raises(ValueError, match=r"train y\[17\] = 4 is not a class label: expected "
+                                         r"integers in 0..3 \(the network has 4 outputs\)"):
+        fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), batch_size=16, progress=False)
+    y[17] = -1
+    with pytest.raises(ValueError, match=r"y\[17\] = -1"):
+        fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, np.full(64, 0)),
+                  validation=(x, y), batch_size=16, progress=False)
+
+
+def test_every_label_invalid_no_longer_trains_to_a_zero_loss():
+    x, _ = _data()
+    with pytest.raises(ValueError, match="64 labels are out of range"):
+        fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, np.full(64, 10)), batch_size=16,
+                  progress=False)
+
+
+def test_bce_targets_outside_zero_one_are_refused():
+    x, _ = _data()
+    model = fnnet.mlp([8, 4, 1], output="sigmoid")
+    y = np.zeros((64, 1), np.float32)
+    y[3, 0] = 2.0
+    with pytest.raises(ValueError, match=r"y\[\(3, 0\)\] = 2.0 is not a valid "
+                                         r"binary_cross_entropy target: expected values in \[0, 1\]"):
+        fnnet.fit(model, "bce", optim.sgd(0.1), (x, y), batch_size=16, progress=False)
+
+
+def test_non_finite_inputs_are_refused_before_training():
+    x, y = _data()
+    x[5, 2] = np.nan
+    with pytest.raises(ValueError, match=r"1 non-finite values .* first at \(5, 2\)"):
+        fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), batch_size=16, progress=False)
+
+
+def test_a_loss_growing_past_the_bound_counts_as_divergence():
+    x, y = _data(256)
+    with pytest.warns(RuntimeWarning, match="non-finite|loss became"):
+        params, history = fnnet.fit(MODEL, "ce", optim.sgd(1e6), (x, y), epochs=5, batch_size=16,
+                                    progress=False)
+    assert history["diverged"] and history["diverged"][0]["epoch"] == 1
+    assert len(history["epoch"]) == 1, "training went on after the run diverged"
+    loss, _ = fnnet.evaluate(MODEL, "ce", params, x, y)
+    start, _ = fnnet.evaluate(MODEL, "ce", MODEL.init(jax.random.split(jax.random.PRNGKey(0))[0]),
+                              x, y)
+    assert float(loss) <= 1e3 * max(float(start), 1.0), "the params kept are past the bound"
+
+
+def test_healthy_training_is_not_flagged():
+    x, y = _data(256)
+    _, history = fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), epochs=4, batch_size=16,
+                           progress=False)
+    assert "diverged" not in history and len(history["epoch"]) == 4
+
+
+def test_resume_refuses_a_changed_configuration(tmp_path):
+    x, y = _data()
+    path = tmp_path / "run.npz"
+    fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), epochs=1, batch_size=16, progress=False,
+              checkpoint=path)
+    with pytest.raises(ValueError, match=r"another configuration \(optimizer: saved "
+                                         r"'sgd\(lr=0.1"):
+        fnnet.fit(MODEL, "ce", optim.sgd(1e-9), (x, y), epochs=2, batch_size=16, progress=False,
+                  resume=path)
+    with pytest.raises(ValueError, match=r"batch_size: saved 16, now 32"):
+        fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), epochs=2, batch_size=32, progress=False,
+                  resume=path)
+    _, history = fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), epochs=2, batch_size=16,
+                           progress=False, resume=path)
+    assert history["epoch"] == [1, 2]
+
+
+def test_checkpoint_that_cannot_be_written_is_refused_before_training(tmp_path):
+    x, y = _data()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    calls = []
+    with pytest.raises(ValueError, match=r"cannot be written: .*a-file is a file, not a folder \(checked before training"):
+        fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), batch_size=16, progress=False,
+                  checkpoint=blocker / "run.npz", callbacks=[lambda *a: calls.append(a)])
+    assert not calls, "an epoch ran before the checkpoint folder was checked"
+
+
+def test_a_configuration_that_cannot_fit_in_memory_is_refused_with_the_figure():
+    model = fnnet.mlp([784, 99_999_999, 10])
+    x = np.zeros((8, 784), np.float32)
+    y = np.zeros(8, np.int32)
+    with pytest.raises(MemoryError, match=r"needs about [\d,.]+ GiB .* only [\d,.]+ GiB"):
+        fnnet.fit(model, "ce", optim.sgd(0.1), (x, y), batch_size=8, progress=False)
+    needed = inputs.training_bytes(model, optim.adam(1e-3), x[0], 8, 1000, np.float32)
+    assert needed > 1000 * 784 * 99_999_999 * 4 * 5
+
+
+def test_float64_without_x64_is_refused():
+    code = ("import numpy as np, jax.numpy as jnp, fnnet\n"
+            "try:\n"
+            "    fnnet.fit(fnnet.mlp([2, 2]), 'mse', fnnet.optim.sgd(0.1),\n"
+            "              (np.zeros((4, 2)), np.zeros((4, 2))), batch_size=2, dtype=jnp.float64,\n"
+            "              progress=False)\n"
+            "except ValueError as e:\n"
+            "    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "dtype float64 needs JAX's 64-bit mode" in out.stdout, out.stdout + out.stderr

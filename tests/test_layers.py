@@ -1,0 +1,250 @@
+"""The layers package and networks as descriptions: public names, the element-wise activation
+base, Dense's description and parameters, the lookups by name, and clear errors on bad input."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnnet
+from fnnet import layers, losses, networks
+from fnnet.layers import initializers
+
+F64 = jnp.float64
+
+OLD_PUBLIC_NAMES = [
+    "ACTIVATIONS", "INITS", "Dense", "DenseParams", "Identity", "ReLU", "Sigmoid", "Softmax", "Tanh",
+    "activation", "check_features", "check_floating", "log_softmax", "softmax",
+    "softmax_backward_jacobian", "softmax_backward_simple",
+]
+
+
+def test_every_old_public_name_is_still_there():
+    missing = [name for name in OLD_PUBLIC_NAMES if not hasattr(layers, name)]
+    assert not missing
+    assert set(OLD_PUBLIC_NAMES) <= set(layers.__all__)
+    assert fnnet.Dense is layers.Dense and fnnet.DenseParams is layers.DenseParams
+
+
+# ---------------------------------------------------------------------------------------------
+# Element-wise activations: each is f and f', the rest written once
+
+
+def xs_and_dys():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(3 * rng.normal(size=(5, 4)), F64).at[0, 0].set(0.0)  # ReLU's kink included
+    return x, jnp.asarray(rng.normal(size=(5, 4)), F64)
+
+
+@pytest.mark.parametrize("layer,cached,equation", [
+    (fnnet.ReLU(), "x", lambda x, y, dy: dy * (x > 0)),
+    (fnnet.Sigmoid(), "y", lambda x, y, dy: dy * (y * (1 - y))),
+    (fnnet.Tanh(), "y", lambda x, y, dy: dy * ((1 - y) * (1 + y))),
+    (fnnet.Identity(), None, lambda x, y, dy: dy),
+], ids=repr)
+def test_elementwise_backward_is_dy_times_the_derivative_from_the_cache(layer, cached, equation):
+    x, dy = xs_and_dys()
+    y, cache = layer.forward((), x)
+    assert cache is {"x": x, "y": y, None: None}[cached]
+    assert isinstance(layer, layers.Elementwise) and layer.cache == cached
+    dparams, dx = layer.backward((), cache, dy)
+    assert dparams == ()
+    np.testing.assert_array_equal(dx, equation(x, y, dy))  # bit for bit
+
+
+def test_softmax_shares_the_plumbing_but_keeps_its_own_backward():
+    x, dy = xs_and_dys()
+    for layer, form in ((fnnet.Softmax(), layers.softmax_backward_simple),
+                        (fnnet.Softmax(jacobian=True), layers.softmax_backward_jacobian)):
+        y, cache = layer.forward((), x)
+        assert cache is y and not isinstance(layer, layers.Elementwise)
+        np.testing.assert_array_equal(layer.backward((), cache, dy)[1], form(y, dy))
+
+
+def test_a_new_activation_is_its_f_and_df():
+    class Softplus(layers.Elementwise):
+        """``f(x) = log(1 + eˣ)``, ``f'(x) = σ(x)`` from the cached input."""
+
+        cache = "x"
+        f = staticmethod(jax.nn.softplus)
+        df = staticmethod(jax.nn.sigmoid)
+
+    x, dy = xs_and_dys()
+    layer = Softplus()
+    y, cache = layer.forward((), x)
+    _, dx = layer.backward((), cache, dy)
+    _, vjp = jax.vjp(layer.apply, (), x)
+    np.testing.assert_allclose(dx, vjp(dy)[1], rtol=1e-12)
+    assert repr(layer) == "Softplus()" and layer == Softplus() and layer != fnnet.ReLU()
+    with pytest.raises(TypeError, match="floating-point"):
+        layer.apply((), jnp.arange(3))
+
+
+def test_activations_are_immutable_hashable_and_print_what_differs_from_the_default():
+    for make in (fnnet.ReLU, fnnet.Softmax, fnnet.Identity, lambda: fnnet.Dense(2, 3)):
+        layer, same = make(), make()
+        assert layer == same and hash(layer) == hash(same)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            layer.extra = 1
+    assert [repr(layer) for layer in (fnnet.ReLU(), fnnet.Sigmoid(), fnnet.Tanh(), fnnet.Identity(),
+                                      fnnet.Softmax(), fnnet.Softmax(jacobian=True))] == [
+        "ReLU()", "Sigmoid()", "Tanh()", "Identity()", "Softmax()", "Softmax(jacobian=True)"]
+    assert fnnet.Softmax() != fnnet.Softmax(jacobian=True) and fnnet.ReLU() != fnnet.Tanh()
+    with pytest.raises(ValueError, match=r"ReLU\(\): takes no parameters, got tuple"):
+        fnnet.ReLU().apply((jnp.zeros(2),), jnp.zeros(2))
+    with pytest.raises(ValueError, match=r"Tanh\(\): expected an array of rank 1 or more"):
+        fnnet.Tanh().apply((), jnp.float32(1.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense: the weight initialisation is part of the description, and of its repr
+
+
+def test_dense_weight_init_and_repr():
+    he, xavier = fnnet.Dense(784, 128), fnnet.Dense(784, 128, init="xavier")
+    assert (he.weight_init, xavier.weight_init) == ("he", "xavier")
+    assert repr(he) == "Dense(784, 128)" and repr(xavier) == "Dense(784, 128, init='xavier')"
+    assert he != xavier and repr(he) != repr(xavier)
+    assert [field.name for field in dataclasses.fields(he)] == ["n_in", "n_out", "weight_init"]
+    model = fnnet.mlp([4, 6, 3], activation="tanh")
+    assert repr(model) == ("Sequential(Dense(4, 6, init='xavier'), Tanh(), "
+                           "Dense(6, 3, init='xavier'), Softmax())")
+
+
+def test_dense_sizes_follow_the_shared_integer_rule():
+    assert fnnet.Dense(np.int64(3), 4) == fnnet.Dense(3, 4)  # numpy integers are integers
+    assert type(fnnet.Dense(np.int64(3), 4).n_in) is int
+    for bad in (0, -1, 2.0, True, "3"):
+        with pytest.raises(ValueError, match=f"Dense: n_in must be a positive integer, got {bad!r}"):
+            fnnet.Dense(bad, 4)
+
+
+@pytest.mark.parametrize("name", sorted(layers.INITS))
+def test_every_init_draws_a_matrix_of_the_right_shape_and_dtype(name):
+    W = fnnet.Dense(5, 3, init=name).init(jax.random.PRNGKey(0), F64).W
+    assert W.shape == (3, 5) and W.dtype == F64 and bool(jnp.all(jnp.isfinite(W)))
+    assert layers.INITS[name] is getattr(initializers, name.replace("glorot", "xavier"))
+
+
+def test_layers_are_hashable_descriptions_usable_as_static_args():
+    model = fnnet.mlp([3, 4, 2])
+    same = fnnet.mlp([3, 4, 2])
+    assert model == same and hash(model) == hash(same)
+    assert fnnet.Dense(3, 4, init="xavier") != fnnet.Dense(3, 4)
+    with pytest.raises(AttributeError):
+        model.layers = ()
+    apply = jax.jit(lambda model, params, x: model.apply(params, x), static_argnums=0)
+    params = model.init(jax.random.PRNGKey(0))
+    assert apply(model, params, jnp.ones((2, 3))).shape == (2, 2)
+
+
+def test_params_layout():
+    model = fnnet.mlp([784, 128, 10])
+    params = model.init(jax.random.PRNGKey(0))
+    assert len(params) == 4 and params[1] == () and params[3] == ()
+    assert params[0].W.shape == (128, 784) and params[0].b.shape == (128,)
+    assert params[2].W.shape == (10, 128) and params[0].W.dtype == jnp.float32
+    assert float(jnp.max(jnp.abs(params[0].b))) == 0.0
+    # He: std √(2/784); Xavier: bound √(6/(n_in + n_out))
+    assert float(jnp.std(params[0].W)) == pytest.approx(np.sqrt(2 / 784), rel=0.05)
+    W = fnnet.Dense(784, 128, init="xavier").init(jax.random.PRNGKey(1)).W
+    assert float(jnp.max(jnp.abs(W))) <= np.sqrt(6 / (784 + 128))
+    assert float(jnp.max(jnp.abs(W))) > 0.95 * np.sqrt(6 / (784 + 128))
+
+
+# ---------------------------------------------------------------------------------------------
+# One verb for every lookup by name: get
+
+
+def test_get_is_the_lookup_everywhere_and_the_old_names_remain():
+    assert layers.get("relu") == fnnet.ReLU() and layers.get("linear") == fnnet.Identity()
+    softmax = fnnet.Softmax(jacobian=True)
+    assert layers.get(softmax) is softmax  # an activation is returned as it is
+    assert layers.activation is layers.get
+    assert losses.get("ce") is losses.cross_entropy and losses.get(losses.mse) is losses.mse
+    for lookup, what in ((layers.get, "activation"), (losses.get, "loss")):
+        with pytest.raises(ValueError, match=f"unknown {what} 'nope'; expected one of"):
+            lookup("nope")
+    with pytest.raises(ValueError, match=r"Dense: unknown init 'kaiming'; expected one of \["):
+        fnnet.Dense(3, 3, init="kaiming")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: clear errors naming the layer, its position in the network and the shapes, at trace
+# time
+
+
+def test_errors_name_the_failing_layer_through_nesting():
+    inner = fnnet.Sequential(fnnet.Tanh(), fnnet.Dense(3, 2))
+    model = fnnet.Sequential(fnnet.Dense(2, 4), fnnet.ReLU(), inner)
+    params = model.init(jax.random.PRNGKey(0))
+    for run in (model.apply, lambda p, x: model.forward(p, x)[0]):
+        with pytest.raises(ValueError, match=r"^layer 2: layer 1: Dense\(3, 2\): expected input "
+                                             r"of shape \(N, 3\)"):
+            run(params, jnp.zeros((1, 2)))
+    with pytest.raises(TypeError, match=r"^layer 0: Dense\(2, 4\): input must be a floating-point"):
+        model.apply(params, jnp.zeros((1, 2), jnp.int32))
+    assert networks.DEFAULT_INIT["tanh"] == "xavier"
+
+
+def test_wrong_feature_count_names_layer_and_shapes():
+    model = fnnet.mlp([784, 10])
+    params = model.init(jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"Dense\(784, 10\).*\(N, 784\).*\(32, 783\)"):
+        model.apply(params, jnp.zeros((32, 783)))
+    with pytest.raises(ValueError, match=r"\(N, 784\).*\(32, 783\)"):
+        jax.jit(model.apply)(params, jnp.zeros((32, 783)))  # at trace time
+    with pytest.raises(ValueError, match=r"\(N, 784\).*\(32, 783\)"):
+        fnnet.value_and_grad(model, losses.cross_entropy)(params, jnp.zeros((32, 783)),
+                                                          jnp.zeros((32, 10)))
+
+
+def test_wrong_rank():
+    model = fnnet.mlp([784, 10])
+    params = model.init(jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"Dense\(784, 10\).*got shape \(2, 28, 28\)"):
+        model.apply(params, jnp.zeros((2, 28, 28)))
+
+
+def test_y_true_shape_mismatch():
+    model = fnnet.mlp([4, 3])
+    params = model.init(jax.random.PRNGKey(0))
+    x = jnp.zeros((5, 4))
+    for loss in (losses.cross_entropy, losses.mse, losses.binary_cross_entropy):
+        for fused in (True, False):
+            with pytest.raises(ValueError, match=r"y_true has shape \(5, 4\), expected \(5, 3\)"):
+                fnnet.value_and_grad(model, loss, fused)(params, x, jnp.zeros((5, 4)))
+            with pytest.raises(ValueError, match=r"y_true has shape \(5, 4\)"):
+                fnnet.autodiff_value_and_grad(model, loss, fused)(params, x, jnp.zeros((5, 4)))
+
+
+def test_non_floating_input():
+    model = fnnet.mlp([4, 3])
+    params = model.init(jax.random.PRNGKey(0))
+    with pytest.raises(TypeError, match=r"Dense\(4, 3\).*floating-point.*uint8"):
+        model.apply(params, jnp.zeros((5, 4), jnp.uint8))
+    with pytest.raises(TypeError, match=r"ReLU\(\).*floating-point"):
+        fnnet.ReLU().apply((), jnp.zeros(3, jnp.int32))
+
+
+def test_wrong_params():
+    model = fnnet.mlp([4, 3, 2])
+    params = model.init(jax.random.PRNGKey(0))
+    other = fnnet.mlp([4, 5, 2]).init(jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"Dense\(4, 3\): parameter W has shape \(5, 4\)"):
+        model.apply(other, jnp.zeros((1, 4)))
+    with pytest.raises(ValueError, match="tuple of 4 entries"):
+        model.apply(params[:2], jnp.zeros((1, 4)))
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="n_in must be a positive integer"):
+        fnnet.Dense(0, 3)
+    with pytest.raises(ValueError, match="unknown init 'kaiming'"):
+        fnnet.Dense(3, 3, init="kaiming")
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        fnnet.mlp([3, 3], activation="gelu")
+    with pytest.raises(TypeError, match="not a layer"):
+        fnnet.Sequential(fnnet.Dense(3, 3), "relu")

@@ -1,0 +1,206 @@
+"""Library scoring (fnnet.scoring) and the checkpoint metadata schema (fnnet.model_config).
+
+Scoring: the averaged prediction of stacked models is the mean of their outputs, each model's
+scores are ``fnnet.evaluate``'s, and ``summarize_test`` reports one model and ``K`` models as
+``fnnet train`` writes them. Metadata: a configuration saved with a checkpoint rebuilds the same
+network and loads its params; missing or invalid keys are refused with a message naming them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnnet
+from fnnet import losses, metrics, model_config, scoring
+from fnnet.model_config import MetadataError
+
+SIZES = [6, 5, 4]
+N = 40
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """A small network, three stacked models' params, one model's params, inputs and labels."""
+    model = fnnet.mlp(SIZES, "tanh", "softmax")
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    stacked = jax.vmap(lambda key: model.init(key, jnp.float32))(keys)
+    single = model.init(jax.random.PRNGKey(7), jnp.float32)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N, SIZES[0])).astype(np.float32)
+    labels = rng.integers(0, SIZES[-1], size=N).astype(np.int32)
+    return model, stacked, single, x, labels
+
+
+def one_of(stacked, index):
+    return jax.tree_util.tree_map(lambda leaf: leaf[index], stacked)
+
+
+# ---------------------------------------------------------------------------------------------
+# fnnet.scoring
+
+
+def test_targets_are_labels_for_cross_entropy_and_one_hot_otherwise():
+    labels = np.array([0, 2, 1], np.int32)
+    assert scoring.targets("cross-entropy", labels, 3) is labels
+    for loss in ("mse", "binary-cross-entropy", losses.mse):
+        np.testing.assert_array_equal(scoring.targets(loss, labels, 3), np.eye(3)[labels])
+
+
+def test_predict_one_model_is_its_output(problem):
+    model, _, single, x, _ = problem
+    np.testing.assert_allclose(scoring.predict(model, single, 1, x), model.apply(single, x),
+                               rtol=1e-6)
+
+
+def test_predict_of_three_stacked_models_is_the_mean_of_their_outputs(problem):
+    model, stacked, _, x, _ = problem
+    manual = np.mean([np.asarray(model.apply(one_of(stacked, i), x)) for i in range(3)], axis=0)
+    probs = scoring.predict(model, stacked, 3, x)
+    assert probs.shape == (N, SIZES[-1])
+    np.testing.assert_allclose(probs, manual, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_predict_refuses_a_model_count_that_is_not_a_positive_integer(problem):
+    model, stacked, _, x, _ = problem
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="num_models"):
+            scoring.predict(model, stacked, bad, x)
+
+
+@pytest.mark.parametrize("loss", ["cross-entropy", "mse"])
+def test_model_scores_are_each_models_evaluate(problem, loss):
+    model, stacked, single, x, labels = problem
+    targets = scoring.targets(loss, labels, SIZES[-1])
+    value, accuracy = scoring.model_scores(model, loss, single, 1, x, labels)
+    expected = fnnet.evaluate(model, loss, single, jnp.asarray(x), jnp.asarray(targets))
+    assert np.ndim(value) == 0 and np.ndim(accuracy) == 0
+    assert value == pytest.approx(float(expected[0]), rel=1e-5)
+    assert accuracy == pytest.approx(float(expected[1]))
+
+    values, accuracies = scoring.model_scores(model, loss, stacked, 3, x, labels)
+    assert values.shape == (3,) and accuracies.shape == (3,)
+    for i in range(3):
+        one = fnnet.evaluate(model, loss, one_of(stacked, i), jnp.asarray(x), jnp.asarray(targets))
+        assert values[i] == pytest.approx(float(one[0]), rel=1e-5)
+        assert accuracies[i] == pytest.approx(float(one[1]))
+
+
+def test_summarize_test_one_model():
+    results = scoring.summarize_test("cross-entropy", np.array([0, 1]), np.float32(0.25),
+                                     np.float32(0.5))
+    assert results == {"test_accuracy": 0.5, "test_loss": 0.25}
+    assert all(type(v) is float for v in results.values())
+
+
+def test_summarize_test_of_k_models_scores_the_averaged_prediction(problem):
+    model, stacked, _, x, labels = problem
+    probs = scoring.predict(model, stacked, 3, x)
+    model_loss, model_accuracy = scoring.model_scores(model, "cross-entropy", stacked, 3, x,
+                                                      labels)
+    results = scoring.summarize_test("cross-entropy", labels, model_loss, model_accuracy, probs)
+    expected_accuracy = float(np.mean(np.argmax(probs, axis=1) == labels))
+    expected_loss = float(losses.cross_entropy.value(jnp.asarray(probs), jnp.asarray(labels)))
+    assert results["test_accuracy"] == pytest.approx(expected_accuracy)
+    assert results["test_loss"] == pytest.approx(expected_loss, rel=1e-5)
+    assert results["model_test_accuracy"] == pytest.approx(model_accuracy.tolist())
+    assert results["model_test_loss"] == pytest.approx(model_loss.tolist())
+    assert results["mean_test_accuracy"] == pytest.approx(float(np.mean(model_accuracy)))
+    assert results["mean_test_loss"] == pytest.approx(float(np.mean(model_loss)))
+    assert scoring.score_prediction("cross-entropy", probs, labels) == pytest.approx(
+        (results["test_loss"], results["test_accuracy"]))
+    assert float(metrics.accuracy(jnp.asarray(probs), jnp.asarray(labels))) == pytest.approx(
+        results["test_accuracy"])
+
+
+def test_summarize_test_of_k_models_needs_their_prediction():
+    with pytest.raises(ValueError, match="averaged prediction"):
+        scoring.summarize_test("mse", np.array([0, 1]), [0.1, 0.2], [0.5, 1.0])
+
+
+# ---------------------------------------------------------------------------------------------
+# fnnet.model_config
+
+
+def config(**changes):
+    settings = dict(dataset="mnist", layers=[784, 8, 10], activation="relu", output="softmax",
+                    loss="cross-entropy", optimizer="momentum", lr=0.1, epochs=2, batch_size=64,
+                    grads="manual", seed=3, ensemble=1)
+    settings.update(changes)
+    return model_config.train_config(**settings)
+
+
+def test_train_config_has_every_key_in_order():
+    made = config(layers=(784, 8, 10), batch_size=None)
+    assert tuple(made) == model_config.CONFIG_KEYS
+    assert made["layers"] == [784, 8, 10] and made["batch_size"] is None
+    assert set(model_config.MODEL_KEYS) <= set(made)
+    assert set(model_config.RESUME_KEYS) == set(made) - {"epochs"}
+
+
+@pytest.mark.parametrize("num_models", [1, 3])
+def test_metadata_round_trip_rebuilds_the_same_model(tmp_path, num_models):
+    made = config(ensemble=num_models, activation="tanh", output="sigmoid", loss="mse")
+    model, count = model_config.model_from_metadata(made)
+    assert count == num_models
+    assert model == fnnet.mlp([784, 8, 10], "tanh", "sigmoid")
+    template = model_config.param_template(model, num_models)
+    keys = jax.random.split(jax.random.PRNGKey(1), num_models)
+    params = (model.init(keys[0], jnp.float32) if num_models == 1
+              else jax.vmap(lambda key: model.init(key, jnp.float32))(keys))
+    assert jax.tree_util.tree_structure(template) == jax.tree_util.tree_structure(params)
+    for want, got in zip(jax.tree_util.tree_leaves(template), jax.tree_util.tree_leaves(params)):
+        assert (want.shape, want.dtype) == (got.shape, got.dtype)
+
+    path = fnnet.save(tmp_path / "model.npz", params, **made, test_accuracy=0.5)
+    _, meta = fnnet.load(path)
+    rebuilt, rebuilt_count = model_config.model_from_metadata(meta)
+    assert rebuilt == model and rebuilt_count == num_models
+    loaded, _ = fnnet.load(path, like=model_config.param_template(rebuilt, rebuilt_count))
+    for want, got in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(loaded)):
+        np.testing.assert_array_equal(np.asarray(want), np.asarray(got))
+
+
+def test_missing_keys_are_named():
+    meta = config()
+    del meta["layers"], meta["ensemble"]
+    with pytest.raises(MetadataError, match="not a model checkpoint.*lacks layers, ensemble"):
+        model_config.model_from_metadata(meta)
+    with pytest.raises(MetadataError, match="must be a dict"):
+        model_config.model_from_metadata(["dataset"])
+
+
+@pytest.mark.parametrize("key,value", [
+    ("dataset", "cifar10"), ("layers", [784]), ("layers", [784, 0, 10]), ("layers", "784,10"),
+    ("activation", "swish"), ("output", "softplus"), ("loss", "hinge"), ("ensemble", 0),
+    ("ensemble", True),
+])
+def test_wrong_values_are_named(key, value):
+    meta = dict(config(), **{key: value})
+    with pytest.raises(MetadataError, match=f"invalid metadata.*{key}="):
+        model_config.model_from_metadata(meta)
+
+
+def test_inconsistent_settings_are_refused():
+    with pytest.raises(MetadataError, match="must start at 784 and end at 10; got 100,10"):
+        model_config.model_from_metadata(dict(config(), layers=[100, 10]))
+    with pytest.raises(MetadataError, match="loss cross-entropy needs output softmax"):
+        model_config.model_from_metadata(dict(config(), output="sigmoid"))
+    with pytest.raises(MetadataError, match="--loss binary-cross-entropy needs --output sigmoid "
+                                            "or softmax .*got --output linear"):
+        model_config.check_loss_output("binary-cross-entropy", "linear", prefix="--")
+    with pytest.raises(MetadataError, match="invalid metadata"):
+        config(activation="swish")
+    assert issubclass(MetadataError, ValueError)
+
+
+def test_resume_differences():
+    saved = config()
+    assert model_config.resume_differences(saved, config(epochs=5)) == []
+    assert model_config.resume_differences(saved, config(lr=0.5, seed=4)) == [
+        "lr 0.1 -> 0.5", "seed 3 -> 4"]
+    with pytest.raises(MetadataError, match="JSON object"):
+        model_config.resume_differences([1, 2], config())

@@ -1,6 +1,11 @@
-"""Run every experiment and rebuild ``experiments/README.md`` from what they measured.
+"""Run every experiment and build the results page from what they measured.
 
-    python -m experiments.run_all [--quick] [--out runs/] [--only NAMES] [--readme PATH] [--seed S]
+    python -m experiments.run_all [--quick] [--out runs/] [--only NAMES] [--seed S]
+                                  [--readme PATH | --publish]
+
+Everything is written under ``--out``: the page goes to ``OUT/README.md`` unless ``--readme`` says
+otherwise; ``--publish`` regenerates the committed page, ``experiments/README.md``, and its
+figures instead.
 
 Each experiment ``NAME`` is imported as ``experiments.NAME`` and called in this process as
 ``main(["--out", OUT/NAME, ...])``. One that is missing or fails is reported and the others still
@@ -401,10 +406,17 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="pass --quick to every experiment")
     p.add_argument("--only", nargs="+", default=None, metavar="NAMES",
                    help=f"run only these (comma- or space-separated) of: {', '.join(EXPERIMENTS)}")
-    p.add_argument("--readme", type=Path, default=DEFAULT_README,
-                   help="where to write the results page (default: experiments/README.md)")
+    p.add_argument("--readme", type=Path, default=None,
+                   help="where to write the results page (default: OUT/README.md, figures in "
+                        "OUT/figures); nothing outside --out is written unless --publish is given")
+    p.add_argument("--publish", action="store_true",
+                   help="regenerate the committed results page, experiments/README.md, and its "
+                        "figures in experiments/figures (what the repository shows)")
     p.add_argument("--seed", type=int, default=None, help="pass --seed to every experiment")
     args = p.parse_args(argv)
+    if args.publish and args.readme is not None:
+        p.error("--publish writes experiments/README.md; give either --publish or --readme")
+    readme_path = DEFAULT_README if args.publish else args.readme or args.out / "README.md"
     try:
         names = parse_names(args.only) if args.only else list(EXPERIMENTS)
     except ValueError as e:
@@ -413,10 +425,11 @@ def main(argv=None):
     machine = machine_info()
     runs = {name: run_one(name, args.out, args.quick, args.seed, machine) for name in names}
     invocation = " ".join(["python -m experiments.run_all"] + (["--quick"] if args.quick else [])
+                          + (["--publish"] if args.publish else [])
                           + ["--out", str(args.out)]
                           + (["--only", ",".join(names)] if args.only else [])
                           + (["--seed", str(args.seed)] if args.seed is not None else []))
-    readme = build_readme(args.out, args.readme, invocation, machine)
+    readme = build_readme(args.out, readme_path, invocation, machine)
     bad = {n: r for n, r in runs.items() if r["status"] != "ok"}
     rows = [[n, r["status"], f"{r['seconds']:.1f}", r["error"] or ""] for n, r in runs.items()]
     print(common.table(rows, ["experiment", "status", "seconds", "error"]))

@@ -35,10 +35,11 @@ def real(where: str, name: str, value, low=-math.inf, high=math.inf, low_open=Fa
     ok = ok and (value > low if low_open else value >= low)
     ok = ok and (value < high if high_open else value <= high)
     if not ok:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise ValueError(f"{where}: {name} must be a finite number in {lo}{low}, {high}{hi}, "
-                         f"got {value!r}")
+        if high == math.inf:
+            expected = f"> {low:g}" if low_open else f">= {low:g}"
+        else:
+            expected = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{where}: {name} must be a finite number {expected}, got {value!r}")
     return float(value)
 
 

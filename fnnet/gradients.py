@@ -15,7 +15,6 @@ layer's own backward instead; both give the same gradient.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from . import losses as _losses
 from .networks import Sequential
@@ -178,4 +177,3 @@ def manual_vjp(model):
     return apply
 
 
-from .gradcheck import GradReport, GradRow, check_grads  # noqa: E402  (re-exported)

@@ -7,8 +7,8 @@ Data parallel (``fit(..., devices=...)``)
 
         dL/dW = (1/B) Σ_n g_n = Σ_d (B_d/B) · [(1/B_d) Σ_{n ∈ shard d} g_n]
 
-    Nothing in the step is written for devices: ``setup`` places the data and ``fit`` the params
-    replicated (``NamedSharding(mesh, P())``), and ``constrain`` marks each minibatch as split
+    Nothing in the step is written for devices: ``data_parallel`` places the data and ``fit`` the
+    params replicated (``NamedSharding(mesh, P())``), and ``shard_batch`` marks each minibatch as split
     along a mesh axis called ``"batch"`` (``P("batch")``). XLA's SPMD partitioner then runs each
     layer's forward and backward on the local rows and inserts the all-reduce that sums ``dW`` and
     ``db`` across devices, so every device applies the same update and the params stay replicated.
@@ -118,11 +118,11 @@ def replicate(tree, mesh):
     return jax.device_put(tree, replicated(mesh))
 
 
-def setup(devices, batch_size, data):
-    """Prepare data-parallel training: ``(mesh, constrain, data)``.
+def data_parallel(devices, batch_size, data):
+    """Prepare data-parallel training: ``(mesh, shard_batch, data)``.
 
     ``data`` (a pytree of arrays, ``(x, y)``) comes back replicated on every device of the mesh;
-    ``constrain(a)`` is ``with_sharding_constraint(a, P("batch"))``, to be applied to each
+    ``shard_batch(a)`` is ``with_sharding_constraint(a, P("batch"))``, to be applied to each
     minibatch inside the compiled step so that its rows are split evenly across the devices.
     ``batch_size`` must be divisible by the number of devices.
     """
@@ -139,10 +139,13 @@ def setup(devices, batch_size, data):
             f"e.g. {hint}")
     sharding = batch_sharded(mesh)
 
-    def constrain(a):
+    def shard_batch(a):
         return jax.lax.with_sharding_constraint(a, sharding)
 
-    return mesh, constrain, jax.device_put(data, replicated(mesh))
+    return mesh, shard_batch, jax.device_put(data, replicated(mesh))
+
+
+setup = data_parallel  # the name of earlier releases
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,9 +159,8 @@ def auto_chunk_size(n, n_features, itemsize=4, multiple_of=1, chunk_bytes=CHUNK_
     At most ``chunk_bytes`` of ``X`` per chunk, a multiple of 8 and of ``multiple_of`` (the device
     count); ``None`` when ``n < min_rows``, where the whole batch is small enough to stay in
     cache, or when one chunk would hold all ``n`` rows. The default, 8 MiB (2,672 MNIST rows), is
-    from a 2-core CPU with a shared 32 MiB L3: chunks of 2,000 to 4,000 rows ran as fast as the
-    unchunked step there when the machine was idle and 1,000 to 2,000 rows ran fastest while
-    other processes shared the cache; 8,000 rows (25 MB) ran 1.5 times slower.
+    a fraction of a typical last-level cache (README.md, "Full batch in chunks", has the
+    measurements behind it).
     """
     if n < min_rows:
         return None
@@ -198,14 +200,14 @@ def resolve_chunk_size(chunk_size, n, batch_size, x, mesh=None):
     return int(chunk_size)
 
 
-def chunked(grad_fn, n, chunk, constrain=None):
+def chunked(grad_fn, n, chunk, shard_batch=None):
     """Turn ``grad_fn(params, x, y) -> (loss, y_pred, grads)`` on a batch into the same function
     over ``n`` rows computed ``chunk`` rows at a time.
 
     A ``lax.scan`` runs ``grad_fn`` (forward and backward) on each chunk of ``chunk`` rows and
     sums ``L = Σ_k (c_k/N) L_k`` and ``dL/dθ = Σ_k (c_k/N) dL_k/dθ``; a last partial chunk of
     ``n mod chunk`` rows gets its own call. ``y_pred`` is the concatenation of the chunks' outputs
-    (all ``n`` rows, in order), so it scores exactly like the unchunked output. ``constrain``, if
+    (all ``n`` rows, in order), so it scores exactly like the unchunked output. ``shard_batch``, if
     given, is applied to every chunk (a sharding constraint, for data parallelism): ``chunk``
     must then be divisible by the device count.
 
@@ -220,8 +222,8 @@ def chunked(grad_fn, n, chunk, constrain=None):
     steps, rest = divmod(int(n), chunk)
 
     def on_chunk(params, xc, yc):
-        if constrain is not None:
-            xc, yc = constrain(xc), constrain(yc)
+        if shard_batch is not None:
+            xc, yc = shard_batch(xc), shard_batch(yc)
         return grad_fn(params, xc, yc)
 
     def fn(params, x, y):

@@ -188,3 +188,19 @@ def test_run_all_runs_with_python_m(tmp_path):
     text = readme.read_text()
     assert "## single_neuron" in text and "figures/single_neuron/single_neuron.png" in text
     assert "experiments/NOTES.md" in text
+
+
+def test_run_all_writes_only_under_out_unless_publishing(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_all, "EXPERIMENTS", ("fake_ok",))
+    monkeypatch.setitem(sys.modules, "experiments.fake_ok", _fake_experiment("fake_ok"))
+    published = tmp_path / "published" / "README.md"
+    monkeypatch.setattr(run_all, "DEFAULT_README", published)
+    out = tmp_path / "runs"
+    result = run_all.main(["--quick", "--out", str(out)])
+    assert result["exit_status"] == 0
+    assert result["readme"] == str(out / "README.md") and (out / "figures" / "fake_ok").is_dir()
+    assert not published.parent.exists(), "run_all wrote outside --out without --publish"
+    result = run_all.main(["--quick", "--out", str(out), "--publish"])
+    assert result["readme"] == str(published) and published.exists()
+    with pytest.raises(SystemExit):
+        run_all.main(["--out", str(out), "--publish", "--readme", str(tmp_path / "x.md")])

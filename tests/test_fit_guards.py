@@ -97,7 +97,8 @@ def test_checkpoint_that_cannot_be_written_is_refused_before_training(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     calls = []
-    with pytest.raises(ValueError, match=r"cannot be written: .*a-file is a file, not a folder \(checked before training"):
+    with pytest.raises(ValueError, match=r"cannot be written: .*a-file is a file, not a folder "
+                                         r"\(checked before training"):
         fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), batch_size=16, progress=False,
                   checkpoint=blocker / "run.npz", callbacks=[lambda *a: calls.append(a)])
     assert not calls, "an epoch ran before the checkpoint folder was checked"
@@ -123,3 +124,20 @@ def test_float64_without_x64_is_refused():
             "    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "dtype float64 needs JAX's 64-bit mode" in out.stdout, out.stdout + out.stderr
+
+
+def test_an_optimizer_name_instead_of_an_optimizer_is_a_clear_error():
+    x, y = _data()
+    with pytest.raises(TypeError, match=r"optimizer must be an fnnet.optim.Optimizer .* got 'sgd' "
+                                        r"\(for a name, use fnnet.optim.get\('sgd', lr\)\)"):
+        fnnet.fit(MODEL, "ce", "sgd", (x, y), batch_size=16, progress=False)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_adam_trains_low_precision_params_without_nan(dtype):
+    x, y = _data(256)
+    params, history = fnnet.fit(MODEL, "ce", optim.adam(1e-2), (x, y), epochs=3, batch_size=32,
+                                progress=False, dtype=getattr(jax.numpy, dtype))
+    assert "diverged" not in history and np.isfinite(history["loss"]).all()
+    assert history["loss"][-1] < history["loss"][0]
+    assert params[0].W.dtype == getattr(jax.numpy, dtype)

@@ -476,3 +476,34 @@ def test_zero_lr_freezes_and_first_step_descends(shape, seed, lr, name):
     np.testing.assert_array_equal(
         np.sign(np.asarray(first["x"]) - params["x"]), -np.sign(grads[0]["x"])
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Low-precision params: float32 arithmetic, float32 buffers
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("make", [lambda: optim.adam(1e-3), lambda: optim.rmsprop(1e-3),
+                                  lambda: optim.momentum(0.1), lambda: optim.sgd(0.1)])
+def test_low_precision_params_update_like_float32(dtype, make):
+    opt = make()
+    rng = np.random.default_rng(0)
+    p32 = {"W": jnp.asarray(rng.normal(size=(8, 5)), jnp.float32)}
+    g32 = {"W": jnp.asarray(rng.normal(size=(8, 5)) * 1e-3, jnp.float32)}
+    p_low = jax.tree_util.tree_map(lambda a: a.astype(dtype), p32)
+    state = opt.init(p_low)
+    for slot in set(state) - {"lr", "step"}:
+        assert state[slot]["W"].dtype == jnp.float32, slot
+    new_low, state = jax.jit(opt.update)(jax.tree_util.tree_map(lambda a: a.astype(dtype), g32),
+                                         state, p_low)
+    assert new_low["W"].dtype == dtype
+    assert bool(jnp.all(jnp.isfinite(new_low["W"].astype(jnp.float32))))
+    ref, _ = opt.update(g32, opt.init(p_low_as_32 := jax.tree_util.tree_map(
+        lambda a: a.astype(jnp.float32), p_low)), p_low_as_32)
+    np.testing.assert_allclose(np.asarray(new_low["W"], np.float32), np.asarray(ref["W"]),
+                               rtol=1e-2, atol=1e-2)
+
+
+def test_a_string_learning_rate_is_refused():
+    with pytest.raises(ValueError, match="lr must be a number or a scalar array, got '0.1'"):
+        optim.momentum("0.1")

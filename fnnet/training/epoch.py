@@ -19,11 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import metrics, parallel
 from .. import losses as _losses
+from .. import metrics, parallel
 from ..gradients import loss_output_and_grad
 from .state import TrainState
-
 
 # A step diverges when its loss is not finite or exceeds DIVERGENCE_FACTOR × max(L₀, 1), where L₀
 # is the loss of the run's first step (the untrained network's loss, normally the largest of a
@@ -77,7 +76,7 @@ def _add_step(stats, ok, stopped, value, y_pred, yb, rows, dtype):
 
 
 def epoch_program(model, loss, optimizer, n, batch_size, grads="manual", fused=True,
-                  constrain=None, chunk_size=None, keep_last_good=True,
+                  shard_batch=None, chunk_size=None, keep_last_good=True,
                   divergence_factor=DIVERGENCE_FACTOR):
     """One epoch as a pure ``(state, x, y) -> (state, stats)`` over a ``TrainState``.
 
@@ -99,7 +98,7 @@ def epoch_program(model, loss, optimizer, n, batch_size, grads="manual", fused=T
     (predictions and examples), ``bad_step`` (the step whose loss went non-finite, or −1),
     ``last_loss`` (the last finite loss) and ``step`` (steps run).
 
-    ``constrain``, if given, is applied to every minibatch (a sharding constraint, for data
+    ``shard_batch``, if given, is applied to every minibatch (a sharding shard_batcht, for data
     parallelism across devices). Full batch (``batch_size=None``) uses ``x, y`` as they are; with
     ``chunk_size`` rows it computes the gradient chunk by chunk (``fnnet.parallel.chunked``), so
     ``x`` is read from memory once per step instead of twice.
@@ -109,7 +108,7 @@ def epoch_program(model, loss, optimizer, n, batch_size, grads="manual", fused=T
     rows = n if full_batch else batch_size
     steps = n // rows
     if full_batch and chunk_size is not None and chunk_size < n:
-        grad_fn, constrain = parallel.chunked(grad_fn, n, chunk_size, constrain), None
+        grad_fn, shard_batch = parallel.chunked(grad_fn, n, chunk_size, shard_batch), None
 
     def epoch(state, x, y):
         key, shuffle_key = jax.random.split(state.key)
@@ -120,8 +119,8 @@ def epoch_program(model, loss, optimizer, n, batch_size, grads="manual", fused=T
         def body(carry, idx):
             params, opt_state, last_good, stopped, limit, stats = carry  # last_good: () if not kept
             xb, yb = (x, y) if full_batch else (x[idx], y[idx])
-            if constrain is not None:
-                xb, yb = constrain(xb), constrain(yb)
+            if shard_batch is not None:
+                xb, yb = shard_batch(xb), shard_batch(yb)
             value, y_pred, g = grad_fn(params, xb, yb)
             start = divergence_factor * jnp.maximum(value.astype(jnp.float32), 1.0)
             limit = jnp.where(jnp.isnan(limit), start, limit)
@@ -153,8 +152,8 @@ def make_epoch(model, loss, optimizer, n, batch_size, grads="manual", fused=True
 
         epoch(params, opt_state, key, stopped, x, y) -> params, opt_state, key, stopped, stats
 
-    Only a non-finite loss stops training here (no divergence bound: the form has no place to
-    carry it from one epoch to the next).
+    ``constrain`` is ``epoch_program``'s ``shard_batch``. Only a non-finite loss stops training
+    here (no divergence bound: the form has no place to carry it from one epoch to the next).
     """
     epoch = epoch_program(model, loss, optimizer, n, batch_size, grads, fused, constrain,
                           chunk_size, keep_last_good)
@@ -180,17 +179,17 @@ class EpochRunner:
     finite ones. ``compile_seconds`` counts the time spent compiling both.
 
     Args:
-        model, loss, optimizer, n, batch_size, grads, fused, constrain, chunk_size: as for
+        model, loss, optimizer, n, batch_size, grads, fused, shard_batch, chunk_size: as for
             ``epoch_program``.
         models: ``K`` to run ``K`` stacked models in one vmapped program, ``None`` for one.
         divergence_factor: the bound on the loss relative to the run's first loss.
     """
 
     def __init__(self, model, loss, optimizer, n, batch_size, *, grads="manual", fused=True,
-                 chunk_size=None, constrain=None, models=None,
+                 chunk_size=None, shard_batch=None, models=None,
                  divergence_factor=DIVERGENCE_FACTOR):
         self._settings = (model, _losses.get(loss), optimizer, n, batch_size, grads, fused,
-                          constrain, chunk_size)
+                          shard_batch, chunk_size)
         self.divergence_factor = divergence_factor
         self.models = models
         self.compile_seconds = 0.0

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import metrics
 from .. import losses as _losses
+from .. import metrics
 from ..gradients import objective
 from .epoch import float_dtype
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from .. import checkpoints, checks, parallel
 from .. import losses as _losses
+from ..optim import Optimizer
 from . import callbacks as cb
 from . import inputs
 from .epoch import EpochRunner
@@ -23,7 +24,12 @@ from .state import TrainState, model_count
 GRADS = ("manual", "autodiff")
 
 
-def _check_args(grads, epochs, batch_size, n):
+def _check_args(optimizer, grads, epochs, batch_size, n):
+    if not isinstance(optimizer, Optimizer):
+        hint = (f" (for a name, use fnnet.optim.get({optimizer!r}, lr))"
+                if isinstance(optimizer, str) else "")
+        raise TypeError(f"fit: optimizer must be an fnnet.optim.Optimizer such as "
+                        f"fnnet.optim.sgd(0.1), got {optimizer!r}{hint}")
     checks.choice("fit", "grads", grads, GRADS)
     checks.integer("fit", "epochs", epochs, minimum=0)
     if batch_size is not None:
@@ -114,7 +120,7 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
     loss = _losses.get(loss)
     x, y = to_device(*train, dtype, "train")
     n = x.shape[0]
-    batch_size = _check_args(grads, epochs, batch_size, n)
+    batch_size = _check_args(optimizer, grads, epochs, batch_size, n)
     models = model_count(ensemble, lrs)
     _check_data(model, loss, params, x, y, batch_size or n, "fit: train")
     if validation is not None:
@@ -123,9 +129,9 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
                                               dtype), "fit")
     if checkpoint is not None:
         inputs.check_writable(checkpoint, "fit: checkpoint")
-    mesh = constrain = None
+    mesh = shard_batch = None
     if devices is not None:
-        mesh, constrain, (x, y) = parallel.setup(devices, batch_size or n, (x, y))
+        mesh, shard_batch, (x, y) = parallel.data_parallel(devices, batch_size or n, (x, y))
     chunk = parallel.resolve_chunk_size(chunk_size, n, batch_size, x, mesh)
     config = run_config(model, loss, optimizer, n, batch_size, grads, fused, dtype, ensemble, lrs,
                         chunk)
@@ -139,7 +145,7 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
         state = parallel.replicate(state, mesh)
 
     runner = EpochRunner(model, loss, optimizer, n, batch_size, grads=grads, fused=fused,
-                         chunk_size=chunk, constrain=constrain, models=models)
+                         chunk_size=chunk, shard_batch=shard_batch, models=models)
     started = time.perf_counter()
     runner.compile(state, x, y)
     validate = _validator(model, loss, fused, validation, dtype, models, state.params)

@@ -2,8 +2,9 @@
 beside it (``fnnet.checkpoints`` writes both into one ``.npz`` file).
 
 ``to_manifest`` turns a tree into a manifest NODE, appending its arrays to a list; ``from_manifest``
-builds the tree back from a NODE and a reader of the stored arrays; ``check_like`` compares a
-loaded tree with a template. The NODEs::
+builds the tree back from a NODE and a reader of the stored arrays, or, without a reader, describes
+it (``jax.ShapeDtypeStruct`` for each array) so that ``check_like`` can compare it with a template
+before any array is read. A tree is nested at most ``MAX_DEPTH`` levels deep. The NODEs::
 
     {"type": "none"}
     {"type": "bool" | "int" | "float" | "str", "value": v}
@@ -29,7 +30,11 @@ import numpy as np
 
 from fnnet.layers import DenseParams
 
-__all__ = ["ManifestError", "check_like", "from_manifest", "register_namedtuple", "to_manifest"]
+__all__ = ["MAX_DEPTH", "ManifestError", "check_like", "from_manifest", "register_namedtuple",
+           "to_manifest"]
+
+# The deepest nesting of containers a checkpoint's tree may have, on saving and on loading.
+MAX_DEPTH = 64
 
 # dtypes numpy's .npy format cannot describe: stored as same-width unsigned ints.
 _EXTENDED_DTYPES = {
@@ -40,7 +45,8 @@ _EXTENDED_DTYPES = {
 
 _NAMEDTUPLES: dict[str, type] = {}
 
-LeafReader = Callable[[int, str], np.ndarray]
+# ``leaf(i, where, shape, dtype)``: stored array i, which must be a ``(shape, dtype)`` array.
+LeafReader = Callable[[int, str, tuple, np.dtype], np.ndarray]
 
 
 class ManifestError(Exception):
@@ -93,7 +99,7 @@ def _array_node(node, leaves: list[np.ndarray], where: str) -> dict:
             "shape": list(arr.shape)}
 
 
-def _namedtuple_node(node, leaves: list[np.ndarray], path: str) -> dict:
+def _namedtuple_node(node, leaves: list[np.ndarray], path: str, depth: int) -> dict:
     name = type(node).__name__
     if _NAMEDTUPLES.get(name) is not type(node):
         raise TypeError(
@@ -101,32 +107,40 @@ def _namedtuple_node(node, leaves: list[np.ndarray], path: str) -> dict:
             f"call fnnet.checkpoints.register_namedtuple({name}) first"
         )
     children = [
-        to_manifest(v, leaves, f"{path}.{f}") for f, v in zip(node._fields, node, strict=True)
+        to_manifest(v, leaves, f"{path}.{f}", depth + 1)
+        for f, v in zip(node._fields, node, strict=True)
     ]
     return {"type": "namedtuple", "name": name, "fields": list(node._fields),
             "children": children}
 
 
-def to_manifest(node, leaves: list[np.ndarray], path: str = "") -> dict:
+def _too_deep(where: str) -> str:
+    return f"{where}: the tree is nested more than {MAX_DEPTH} levels deep; expected at most {MAX_DEPTH}"
+
+
+def to_manifest(node, leaves: list[np.ndarray], path: str = "", depth: int = 0) -> dict:
     """Manifest NODE describing ``node``; its arrays are appended to ``leaves``.
 
-    Raises ``TypeError`` naming the place (``['x'][0]``) of anything that cannot be stored.
+    Raises ``TypeError`` naming the place (``['x'][0]``) of anything that cannot be stored, and
+    ``ValueError`` for a tree nested more than ``MAX_DEPTH`` levels deep.
     """
     where = path or "<root>"
+    if depth > MAX_DEPTH:
+        raise ValueError(f"checkpoint: {_too_deep(where)}")
     if node is None:
         return {"type": "none"}
     if type(node) in (bool, int, float, str):
         return {"type": type(node).__name__, "value": node}
     if isinstance(node, tuple) and hasattr(node, "_fields"):
-        return _namedtuple_node(node, leaves, path)
+        return _namedtuple_node(node, leaves, path, depth)
     if type(node) in (tuple, list):
-        children = [to_manifest(v, leaves, f"{path}[{i}]") for i, v in enumerate(node)]
+        children = [to_manifest(v, leaves, f"{path}[{i}]", depth + 1) for i, v in enumerate(node)]
         return {"type": type(node).__name__, "children": children}
     if type(node) is dict:
         for k in node:
             if type(k) is not str:
                 raise TypeError(f"checkpoint: {where} has a non-str dict key {k!r}")
-        children = [to_manifest(v, leaves, f"{path}[{k!r}]") for k, v in node.items()]
+        children = [to_manifest(v, leaves, f"{path}[{k!r}]", depth + 1) for k, v in node.items()]
         return {"type": "dict", "keys": list(node), "children": children}
     if isinstance(node, (np.ndarray, np.generic, jax.Array)):
         return _array_node(node, leaves, where)
@@ -149,6 +163,13 @@ def _dtype(name, where: str) -> np.dtype:
     return dtype
 
 
+def _shape(node: dict, where: str) -> tuple[int, ...]:
+    shape = node["shape"]
+    if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
+        raise ManifestError(f"{where}: shape {shape!r} is not a list of sizes")
+    return tuple(shape)
+
+
 def _scalar(node: dict, kind: str, where: str):
     value = node["value"]
     if kind == "float" and type(value) is int:
@@ -158,7 +179,7 @@ def _scalar(node: dict, kind: str, where: str):
     return value
 
 
-def _namedtuple(node: dict, leaf: LeafReader, path: str):
+def _namedtuple(node: dict, leaf: LeafReader | None, path: str, depth: int):
     name = node["name"]
     cls = _NAMEDTUPLES.get(name)
     if cls is None:
@@ -172,26 +193,35 @@ def _namedtuple(node: dict, leaf: LeafReader, path: str):
             f"registered class has {list(cls._fields)}"
         )
     pairs = zip(cls._fields, node["children"], strict=True)
-    return cls(*(from_manifest(c, leaf, f"{path}.{f}") for f, c in pairs))
+    return cls(*(from_manifest(c, leaf, f"{path}.{f}", depth + 1) for f, c in pairs))
 
 
-def _key(node: dict, leaf: LeafReader, where: str):
-    data = leaf(node["leaf"], where)
+def _key(node: dict, leaf: LeafReader | None, where: str):
+    shape = _shape(node, where)
     try:
-        key = jax.random.wrap_key_data(jnp.asarray(data), impl=node["impl"])
+        impl = node["impl"]
+        one = jax.eval_shape(lambda: jax.random.key(0, impl=impl))
+        data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl)))
     except Exception as e:
         raise ManifestError(f"{where}: cannot rebuild PRNG key ({e})") from e
-    if list(key.shape) != node["shape"]:
-        raise ManifestError(f"{where}: key shape {key.shape} != manifest {node['shape']}")
-    return key
+    if leaf is None:
+        return jax.ShapeDtypeStruct(shape, one.dtype)
+    stored = leaf(node["leaf"], where, shape + data.shape, np.dtype(data.dtype))
+    try:
+        return jax.random.wrap_key_data(jnp.asarray(stored), impl=impl)
+    except Exception as e:
+        raise ManifestError(f"{where}: cannot rebuild PRNG key ({e})") from e
 
 
-def _array(node: dict, leaf: LeafReader, where: str):
-    arr = leaf(node["leaf"], where)
-    dtype = _dtype(node["dtype"], where)
-    if dtype.name in _EXTENDED_DTYPES and arr.dtype == np.dtype(f"u{dtype.itemsize}"):
+def _array(node: dict, leaf: LeafReader | None, where: str):
+    dtype, shape = _dtype(node["dtype"], where), _shape(node, where)
+    if leaf is None:
+        return jax.ShapeDtypeStruct(shape, dtype)
+    extended = dtype.name in _EXTENDED_DTYPES
+    arr = leaf(node["leaf"], where, shape, np.dtype(f"u{dtype.itemsize}") if extended else dtype)
+    if extended and arr.dtype == np.dtype(f"u{dtype.itemsize}"):
         arr = arr.view(dtype)
-    if arr.dtype != dtype or list(arr.shape) != node["shape"]:
+    if arr.dtype != dtype or arr.shape != shape:
         raise ManifestError(
             f"{where}: stored array is {arr.dtype}{list(arr.shape)}, manifest says "
             f"{node['dtype']}{node['shape']}"
@@ -205,26 +235,34 @@ def _array(node: dict, leaf: LeafReader, where: str):
     return out
 
 
-def from_manifest(node: dict, leaf: LeafReader, path: str = ""):
-    """The tree described by manifest NODE ``node``; ``leaf(i, where)`` reads array entry i.
+def from_manifest(node: dict, leaf: LeafReader | None, path: str = "", depth: int = 0):
+    """The tree described by manifest NODE ``node``.
 
-    Raises ``ManifestError`` naming the place of a node that does not make sense, and lets
-    ``KeyError``/``TypeError``/``ValueError`` of a malformed node through.
+    ``leaf(i, where, shape, dtype)`` reads stored array i, which the manifest says is a
+    ``(shape, dtype)`` array (it may refuse one that is not, before reading it). With
+    ``leaf=None`` nothing is read: each array and key is described by a ``jax.ShapeDtypeStruct``.
+
+    Raises ``ManifestError`` naming the place of a node that does not make sense or lies more
+    than ``MAX_DEPTH`` levels deep, and lets ``KeyError``/``TypeError``/``ValueError`` of a
+    malformed node through.
     """
     where = path or "<root>"
+    if depth > MAX_DEPTH:
+        raise ManifestError(_too_deep(where))
     kind = node["type"]
     if kind == "none":
         return None
     if kind in ("bool", "int", "float", "str"):
         return _scalar(node, kind, where)
     if kind in ("tuple", "list"):
-        items = [from_manifest(c, leaf, f"{path}[{i}]") for i, c in enumerate(node["children"])]
+        items = [from_manifest(c, leaf, f"{path}[{i}]", depth + 1)
+                 for i, c in enumerate(node["children"])]
         return tuple(items) if kind == "tuple" else items
     if kind == "dict":
         pairs = zip(node["keys"], node["children"], strict=True)
-        return {k: from_manifest(c, leaf, f"{path}[{k!r}]") for k, c in pairs}
+        return {k: from_manifest(c, leaf, f"{path}[{k!r}]", depth + 1) for k, c in pairs}
     if kind == "namedtuple":
-        return _namedtuple(node, leaf, path)
+        return _namedtuple(node, leaf, path, depth)
     if kind == "key":
         return _key(node, leaf, where)
     if kind == "array":

@@ -20,7 +20,11 @@ The file is an ordinary ``.npz``: entry ``leaf_<i>`` holds the i-th array, and e
 where NODE describes the tree (``fnnet.checkpoint_tree`` lists the kinds of node).
 
 Safety: :func:`load` reads with ``allow_pickle=False`` and builds NamedTuples only from the
-registry, never from a name found in the file, so loading a checkpoint never executes code.
+registry, never from a name found in the file, so loading a checkpoint never executes code. Nothing
+is decompressed before its size is known to be the one expected: each array's zip entry and
+``.npy`` header (shape, dtype, size) must agree with the manifest, and the manifest with ``like=``,
+before the array is read; the manifest itself is at most ``MAX_MANIFEST_BYTES`` and its tree at
+most ``fnnet.checkpoint_tree.MAX_DEPTH`` levels deep.
 
 Every array comes back as a jax array (``jnp.asarray``). A leaf JAX cannot hold in its saved
 dtype (``float64`` or ``int64`` while ``jax_enable_x64`` is off) is an error rather than a silent
@@ -32,6 +36,7 @@ infinities are kept).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +44,20 @@ import numpy as np
 
 from fnnet import io
 from fnnet._version import __version__
-from fnnet.checkpoint_tree import ManifestError, check_like, from_manifest, register_namedtuple, to_manifest
+from fnnet.checkpoint_tree import (
+    MAX_DEPTH,
+    ManifestError,
+    check_like,
+    from_manifest,
+    register_namedtuple,
+    to_manifest,
+)
 
-__all__ = ["CheckpointError", "FNNET_VERSION", "FORMAT_VERSION", "MANIFEST", "load",
-           "register_namedtuple", "save"]
+__all__ = ["CheckpointError", "FNNET_VERSION", "FORMAT_VERSION", "MANIFEST", "MAX_MANIFEST_BYTES",
+           "load", "register_namedtuple", "save"]
 
 FORMAT_VERSION = 1
+MAX_MANIFEST_BYTES = 64 << 20
 FNNET_VERSION = __version__
 MANIFEST = "__manifest__"
 _FORMAT = "fnnet-checkpoint"
@@ -116,24 +129,77 @@ def _read(path: Path):
         raise
 
 
-def _manifest(path: Path, npz):
-    def entry(name: str, what: str) -> np.ndarray:
-        if name not in npz.files:
-            raise CheckpointError(f"{path}: {what} is missing (no entry {name!r})")
+def _member_header(path: Path, npz, name: str, what: str):
+    """``(shape, dtype, bytes the entry inflates to, bytes its header describes)`` of entry
+    ``name``, from the zip directory and the ``.npy`` header alone: nothing else is read."""
+    try:
+        info = npz.zip.getinfo(f"{name}.npy")
+    except KeyError:
+        raise CheckpointError(f"{path}: {what} is missing (no entry {name!r})") from None
+    try:
+        with npz.zip.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"unsupported .npy format version {version}")
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(f)
+            header = f.tell()
+    except Exception as e:
+        raise _unreadable(path, f"entry {name!r}", e) from e
+    return shape, dtype, info.file_size, header + math.prod(shape) * dtype.itemsize
+
+
+def _entry_reader(path: Path, npz):
+    """``entry(name, what, shape=None, dtype=None)``: the array in entry ``name``, refused
+    before it is decompressed unless its header says ``(shape, dtype)`` (when given) and its
+    zip entry inflates to exactly what that header describes."""
+
+    def entry(name: str, what: str, shape=None, dtype=None) -> np.ndarray:
+        stored_shape, stored_dtype, inflated, described = _member_header(path, npz, name, what)
+        if shape is not None and (stored_shape != tuple(shape) or stored_dtype != dtype):
+            raise CheckpointError(
+                f"{path}: {what}: entry {name!r} holds {stored_dtype}{list(stored_shape)}, but "
+                f"the manifest says {dtype}{list(shape)}; refused before reading it")
+        if inflated != described:
+            raise CheckpointError(
+                f"{path}: {what}: entry {name!r} would inflate to {inflated:,} bytes, but its "
+                f"header describes {described:,}; refused before decompressing it")
         try:
             return npz[name]
         except Exception as e:
             raise _unreadable(path, f"entry {name!r}", e) from e
 
-    raw = entry(MANIFEST, "the manifest")
-    if raw.dtype != np.uint8 or raw.ndim != 1:
+    return entry
+
+
+def _manifest(path: Path, npz):
+    entry = _entry_reader(path, npz)
+    shape, dtype, _, _ = _member_header(path, npz, MANIFEST, "the manifest")
+    if dtype != np.uint8 or len(shape) != 1:
         raise CheckpointError(f"{path}: the manifest entry is not a 1-D uint8 array")
+    if shape[0] > MAX_MANIFEST_BYTES:
+        raise CheckpointError(f"{path}: the manifest holds {shape[0]:,} bytes; expected at most "
+                              f"{MAX_MANIFEST_BYTES:,}")
+    raw = entry(MANIFEST, "the manifest")
     try:
         manifest = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: the manifest is not valid JSON ({e})") from e
+    except RecursionError:
+        raise CheckpointError(f"{path}: the manifest is nested too deeply to read; a checkpoint's "
+                              f"tree has at most {MAX_DEPTH} levels") from None
     if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
         raise CheckpointError(f"{path}: not an fnnet checkpoint (manifest format missing)")
+    _check_version(path, manifest)
+
+    def leaf(i, where: str, shape, dtype) -> np.ndarray:
+        return entry(f"leaf_{i}", f"the array of {where}", shape, dtype)
+
+    return manifest, leaf
+
+
+def _check_version(path: Path, manifest: dict) -> None:
     version = manifest.get("format_version")
     if type(version) is not int:
         raise CheckpointError(f"{path}: manifest has no valid format_version")
@@ -143,11 +209,21 @@ def _manifest(path: Path, npz):
             f"({manifest.get('fnnet_version')}); this fnnet {FNNET_VERSION} reads up to "
             f"version {FORMAT_VERSION}"
         )
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version} is not one fnnet "
+                              f"wrote; expected version {FORMAT_VERSION}")
 
-    def leaf(i, where: str) -> np.ndarray:
-        return entry(f"leaf_{i}", f"the array of {where}")
 
-    return manifest, leaf
+def _tree(path: Path, manifest: dict, leaf):
+    """``from_manifest`` of the manifest's tree; its errors become ``CheckpointError``."""
+    try:
+        return from_manifest(manifest["tree"], leaf)
+    except ManifestError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise CheckpointError(f"{path}: the manifest is malformed ({e!r})") from e
 
 
 def load(path, like=None) -> tuple[Any, dict]:
@@ -160,7 +236,9 @@ def load(path, like=None) -> tuple[Any, dict]:
     ``[0].W: checkpoint has shape (128, 784), expected (64, 784)``.
 
     Raises FileNotFoundError if there is no such file and :class:`CheckpointError` (a
-    ValueError) naming the file if it is corrupted, truncated, incomplete or of a newer format.
+    ValueError) naming the file if it is corrupted, truncated, incomplete, of another format
+    version, or holds an array other than its manifest (or ``like``) describes; such an array is
+    refused before it is decompressed.
     """
     path = Path(path)
     if not path.exists() and path.suffix != ".npz" and _npz_path(path).exists():
@@ -169,18 +247,15 @@ def load(path, like=None) -> tuple[Any, dict]:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     npz, manifest, leaf = _read(path)
     with npz:
-        try:
-            tree = from_manifest(manifest["tree"], leaf)
-            metadata = dict(manifest["metadata"])
-        except ManifestError as e:
-            raise CheckpointError(f"{path}: {e}") from None
-        except CheckpointError:
-            raise
-        except (KeyError, TypeError, AttributeError, ValueError) as e:
-            raise CheckpointError(f"{path}: the manifest is malformed ({e!r})") from e
-    if like is not None:
-        try:
-            check_like(tree, like)
-        except ValueError as e:
-            raise ValueError(f"{path} does not match the expected tree: {e}") from None
+        if like is not None:  # compared with the manifest's description: nothing read yet
+            try:
+                check_like(_tree(path, manifest, None), like)
+            except CheckpointError:
+                raise
+            except ValueError as e:
+                raise ValueError(f"{path} does not match the expected tree: {e}") from None
+        tree = _tree(path, manifest, leaf)
+        if not isinstance(manifest.get("metadata"), dict):
+            raise CheckpointError(f"{path}: the manifest is malformed (no metadata object)")
+        metadata = dict(manifest["metadata"])
     return tree, metadata

@@ -72,19 +72,21 @@ def _rel(a, b):
 
 
 def check_grads(model, loss, params, x, y_true, fused=True, finite_differences=False, eps=None,
-                seed=0):
+                seed=0, *, state=(), key=None):
     """Compare the hand-derived gradient with ``jax.grad`` per parameter; return a ``GradReport``.
 
     With ``finite_differences=True`` each parameter is also checked along a random unit direction
     ``v`` (drawn with numpy from ``seed``): ``(L(p + εv) − L(p − εv)) / 2ε`` against ``⟨dL/dp, v⟩``.
     """
-    loss_m, grads_m = jax.jit(value_and_grad(model, loss, fused))(params, x, y_true)
-    loss_a, grads_a = jax.jit(autodiff_value_and_grad(model, loss, fused))(params, x, y_true)
+    extra = {"state": state, "key": key}
+    loss_m, grads_m = jax.jit(value_and_grad(model, loss, fused))(params, x, y_true, **extra)
+    loss_a, grads_a = jax.jit(autodiff_value_and_grad(model, loss, fused))(params, x, y_true,
+                                                                           **extra)
     leaves_m, treedef = jax.tree_util.tree_flatten_with_path(grads_m)
     leaves_a = jax.tree_util.tree_leaves(grads_a)
     param_leaves = jax.tree_util.tree_leaves(params)
     dtype = str(jnp.result_type(*param_leaves)) if param_leaves else str(jnp.result_type(x))
-    f = jax.jit(objective(model, loss, fused))
+    f = jax.jit(lambda p, xs, ys: objective(model, loss, fused)(p, xs, ys, **extra))
     rng = np.random.default_rng(seed)
     flat_params, ptree = jax.tree_util.tree_flatten(params)
     rows = []

@@ -56,38 +56,53 @@ def _fused_parts(model, loss, fused):
     return parts
 
 
+def has_state(state):
+    """Whether ``state`` holds any array (``()`` and trees of ``()`` hold none)."""
+    return bool(jax.tree_util.tree_leaves(state))
+
+
 def _manual(model, loss, fused):
-    """``(params, x, y_true) -> (loss, y_pred, grads)`` by the hand-derived backward only."""
+    """``(params, x, y_true, state, key) -> (loss, y_pred, grads, new_state)`` by the
+    hand-derived backward only; ``new_state`` by ``next_state`` from the forward's cache."""
     parts = _fused_parts(model, loss, fused)
     if parts is not None:
         body, leaf, split, join = parts
 
-        def fused_rule(params, x, y_true):
+        def fused_rule(params, x, y_true, state, key):
             body_params, leaf_params = split(params)
-            z, cache = body.forward(body_params, x)
+            body_state, leaf_state = split(state) if has_state(state) else ((), ())
+            z, cache = body.forward(body_params, x, state=body_state, key=key, train=True)
             a = leaf.apply(leaf_params, z)
             dz = loss.fused_grad(a, y_true)
             body_grads, _ = body.backward(body_params, cache, dz)
-            return loss.value_from_logits(z, y_true), a, join(body_grads, ())
+            new_state = (join(body.next_state(body_state, cache), leaf_state)
+                         if has_state(state) else state)
+            return loss.value_from_logits(z, y_true), a, join(body_grads, ()), new_state
 
         return fused_rule
 
-    def chain_rule(params, x, y_true):
-        y_pred, cache = model.forward(params, x)
+    def chain_rule(params, x, y_true, state, key):
+        y_pred, cache = model.forward(params, x, state=state, key=key, train=True)
         grads, _ = model.backward(params, cache, loss.grad(y_pred, y_true))
-        return loss.value(y_pred, y_true), y_pred, grads
+        new_state = model.next_state(state, cache) if has_state(state) else state
+        return loss.value(y_pred, y_true), y_pred, grads, new_state
 
     return chain_rule
 
 
 def _autodiff(model, loss, fused):
-    """The same function by ``jax.value_and_grad`` of ``apply`` (the reference)."""
+    """The same function by ``jax.value_and_grad`` of ``apply`` (the reference). The new state,
+    which no gradient flows through, comes from a training ``forward`` and ``next_state``."""
     value_and_grad_fn = jax.value_and_grad(objective(model, loss, fused, with_output=True),
                                            has_aux=True)
 
-    def reference(params, x, y_true):
-        (value, y_pred), grads = value_and_grad_fn(params, x, y_true)
-        return value, y_pred, grads
+    def reference(params, x, y_true, state, key):
+        (value, y_pred), grads = value_and_grad_fn(params, x, y_true, state=state, key=key)
+        new_state = state
+        if has_state(state):
+            _, cache = model.forward(params, x, state=state, key=key, train=True)
+            new_state = model.next_state(state, jax.lax.stop_gradient(cache))
+        return value, y_pred, grads, new_state
 
     return reference
 
@@ -95,7 +110,7 @@ def _autodiff(model, loss, fused):
 GRADS = {"manual": _manual, "autodiff": _autodiff}
 
 
-def loss_output_and_grad(model, loss, fused=True, *, grads="manual"):
+def loss_output_and_grad(model, loss, fused=True, *, grads="manual", with_state=False):
     """The one place that chooses how gradients are computed.
 
     Args:
@@ -104,53 +119,71 @@ def loss_output_and_grad(model, loss, fused=True, *, grads="manual"):
         fused: use the fused softmax/cross-entropy and sigmoid/binary-cross-entropy rules.
         grads: ``"manual"``, the hand-derived backward, or ``"autodiff"``, ``jax.value_and_grad``
             of ``apply`` (the reference, which never touches a backward rule of fnnet's).
+        with_state: also return the model's state after this training step.
 
     Returns:
-        A pure ``(params, x, y_true) -> (loss, y_pred, grads)``; ``y_pred`` is the network's
-        output, returned so a training step can score it for free.
+        A pure ``(params, x, y_true, *, state=(), key=None) -> (loss, y_pred, grads)``, with
+        ``new_state`` appended when ``with_state``. ``y_pred`` is the network's output, returned
+        so a training step can score it for free. ``key`` draws dropout masks (the same key draws
+        the same masks on both paths); ``state`` holds running statistics (``init_state()``).
     """
     if grads not in GRADS:
         raise ValueError(f"grads must be one of {tuple(GRADS)}, got {grads!r}")
-    return GRADS[grads](model, _losses.get(loss), fused)
+    compute = GRADS[grads](model, _losses.get(loss), fused)
+
+    def loss_output_and_grad_fn(params, x, y_true, *, state=(), key=None):
+        out = compute(params, x, y_true, state, key)
+        return out if with_state else out[:3]
+
+    return loss_output_and_grad_fn
 
 
 def value_and_grad(model, loss, fused=True):
-    """A pure ``(params, x, y_true) -> (loss, grads)`` computed by the hand-derived backward only."""
-    loss_and_grads = loss_output_and_grad(model, loss, fused)
+    """A pure ``(params, x, y_true, *, state=(), key=None) -> (loss, grads)`` computed by the
+    hand-derived backward only."""
+    compute = _manual(model, _losses.get(loss), fused)
 
-    def value_and_grad_fn(params, x, y_true):
-        value, _, grads = loss_and_grads(params, x, y_true)
+    def value_and_grad_fn(params, x, y_true, *, state=(), key=None):
+        value, _, grads, _ = compute(params, x, y_true, state, key)
         return value, grads
 
     return value_and_grad_fn
 
 
 def objective(model, loss, fused=True, *, with_output=False):
-    """``(params, x, y_true) -> loss`` in plain jnp (``apply`` only): what autodiff differentiates.
+    """``(params, x, y_true, *, state=(), key=None, train=True) -> loss`` in plain jnp (``apply``
+    only): what autodiff differentiates.
 
     With a fused pair the loss is scored on the logits, exactly as ``value_and_grad`` does.
-    ``with_output=True`` returns ``(loss, y_pred)`` instead.
+    ``with_output=True`` returns ``(loss, y_pred)`` instead. ``train=False`` scores the network
+    in inference mode (no dropout, running statistics).
     """
     loss = _losses.get(loss)
     parts = _fused_parts(model, loss, fused)
 
-    def with_prediction(params, x, y_true):
+    def with_prediction(params, x, y_true, *, state=(), key=None, train=True):
         if parts is None:
-            y_pred = model.apply(params, x)
+            y_pred = model.apply(params, x, state=state, key=key, train=train)
             return loss.value(y_pred, y_true), y_pred
         body, leaf, split, _ = parts
         body_params, leaf_params = split(params)
-        z = body.apply(body_params, x)
+        body_state = split(state)[0] if has_state(state) else ()
+        z = body.apply(body_params, x, state=body_state, key=key, train=train)
         return loss.value_from_logits(z, y_true), leaf.apply(leaf_params, z)
 
     if with_output:
         return with_prediction
-    return lambda params, x, y_true: with_prediction(params, x, y_true)[0]
+
+    def loss_only(params, x, y_true, *, state=(), key=None, train=True):
+        return with_prediction(params, x, y_true, state=state, key=key, train=train)[0]
+
+    return loss_only
 
 
 def autodiff_value_and_grad(model, loss, fused=True):
-    """The same ``(params, x, y_true) -> (loss, grads)`` by ``jax.value_and_grad`` of ``apply``:
-    the reference path, which never touches a backward rule of fnnet's."""
+    """The same ``(params, x, y_true, *, state=(), key=None) -> (loss, grads)`` by
+    ``jax.value_and_grad`` of ``apply``: the reference path, which never touches a backward rule
+    of fnnet's."""
     return jax.value_and_grad(objective(model, loss, fused))
 
 
@@ -177,3 +210,6 @@ def manual_vjp(model):
     return apply
 
 
+
+
+from .gradcheck import GradReport, GradRow, check_grads  # noqa: E402, F401  (re-exported)

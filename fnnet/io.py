@@ -202,7 +202,11 @@ def write_json(path, data, *, indent: int | None = 2, nonfinite: str = "null") -
 
 
 def read_json(path, max_bytes: int = 64 << 20):
-    """The JSON data in ``path``, refusing a file over ``max_bytes`` before reading it."""
+    """The JSON data in ``path``, refusing a file over ``max_bytes`` before reading it.
+
+    Raises ``ValueError`` naming the file for one too large, not JSON, or nested too deeply for
+    Python's JSON reader.
+    """
     path = Path(path)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -210,4 +214,7 @@ def read_json(path, max_bytes: int = 64 << 20):
     size = max(size, len(data))
     if size > max_bytes:
         raise ValueError(f"{path}: {size:,} bytes of JSON is more than the {max_bytes:,} allowed")
-    return json.loads(data.decode("utf-8"))
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError(f"{path}: the JSON is nested too deeply to read") from None

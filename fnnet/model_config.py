@@ -5,11 +5,15 @@ A training run is described by a configuration dict (``train_config``)::
 
     {"dataset": "mnist", "layers": [784, 128, 10], "activation": "relu", "output": "softmax",
      "loss": "cross-entropy", "optimizer": "momentum", "lr": 0.1, "epochs": 10,
-     "batch_size": 128, "grads": "manual", "seed": 0, "ensemble": 1}
+     "batch_size": 128, "grads": "manual", "seed": 0, "ensemble": 1, "validation": 5000,
+     "data_dir": null}
 
 It is saved as the run's ``config.json`` and as the metadata of its ``model.npz`` checkpoint
 (``fnnet.checkpoints.save(path, params, **config, ...)``). ``ensemble`` is the number of models
 trained together; for more than one their params are stacked along a leading axis.
+``validation`` is the number of training examples held out to validate on; ``data_dir`` the
+folder the data was read from when one was named (``None``: the default locations), so that the
+model can be scored on the same data later.
 
 ``model_from_metadata`` rebuilds the network, ``mlp(layers, activation, output)``, and the model
 count from the ``MODEL_KEYS`` of such metadata, refusing what the command line would refuse;
@@ -34,6 +38,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from . import checks, optim
 from .datasets import DATASETS
 from .networks import Sequential, mlp
 
@@ -55,11 +60,12 @@ LOSS_OUTPUTS = {
 }
 # Every key of a training configuration, in the order written.
 CONFIG_KEYS = ("dataset", "layers", "activation", "output", "loss", "optimizer", "lr", "epochs",
-               "batch_size", "grads", "seed", "ensemble")
+               "batch_size", "grads", "seed", "ensemble", "validation", "data_dir")
 # The keys ``model_from_metadata`` needs to rebuild the network.
 MODEL_KEYS = ("dataset", "layers", "activation", "output", "loss", "ensemble")
-# Settings a resumed run must share with the run it continues (``epochs`` may grow).
-RESUME_KEYS = tuple(key for key in CONFIG_KEYS if key != "epochs")
+# Settings a resumed run must share with the run it continues (``epochs`` may grow, and the
+# data may have moved to another folder).
+RESUME_KEYS = tuple(key for key in CONFIG_KEYS if key not in ("epochs", "data_dir"))
 
 
 class MetadataError(ValueError):
@@ -68,7 +74,7 @@ class MetadataError(ValueError):
 
 def train_config(*, dataset: str, layers, activation: str, output: str, loss: str,
                  optimizer: str, lr: float, epochs: int, batch_size: int | None, grads: str,
-                 seed: int, ensemble: int) -> dict:
+                 seed: int, ensemble: int, validation: int = 0, data_dir=None) -> dict:
     """The configuration of a training run, as saved in ``config.json`` and checkpoint metadata.
 
     Args:
@@ -77,23 +83,34 @@ def train_config(*, dataset: str, layers, activation: str, output: str, loss: st
         activation: the hidden-layer activation, one of ``HIDDEN_ACTIVATIONS``.
         output: the output activation, one of ``OUTPUTS``.
         loss: one of ``LOSSES``, accepting ``output`` (``LOSS_OUTPUTS``).
-        optimizer: an ``fnnet.optim.NAMES`` entry.
-        lr: the learning rate.
+        optimizer: an ``fnnet.optim.NAMES`` entry (a name: an optimizer object is refused).
+        lr: the learning rate, a finite number > 0.
         epochs: the number of epochs.
         batch_size: the minibatch size, ``None`` for full-batch gradient descent.
         grads: ``"manual"`` or ``"autodiff"``.
         seed: the random seed.
         ensemble: the number of models trained together.
+        validation: the number of training examples held out for validation.
+        data_dir: the folder the data was read from, or ``None`` for the default locations.
 
     Returns:
-        A dict with the ``CONFIG_KEYS`` in that order; ``layers`` as a list of ints.
+        A dict with the ``CONFIG_KEYS`` in that order; ``layers`` as a list of ints,
+        ``data_dir`` as a string.
 
     Raises:
-        MetadataError: the network settings are not ones ``model_from_metadata`` rebuilds.
+        MetadataError: the network settings are not ones ``model_from_metadata`` rebuilds, or
+            the optimizer is not one of ``fnnet.optim.NAMES`` or the learning rate not > 0.
     """
+    try:
+        checks.choice("train_config", "optimizer", optimizer, optim.NAMES)
+        checks.real("train_config", "lr", lr, low=0, low_open=True)
+        checks.integer("train_config", "validation", validation, minimum=0)
+    except ValueError as e:
+        raise MetadataError(str(e)) from None
     config = {"dataset": dataset, "layers": list(layers), "activation": activation,
               "output": output, "loss": loss, "optimizer": optimizer, "lr": lr, "epochs": epochs,
-              "batch_size": batch_size, "grads": grads, "seed": seed, "ensemble": ensemble}
+              "batch_size": batch_size, "grads": grads, "seed": seed, "ensemble": ensemble,
+              "validation": validation, "data_dir": None if data_dir is None else str(data_dir)}
     check_model_settings(config)
     return config
 

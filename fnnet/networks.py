@@ -26,6 +26,9 @@ def _naming_layer(index):
         raise type(error)(f"layer {index}: {error}") from None
 
 
+LAYER_METHODS = ("init", "init_state", "apply", "forward", "backward", "next_state")
+
+
 @dataclass(frozen=True, init=False)
 class Sequential:
     """``Sequential(*layers)``: params are the tuple of the layers' params; networks nest."""
@@ -34,12 +37,17 @@ class Sequential:
 
     def __init__(self, *layers):
         for index, layer in enumerate(layers):
-            if not all(hasattr(layer, method) for method in ("init", "apply", "forward", "backward")):
+            if not all(hasattr(layer, method) for method in LAYER_METHODS):
                 raise TypeError(f"Sequential: argument {index} ({layer!r}) is not a layer")
         object.__setattr__(self, "layers", tuple(layers))
 
     def __repr__(self):
         return "Sequential(" + ", ".join(map(repr, self.layers)) + ")"
+
+    @property
+    def stochastic(self):
+        """Whether a layer draws random numbers in training (and so needs ``key=``)."""
+        return any(getattr(layer, "stochastic", False) for layer in self.layers)
 
     def init(self, key, dtype=jnp.float32):
         keys = jax.random.split(key, max(len(self.layers), 1))
@@ -53,21 +61,50 @@ class Sequential:
                 f"got {got}"
             )
 
-    def apply(self, params, x):
+    def init_state(self, dtype=jnp.float32):
+        """The tuple of the layers' states (``()`` entries for layers that keep none)."""
+        return tuple(layer.init_state(dtype) for layer in self.layers)
+
+    def _layer_inputs(self, params, state, key):
+        """Each layer's ``(index, layer, params, state, key)``. ``state=()`` gives every layer
+        ``()``; a key is folded with the layer's position, so layer ``i`` draws from
+        ``fold_in(key, i)`` however the network is split or nested."""
         self._check_params(params)
-        for index, (layer, layer_params) in enumerate(zip(self.layers, params)):
+        if isinstance(state, tuple) and not state:
+            state = ((),) * len(self.layers)
+        elif not isinstance(state, tuple) or len(state) != len(self.layers):
+            raise ValueError(f"{self}: state must be a tuple of {len(self.layers)} entries (one "
+                             f"per layer, as init_state() gives), got {type(state).__name__}")
+        keys = ([None] * len(self.layers) if key is None
+                else [jax.random.fold_in(key, index) for index in range(len(self.layers))])
+        return zip(range(len(self.layers)), self.layers, params, state, keys)
+
+    def apply(self, params, x, *, state=(), key=None, train=False):
+        for index, layer, layer_params, layer_state, layer_key in self._layer_inputs(
+                params, state, key):
             with _naming_layer(index):
-                x = layer.apply(layer_params, x)
+                x = layer.apply(layer_params, x, state=layer_state, key=layer_key, train=train)
         return x
 
-    def forward(self, params, x):
-        self._check_params(params)
+    def forward(self, params, x, *, state=(), key=None, train=True):
         caches = []
-        for index, (layer, layer_params) in enumerate(zip(self.layers, params)):
+        for index, layer, layer_params, layer_state, layer_key in self._layer_inputs(
+                params, state, key):
             with _naming_layer(index):
-                x, cache = layer.forward(layer_params, x)
+                x, cache = layer.forward(layer_params, x, state=layer_state, key=layer_key,
+                                         train=train)
             caches.append(cache)
         return x, tuple(caches)
+
+    def next_state(self, state, cache):
+        """Each layer's state after a training forward, from its cache (``()`` stays ``()``
+        when no layer keeps state)."""
+        given = state
+        if isinstance(state, tuple) and not state:
+            state = ((),) * len(self.layers)
+        new = tuple(layer.next_state(layer_state, layer_cache)
+                    for layer, layer_state, layer_cache in zip(self.layers, state, cache))
+        return given if given == () and not jax.tree_util.tree_leaves(new) else new
 
     def backward(self, params, cache, dy):
         """Note 000: backward runs the layers in reverse; each maps ``dE/dY`` to ``dE/dX``, which is

@@ -21,6 +21,7 @@ import numpy as np
 from . import checks, losses, metrics
 from .datasets import one_hot
 from .training import evaluate
+from .training.inputs import check_targets
 
 __all__ = ["model_scores", "predict", "score_prediction", "summarize_test", "targets"]
 
@@ -36,7 +37,15 @@ def targets(loss, labels, num_classes: int) -> np.ndarray:
     Returns:
         ``labels`` themselves for cross-entropy; one-hot rows ``(N, num_classes)`` (float32) for
         mean squared error and binary cross-entropy.
+
+    Raises:
+        ValueError: a label is not an integer in ``0 .. num_classes − 1``, naming the first such
+            label and its position (every scoring function here reads its labels through this).
     """
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"scoring: labels must be integer class indices, got dtype {labels.dtype}")
+    check_targets(losses.get(loss), labels, num_classes, "scoring: labels")
     if losses.get(loss) is losses.cross_entropy:
         return labels
     return one_hot(np.asarray(labels), num_classes)

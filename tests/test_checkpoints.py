@@ -444,7 +444,7 @@ def test_pickled_object_array_is_refused(tmp_path):
     with np.load(path, allow_pickle=False) as npz:
         manifest = npz[ckpt.MANIFEST]
     write_npz(path, __manifest__=manifest, leaf_0=np.array([Boom()], dtype=object))
-    with pytest.raises(CheckpointError, match=r"c\.npz: entry 'leaf_0' holds pickled data"):
+    with pytest.raises(CheckpointError, match=r"c\.npz: .*entry 'leaf_0' holds object\[1\]"):
         load(path)
     raw = tmp_path / "raw.npz"
     raw.write_bytes(pickle.dumps(Boom()))

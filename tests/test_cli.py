@@ -23,16 +23,17 @@ import pytest
 
 import fnnet
 from fnnet import cli, datasets
-from fnnet.gradients import GradReport, GradRow
+from fnnet.gradcheck import GradReport, GradRow
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRAIN, N_TEST = 500, 200
 SMALL = ["--layers", "784,16,10", "--epochs", "2", "--batch-size", "50", "--quiet"]
 TRAIN_KEYS = {"config", "history", "test_accuracy", "test_loss", "train_accuracy", "train_loss",
-              "epochs_trained", "seconds", "diverged"}
+              "epochs_trained", "seconds", "diverged", "divergence", "examples",
+              "validation_accuracy", "validation_loss"}
 MODEL_METADATA = {"dataset", "layers", "activation", "output", "loss", "optimizer", "lr", "epochs",
-                  "batch_size", "grads", "seed", "ensemble", "test_accuracy", "test_loss",
-                  "train_accuracy", "dtype"}
+                  "batch_size", "grads", "seed", "ensemble", "validation", "data_dir",
+                  "test_accuracy", "test_loss", "train_accuracy", "dtype"}
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_every_subcommand_has_help(capsys, command):
 # train and evaluate
 
 
-def test_train_writes_checkpoint_metrics_and_curves(trained):
+def test_train_writes_checkpoint_metrics_and_curves(trained, data_root):
     code, stdout, out = trained
     assert code == 0
     assert "test accuracy" in stdout
@@ -121,9 +122,19 @@ def test_train_writes_checkpoint_metrics_and_curves(trained):
     assert metrics["config"]["layers"] == [784, 16, 10]
     assert metrics["config"]["optimizer"] == cli.DEFAULT_OPTIMIZER
     assert metrics["config"]["lr"] == cli.DEFAULT_LR[cli.DEFAULT_OPTIMIZER]
-    assert metrics["diverged"] == []
+    assert metrics["diverged"] is False and metrics["divergence"] == []
+    assert metrics["examples"] == {"train": N_TRAIN - N_TRAIN // 10, "validation": N_TRAIN // 10,
+                                   "test": N_TEST}
+    assert metrics["config"]["validation"] == N_TRAIN // 10
+    assert metrics["config"]["data_dir"] == str((data_root / "mnist").resolve())
+    assert metrics["validation_accuracy"] == pytest.approx(metrics["history"]["val_accuracy"][-1])
     assert metrics["test_accuracy"] > 0.8  # synthetic classes are blobs: easy
     assert f"{metrics['test_accuracy']:.2%}" in stdout
+    assert f"validation accuracy {metrics['validation_accuracy']:.2%}" in stdout
+    assert f"test set ({N_TEST} examples, scored once after training)" in stdout
+    summary = stdout.strip().splitlines()[-1]
+    for name in cli.train.WRITTEN:
+        assert name in summary and (out / name).is_file(), name
     assert_png(out / "curves.png")
 
     params, meta = fnnet.load(out / "model.npz")
@@ -209,28 +220,27 @@ def test_resume_continues_a_run(trained, data_root, tmp_path, capsys):
     assert_one_line_error(code, err, mentions="--resume")
 
 
-def test_divergence_is_reported_and_outputs_still_written(data_root, tmp_path, capsys):
+def test_divergence_exits_3_with_one_line_and_outputs_still_written(data_root, tmp_path, capsys):
     out = tmp_path / "diverged"
     code, stdout, err = run(capsys, *train_argv(data_root, out, "--optimizer", "sgd", "--lr", "1e20"))
-    assert code == 0
-    assert "Traceback" not in err
-    assert "WARNING: training diverged" in err and "non-finite" in err
+    assert_one_line_error(code, err, status=cli.EXIT_DIVERGED,
+                          mentions="training diverged at epoch 1")
+    assert "non-finite" in err and "--lr" in err
     metrics = read_json(out / "metrics.json")
-    assert metrics["diverged"] and "non-finite" in metrics["diverged"][0]
+    assert metrics["diverged"] is True and metrics["divergence"] == [{"epoch": 1, "models": [0]}]
     assert "test accuracy" in stdout
     assert (out / "model.npz").is_file()
     assert fnnet.load(out / "model.npz")[1]["diverged"] is True
     assert_png(out / "curves.png")
 
 
-def test_divergence_messages_come_from_the_history():
+def test_divergence_message_comes_from_the_history():
     history = {"diverged": [{"epoch": 2, "models": [0, 2]}, {"epoch": 3, "models": [1]}]}
-    first, second = cli.train.divergence_messages(history, 3)
-    assert first.startswith("models 0, 2: loss became non-finite at epoch 2.")
-    assert second.startswith("model 1: loss became non-finite at epoch 3.")
-    (only,) = cli.train.divergence_messages({"diverged": [{"epoch": 1, "models": [0]}]}, 1)
-    assert only.startswith("loss became non-finite at epoch 1.") and "this run" in only
-    assert cli.train.divergence_messages({"loss": [0.5]}, 1) == []
+    message = cli.train.divergence_message(history, 3)
+    assert message.startswith("training diverged models 0, 2 at epoch 2, model 1 at epoch 3:")
+    only = cli.train.divergence_message({"diverged": [{"epoch": 4, "models": [0]}]}, 1)
+    assert only.startswith("training diverged at epoch 4:") and "\n" not in only
+    assert cli.train.divergence_message({"loss": [0.5]}, 1) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,8 +345,8 @@ def test_bad_flag_values_are_one_line_errors(capsys, argv, mentions):
 
 
 def test_batch_size_larger_than_the_data(data_root, tmp_path, capsys):
-    code, _, err = run(capsys, *train_argv(data_root, tmp_path / "o", "--batch-size", "501"))
-    assert_one_line_error(code, err, mentions="larger than the 500 training examples")
+    code, _, err = run(capsys, *train_argv(data_root, tmp_path / "o", "--batch-size", "451"))
+    assert_one_line_error(code, err, mentions="larger than the 450 training examples")
     assert not (tmp_path / "o" / "metrics.json").exists()
 
 
@@ -368,8 +378,6 @@ def test_missing_data_is_one_clear_message(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FNNET_CACHE_DIR", str(tmp_path / "cache"))
     code, out, err = run(capsys, "train", "--data-dir", tmp_path / "nothing", "--no-download",
                          "--out", tmp_path / "o")
-    assert code == 1
-    assert "Traceback" not in err
-    assert err.startswith("fnnet train: error: mnist not found")
-    assert str(tmp_path / "nothing") in err
+    assert_one_line_error(code, err, status=1, mentions="mnist not found in --data-dir")
+    assert str(tmp_path / "nothing") in err and "data_dir=" not in err
     assert not (tmp_path / "o").exists()

@@ -316,11 +316,11 @@ def test_lookup_order_data_dir_then_env_then_cache(tmp_path, monkeypatch):
 
 
 def test_incomplete_location_is_skipped_not_mixed(tmp_path, monkeypatch):
-    from_env = _write_set(tmp_path / "root" / "mnist", seed=13)
-    _write_set(tmp_path / "arg", seed=14)
-    (tmp_path / "arg" / "t10k-labels-idx1-ubyte.gz").unlink()
+    _write_set(tmp_path / "root" / "mnist", seed=13)
+    (tmp_path / "root" / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    from_cache = _write_set(tmp_path / "cache" / "mnist", seed=14)
     monkeypatch.setenv("FNNET_DATA_DIR", str(tmp_path / "root"))
-    _assert_same(load_mnist(tmp_path / "arg", download=False), from_env)
+    _assert_same(load_mnist(download=False), from_cache)
 
 
 def test_cache_dir_resolution(tmp_path, monkeypatch):
@@ -357,15 +357,16 @@ def test_fashion_mnist_never_takes_mnist_files(tmp_path, monkeypatch):
 
 def test_not_found_lists_every_path_and_how_to_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("FNNET_DATA_DIR", str(tmp_path / "root"))
-    (tmp_path / "arg").mkdir()
-    write_idx(tmp_path / "arg" / "train-images-idx3-ubyte.gz", np.zeros((1, 28, 28), np.uint8))
+    (tmp_path / "root" / "mnist").mkdir(parents=True)
+    write_idx(tmp_path / "root" / "mnist" / "train-images-idx3-ubyte.gz",
+              np.zeros((1, 28, 28), np.uint8))
     with pytest.raises(DatasetNotFoundError) as excinfo:
-        load_mnist(tmp_path / "arg", download=False)
+        load_mnist(download=False)
     assert isinstance(excinfo.value, FileNotFoundError)
     message = str(excinfo.value)
-    for path in (tmp_path / "arg", tmp_path / "root" / "mnist", tmp_path / "cache" / "mnist"):
+    for path in (tmp_path / "root" / "mnist", tmp_path / "cache" / "mnist"):
         assert str(path) in message
-    assert "missing train-labels-idx1-ubyte.gz" in message  # arg folder exists, incomplete
+    assert "missing train-labels-idx1-ubyte.gz" in message  # the env folder exists, incomplete
     assert "folder does not exist" in message
     assert "download=False" in message
     assert "data_dir=" in message and "FNNET_DATA_DIR=" in message and "mnist/" in message

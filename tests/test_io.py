@@ -210,3 +210,10 @@ def test_read_json_round_trip_and_size_limit(tmp_path):
         io.read_json(path, max_bytes=size - 1)
     with pytest.raises(FileNotFoundError):
         io.read_json(tmp_path / "missing.json")
+
+
+def test_read_json_nested_too_deeply_is_a_value_error_naming_the_file(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(ValueError, match="deep.json: the JSON is nested too deeply"):
+        io.read_json(path)

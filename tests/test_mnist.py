@@ -91,4 +91,6 @@ def test_fnnet_train_runs_on_real_mnist(real_mnist, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["dataset"] == "mnist" and metrics["config"]["layers"] == [784, 128, 10]
     assert metrics["test_accuracy"] > 0.94, stdout
+    assert metrics["examples"] == {"train": 55000, "validation": cli.DEFAULT_VALIDATION,
+                                   "test": 10000}
     assert (out / "model.npz").is_file() and (out / "curves.png").stat().st_size > 0

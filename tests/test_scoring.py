@@ -8,6 +8,9 @@ network and loads its params; missing or invalid keys are refused with a message
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,6 +50,25 @@ def test_targets_are_labels_for_cross_entropy_and_one_hot_otherwise():
     assert scoring.targets("cross-entropy", labels, 3) is labels
     for loss in ("mse", "binary-cross-entropy", losses.mse):
         np.testing.assert_array_equal(scoring.targets(loss, labels, 3), np.eye(3)[labels])
+
+
+@pytest.mark.parametrize("labels,bad", [([0, 2, 3], "y[2] = 3"), ([-1, 0, 1], "y[0] = -1")])
+def test_labels_out_of_range_are_refused_naming_value_and_position(problem, labels, bad):
+    """Every scoring path reads labels through ``targets``: a label ≥ the class count (which
+    cross-entropy would score as an all-zero row) or below 0 is refused."""
+    labels = np.array(labels)
+    for loss in ("cross-entropy", "mse"):
+        with pytest.raises(ValueError, match=rf"labels {re.escape(bad)} is not a class label"):
+            scoring.targets(loss, labels, 3)
+    with pytest.raises(ValueError, match="integer class indices"):
+        scoring.targets("mse", np.array([0.5]), 3)
+    model, _, single, x, y = problem
+    wrong = np.asarray(y).copy()
+    wrong[5] = 10
+    with pytest.raises(ValueError, match=r"y\[5\] = 10 is not a class label"):
+        scoring.model_scores(model, "cross-entropy", single, 1, x, wrong)
+    with pytest.raises(ValueError, match=r"y\[5\] = 10"):
+        scoring.score_prediction("cross-entropy", np.full((len(wrong), 10), 0.1), wrong)
 
 
 def test_predict_one_model_is_its_output(problem):
@@ -138,7 +160,21 @@ def test_train_config_has_every_key_in_order():
     assert tuple(made) == model_config.CONFIG_KEYS
     assert made["layers"] == [784, 8, 10] and made["batch_size"] is None
     assert set(model_config.MODEL_KEYS) <= set(made)
-    assert set(model_config.RESUME_KEYS) == set(made) - {"epochs"}
+    assert set(model_config.RESUME_KEYS) == set(made) - {"epochs", "data_dir"}
+    assert made["validation"] == 0 and made["data_dir"] is None
+    assert config(data_dir=Path("/d"), validation=5)["data_dir"] == "/d"
+
+
+@pytest.mark.parametrize("changes,named", [
+    ({"optimizer": "lbfgs"}, "optimizer"),
+    ({"optimizer": fnnet.optim.sgd(0.1)}, "optimizer"),
+    ({"lr": float("nan")}, "lr"),
+    ({"lr": "0.1"}, "lr"),
+    ({"validation": -1}, "validation"),
+])
+def test_train_config_refuses_a_bad_optimizer_rate_or_split(changes, named):
+    with pytest.raises(MetadataError, match=f"train_config: {named} must be"):
+        config(**changes)
 
 
 @pytest.mark.parametrize("num_models", [1, 3])
@@ -199,7 +235,7 @@ def test_inconsistent_settings_are_refused():
 
 def test_resume_differences():
     saved = config()
-    assert model_config.resume_differences(saved, config(epochs=5)) == []
+    assert model_config.resume_differences(saved, config(epochs=5, data_dir="/moved")) == []
     assert model_config.resume_differences(saved, config(lr=0.5, seed=4)) == [
         "lr 0.1 -> 0.5", "seed 3 -> 4"]
     with pytest.raises(MetadataError, match="JSON object"):

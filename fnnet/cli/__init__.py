@@ -2,14 +2,17 @@
 
 ::
 
-    fnnet train --dataset mnist                  # 784-128-10 ReLU/softmax, about 98% test accuracy
+    fnnet train --dataset mnist                  # 784-128-10 ReLU/softmax
     fnnet evaluate runs/mnist/model.npz          # accuracy, confusion matrix, misclassified digits
     fnnet gradcheck --layers 784,32,10           # hand-derived backward vs jax.grad, f32 and f64
     fnnet bench --quick                          # fnnet.bench, arguments forwarded
 
 ``main(argv) -> int`` never raises ``SystemExit`` and never prints a traceback for a bad command
-line: a wrong flag value is one line ``fnnet <command>: error: ...`` on stderr and exit status 2;
-data that cannot be found or read is the loader's message and exit status 1.
+line: a wrong flag value, or an ``--out`` that is a file, lies under a file or cannot be written,
+is one line ``fnnet <command>: error: ...`` on stderr and exit status 2 (before any work); data
+that cannot be found or read is one line in the command line's words and exit status 1; Ctrl-C is
+one line and exit status 130 (``train`` says how to resume). ``train`` exits 3 when training
+diverged.
 
 Losses and outputs that make no sense together are refused (exit status 2):
 ``--loss cross-entropy`` needs ``--output softmax``, ``--loss binary-cross-entropy`` needs
@@ -29,9 +32,18 @@ import sys
 from .._version import __version__
 from . import bench, evaluate, gradcheck, train
 from .common import FORMATTER, DataUnavailable, Parser, UsageError, exit_code
-from .train import DEFAULT_BATCH, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_OPTIMIZER
+from .train import (
+    DEFAULT_BATCH,
+    DEFAULT_EPOCHS,
+    DEFAULT_LR,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_VALIDATION,
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+)
 
-__all__ = ["DEFAULT_BATCH", "DEFAULT_EPOCHS", "DEFAULT_LR", "DEFAULT_OPTIMIZER", "DataUnavailable",
+__all__ = ["DEFAULT_BATCH", "DEFAULT_EPOCHS", "DEFAULT_LR", "DEFAULT_OPTIMIZER",
+           "DEFAULT_VALIDATION", "EXIT_DIVERGED", "EXIT_INTERRUPTED", "DataUnavailable",
            "UsageError", "build_parser", "main"]
 
 DESCRIPTION = ("fnnet: neural networks from scratch in JAX, every gradient derived by hand and "
@@ -39,7 +51,7 @@ DESCRIPTION = ("fnnet: neural networks from scratch in JAX, every gradient deriv
 
 EXAMPLES = """\
 examples:
-  fnnet train --dataset mnist                 784-128-10 ReLU/softmax, about 98% test accuracy
+  fnnet train --dataset mnist                 784-128-10 ReLU/softmax, validated on held-out data
   fnnet train --optimizer adam --ensemble 5   five models, scored alone and averaged
   fnnet evaluate runs/mnist/model.npz         confusion matrix and misclassified digits
   fnnet gradcheck --layers 784,32,10          hand-derived backward vs jax.grad, float32 and float64
@@ -60,11 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run ``fnnet`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
-    if argv and argv[0] == "bench":
-        return bench.run(argv[1:])
+    prog = "fnnet bench" if argv and argv[0] == "bench" else "fnnet"
     try:
+        if prog == "fnnet bench":
+            return bench.run(argv[1:])
         args, unknown = build_parser().parse_known_args(argv)
-        args.prog = f"fnnet {args.command}"
+        args.prog, args.argv = f"fnnet {args.command}", argv
+        prog = args.prog
         if unknown:
             raise UsageError(args.prog, f"unrecognized arguments: {' '.join(unknown)}")
         return args.run(args)
@@ -77,3 +91,6 @@ def main(argv=None) -> int:
         return 1
     except SystemExit as e:  # --help and --version
         return exit_code(e.code)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .common import exit_code
+from .common import UsageError, check_out, exit_code
 
 BENCH_MODULE = "fnnet.bench"
 
@@ -29,8 +29,27 @@ def add_parser(subparsers):
     subparsers.add_parser("bench", help=HELP, add_help=False)
 
 
+def _out_flag(argv):
+    """The value of ``--out`` in ``argv`` (``--out DIR`` or ``--out=DIR``), or ``None``."""
+    for index, arg in enumerate(argv):
+        if arg == "--out" and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith("--out="):
+            return arg.removeprefix("--out=")
+    return None
+
+
 def run(argv):
-    """Forward ``argv`` to ``fnnet.bench.main`` (imported when the command runs); return its exit status."""
+    """Forward ``argv`` to ``fnnet.bench.main`` (imported when the command runs); return its exit
+    status. An ``--out`` that cannot be written is refused first (exit status 2), so that no
+    benchmark runs for nothing."""
+    out = _out_flag(argv)
+    if out is not None and not {"-h", "--help"} & set(argv):
+        try:
+            check_out("fnnet bench", out)
+        except UsageError as e:
+            print(f"{e.prog}: error: {e}", file=sys.stderr)
+            return 2
     try:
         benchmark_main = importlib.import_module(BENCH_MODULE).main
     except (ImportError, AttributeError) as e:

@@ -1,9 +1,11 @@
 """What the commands share: the parser that raises instead of exiting, the two errors ``main``
-reports, flag-value types, the network and data flags, data loading and the results lines."""
+reports, flag-value types, the network and data flags, the output-folder check, data loading and
+the results lines."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -78,6 +80,12 @@ def positive_int(text):
     return _convert(text, int, _positive, "a positive integer")
 
 
+def count(text):
+    """An integer ``>= 0``."""
+    return _convert(text, int, lambda value: checks.integer("fnnet", "value", value, minimum=0),
+                    "an integer >= 0")
+
+
 def seed(text):
     """A random seed: an integer in ``0 .. 2**31 − 1``."""
     return _convert(text, int, _seed_value, f"an integer seed in 0..{MAX_SEED}")
@@ -90,8 +98,7 @@ def positive_float(text):
 
 
 def batch_size(text):
-    """A positive integer, or ``full`` (``None``) for full-batch gradient descent as in note 002
-    (experiments/NOTES.md)."""
+    """A positive integer, or ``full`` (``None``) for full-batch gradient descent."""
     if text == "full":
         return None
     return _convert(text, int, _positive, "a positive integer or 'full'")
@@ -129,7 +136,8 @@ def add_data_flags(parser):
     """``--data-dir`` and ``--no-download``."""
     parser.add_argument("--data-dir", type=Path, metavar="DIR",
                         help="folder with the four .gz files, or a root holding mnist/ and "
-                             "fashion-mnist/ (default: $FNNET_DATA_DIR, then the cache)")
+                             "fashion-mnist/; when given, the only place looked at (default: "
+                             "$FNNET_DATA_DIR, then the cache, then a download)")
     parser.add_argument("--no-download", action="store_true",
                         help="never download; fail when the files are not found")
 
@@ -142,23 +150,46 @@ def check_flags_loss_output(prog, loss, output):
         raise UsageError(prog, str(e)) from None
 
 
+def check_out(prog, out, flag="--out"):
+    """Refuse, before any work, an output folder that is a file, lies under a file or cannot be
+    written (``UsageError``). Nothing is created: the nearest folder that exists is checked."""
+    out = Path(out).expanduser()
+    existing = next(p for p in (out, *out.parents) if p.exists() or p == p.parent)
+    if existing == out and not out.is_dir():
+        problem = "it is a file, not a folder"
+    elif not existing.is_dir():
+        problem = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable"
+    else:
+        return out
+    raise UsageError(prog, f"argument {flag}: cannot write into {out}: {problem}; expected a "
+                           f"folder that can be created or written")
+
+
 # ---------------------------------------------------------------------------------------------
 # Data and output
 
 
-def load_data(prog, name, data_dir, download):
-    """``(x_train, y_train), (x_test, y_test)`` of ``name``: flat float32 pixels in [0, 1], int32
-    labels. ``data_dir`` is the folder holding the four files, or a root holding ``<name>/``."""
-    folder = None
-    if data_dir is not None:
-        folder = Path(data_dir).expanduser()
-        if (folder / name).is_dir():
-            folder = folder / name
+def data_folder(name, data_dir):
+    """The folder ``--data-dir DIR`` names for dataset ``name``: ``DIR/<name>`` when that is a
+    folder, else ``DIR`` itself."""
+    folder = Path(data_dir).expanduser()
+    return folder / name if (folder / name).is_dir() else folder
+
+
+def load_data(prog, name, data_dir, download, given_as="--data-dir", remedy=None):
+    """``(x_train, y_train), (x_test, y_test)`` of ``name`` as loaded (uint8 images, int64
+    labels): from ``data_folder(name, data_dir)`` alone when ``data_dir`` is given, else from
+    the default locations. ``DataUnavailable`` in the command line's words if they fail;
+    ``given_as`` and ``remedy`` word the message about an explicit folder."""
+    folder = None if data_dir is None else data_folder(name, data_dir)
     try:
-        (x_train, y_train), (x_test, y_test) = datasets.load_dataset(name, folder, download)
+        return datasets.load_dataset(name, folder, download)
+    except datasets.DatasetNotFoundError as e:
+        raise DataUnavailable(prog, e.message("cli", given_as, remedy)) from None
     except (OSError, datasets.IDXError, datasets.DatasetError, datasets.ChecksumError) as e:
-        raise DataUnavailable(prog, str(e)) from None
-    return datasets.prepare(x_train, y_train), datasets.prepare(x_test, y_test)
+        raise DataUnavailable(prog, " ".join(str(e).split())) from None
 
 
 def dash(sizes):

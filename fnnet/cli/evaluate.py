@@ -7,18 +7,30 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from .. import checkpoints, metrics
+from .. import checkpoints, datasets, metrics
 from ..io import write_json
 from ..model_config import NUM_CLASSES, MetadataError, model_from_metadata, param_template
 from ..scoring import model_scores, predict, summarize_test
-from .common import FORMATTER, UsageError, add_data_flags, dash, load_data, print_results
+from .common import (
+    FORMATTER,
+    UsageError,
+    add_data_flags,
+    check_out,
+    dash,
+    load_data,
+    print_results,
+)
 
 MISCLASSIFIED_SHOWN = 40
 
 DESCRIPTION = """\
 Rebuild the network from a checkpoint's metadata, score it on the test set, and write
-confusion.png, misclassified.png and metrics.json. For a checkpoint of several models (train
---ensemble K), each model is scored alone and the ensemble by its averaged probabilities."""
+confusion.png, misclassified.png and metrics.json (classes named as the dataset names them). For
+a checkpoint of several models (train --ensemble K), each model is scored alone and the ensemble
+by its averaged probabilities.
+
+The data: from --data-dir when given; else from the folder the model was trained on, when the
+checkpoint records one (train --data-dir); else from the default locations."""
 
 
 def add_parser(subparsers):
@@ -57,22 +69,36 @@ def _plot(out, meta, num_models, results, x_test, y_test, probs):
     wrong = np.flatnonzero(predicted != y_test)
     shown = wrong[:MISCLASSIFIED_SHOWN]
     who = f"ensemble of {num_models}" if num_models > 1 else "model"
-    plots.plot_confusion(confusion, out / "confusion.png",
+    names = list(datasets.CLASS_NAMES[meta["dataset"]])
+    plots.plot_confusion(confusion, out / "confusion.png", class_names=names,
                          title=f"{meta['dataset']} test set, {who}: {results['test_accuracy']:.2%}")
     plots.plot_digits(x_test[shown], out / "misclassified.png", labels=y_test[shown],
-                      predictions=predicted[shown],
+                      predictions=predicted[shown], class_names=names,
                       title=f"{len(shown)} of {len(wrong)} misclassified test images: "
                             f"predicted (true)")
     return confusion, wrong, shown
+
+
+def _test_data(args, meta):
+    """The test split the checkpoint's model is scored on, as model inputs: from ``--data-dir``,
+    else the data folder the checkpoint records, else the default locations."""
+    name, recorded = meta["dataset"], meta.get("data_dir")
+    if args.data_dir is not None or not isinstance(recorded, str):
+        _, test = load_data(args.prog, name, args.data_dir, not args.no_download)
+    else:
+        _, test = load_data(args.prog, name, recorded, not args.no_download,
+                            given_as="the data folder the checkpoint records",
+                            remedy="pass --data-dir with the folder that holds them now")
+    return datasets.prepare(*test)
 
 
 def run(args):
     """Score the checkpoint; write ``confusion.png``, ``misclassified.png`` and ``metrics.json``."""
     prog = args.prog
     path = Path(args.checkpoint)
+    out = check_out(prog, args.out if args.out is not None else path.parent / "evaluation")
     model, num_models, params, meta = _read_checkpoint(prog, path)
-    _, (x_test, y_test) = load_data(prog, meta["dataset"], args.data_dir, not args.no_download)
-    out = Path(args.out) if args.out is not None else path.parent / "evaluation"
+    x_test, y_test = _test_data(args, meta)
 
     probs = predict(model, params, num_models, x_test)
     model_loss, model_accuracy = model_scores(model, meta["loss"], params, num_models, x_test,

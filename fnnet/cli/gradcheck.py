@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import losses
-from ..gradients import check_grads
+from ..gradcheck import check_grads
 from ..networks import mlp
 from .common import (
     FORMATTER,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import checkpoints, datasets, optim
 from ..io import read_json, write_json
@@ -19,8 +22,9 @@ from ..model_config import (
     resume_differences,
     train_config,
 )
-from ..scoring import predict, summarize_test, targets
+from ..scoring import model_scores, predict, summarize_test, targets
 from ..training import fit
+from ..training.epoch import DIVERGENCE_FACTOR
 from .common import (
     FORMATTER,
     UsageError,
@@ -28,7 +32,10 @@ from .common import (
     add_network_flags,
     batch_size,
     check_flags_loss_output,
+    check_out,
+    count,
     dash,
+    data_folder,
     load_data,
     positive_float,
     positive_int,
@@ -40,13 +47,25 @@ DEFAULT_OPTIMIZER = "momentum"
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.1, "adam": 1e-3, "rmsprop": 1e-3}
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH = 128
+DEFAULT_VALIDATION = 5000  # examples held out of the training set, at most a tenth of it
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+WRITTEN = ("config.json", "train_state.npz", "model.npz", "metrics.json", "curves.png")
 
-DESCRIPTION = """\
-Train an MLP on MNIST or Fashion-MNIST with fnnet.fit; write model.npz, metrics.json and
-curves.png (and config.json and train_state.npz, which --resume reads) into --out.
+DESCRIPTION = f"""\
+Train an MLP on MNIST or Fashion-MNIST with fnnet.fit and write into --out: config.json (the
+settings), train_state.npz (the training state after every epoch, which --resume reads),
+model.npz (the final params), metrics.json and curves.png.
 
-The defaults train 784-128-10 with momentum (lr 0.1), 10 epochs of batch 128: about 98% test
-accuracy on MNIST."""
+Validation: --validation examples (default {DEFAULT_VALIDATION}, at most a tenth of the training set) are held
+out of the training set, drawn with --seed; the per-epoch 'val' figures and the curves are
+theirs. The test set is scored once, after training, and reported as 'test'.
+
+Exit status: 0 when training finished; 2 for a bad flag or an --out that cannot be written;
+1 when the data cannot be read; {EXIT_DIVERGED} when training diverged (the loss was not finite or grew
+past {DIVERGENCE_FACTOR:g} x max(first step's loss, 1): training stops, and the files are still
+written, with the last parameters whose loss was within that bound); {EXIT_INTERRUPTED} when interrupted
+with Ctrl-C, after printing the command that resumes the run."""
 
 
 def add_parser(subparsers):
@@ -66,9 +85,14 @@ def add_parser(subparsers):
     parser.add_argument("--batch-size", type=batch_size, default=DEFAULT_BATCH, metavar="N|full",
                         help=f"minibatch size, or 'full' for full-batch gradient descent "
                              f"(default: {DEFAULT_BATCH})")
+    parser.add_argument("--validation", type=count, metavar="N",
+                        help=f"training examples held out for validation, 0 for none (default: "
+                             f"{DEFAULT_VALIDATION}, at most a tenth of the training set)")
     parser.add_argument("--grads", choices=("manual", "autodiff"), default="manual",
                         help="hand-derived backward (manual) or jax.grad (default: manual)")
-    parser.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=seed, default=0,
+                        help="random seed of the initial params, the shuffles and the validation "
+                             "split (default: 0)")
     parser.add_argument("--ensemble", type=positive_int, default=1, metavar="K",
                         help="train K models with different seeds in one program (default: 1)")
     parser.add_argument("--out", type=Path, metavar="DIR",
@@ -81,26 +105,39 @@ def add_parser(subparsers):
     parser.set_defaults(run=run)
 
 
-def _config(args):
-    """The run's ``model_config.train_config``, after refusing flags that do not go together."""
+def _check_flags(args):
+    """Refuse flags that do not go together, before any work."""
     try:
         check_image_layers(args.layers, args.dataset)
     except MetadataError as e:
         raise UsageError(args.prog, f"argument --layers: {e}") from None
     check_flags_loss_output(args.prog, args.loss, args.output)
+
+
+def _config(args, validation, folder):
+    """The run's ``model_config.train_config``."""
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
     return train_config(dataset=args.dataset, layers=args.layers, activation=args.activation,
                         output=args.output, loss=args.loss, optimizer=args.optimizer, lr=lr,
                         epochs=args.epochs, batch_size=args.batch_size, grads=args.grads,
-                        seed=args.seed, ensemble=args.ensemble)
+                        seed=args.seed, ensemble=args.ensemble, validation=validation,
+                        data_dir=None if folder is None else folder.resolve())
 
 
-def _check_resume(prog, out, state_path, config):
-    """A resumed run must continue the same run: ``config.json`` in ``out`` must agree on every
-    setting but ``epochs``, and the state checkpoint must be readable."""
+def _check_resume_state(prog, state_path):
+    """``--resume`` needs a readable state checkpoint."""
     if not state_path.exists():
         raise UsageError(prog, f"argument --resume: nothing to resume, {state_path} does not exist "
                                f"(train without --resume first)")
+    try:
+        checkpoints.load(state_path)
+    except (OSError, ValueError) as e:
+        raise UsageError(prog, f"argument --resume: {e}") from None
+
+
+def _check_resume_config(prog, out, config):
+    """A resumed run must continue the same run: ``config.json`` in ``out`` must agree on every
+    setting but ``epochs`` (and the data folder)."""
     try:
         differ = resume_differences(read_json(out / "config.json"), config)
     except (OSError, ValueError) as e:
@@ -108,91 +145,160 @@ def _check_resume(prog, out, state_path, config):
     if differ:
         raise UsageError(prog, f"argument --resume: the run in {out} was trained with other settings "
                                f"({'; '.join(differ)}); resume with the same flags")
-    try:
-        checkpoints.load(state_path)
-    except (OSError, ValueError) as e:
-        raise UsageError(prog, f"argument --resume: {e}") from None
 
 
-def divergence_messages(history, num_models):
-    """One message per epoch in which a model's loss went non-finite, from ``fit``'s
-    ``history["diverged"]`` (``[{"epoch": e, "models": [...]}, ...]``, absent if none did)."""
-    messages = []
-    for event in history.get("diverged", []):
-        models = event["models"]
-        who = ""
-        if num_models > 1:
-            who = f"model{'s' if len(models) > 1 else ''} {', '.join(map(str, models))}: "
-        stopped = "these models" if num_models > 1 else "this run"
-        messages.append(f"{who}loss became non-finite at epoch {event['epoch']}. Training stopped "
-                        f"for {stopped} (try a smaller learning rate).")
-    return messages
+def _data(args):
+    """``(train, validation, test)`` as model inputs, and the folder ``--data-dir`` named."""
+    prog = args.prog
+    (x, y), test = load_data(prog, args.dataset, args.data_dir, not args.no_download)
+    rows = args.validation
+    if rows is None:
+        rows = min(DEFAULT_VALIDATION, len(x) // 10)
+    elif rows >= len(x):
+        raise UsageError(prog, f"argument --validation: cannot hold out {rows} of the {len(x)} "
+                               f"training examples; expected fewer")
+    train, held = datasets.hold_out(x, y, rows, args.seed)
+    if args.batch_size is not None and args.batch_size > len(train[0]):
+        raise UsageError(prog, f"argument --batch-size: {args.batch_size} is larger than the "
+                               f"{len(train[0])} training examples (use --batch-size full for "
+                               f"full-batch gradient descent)")
+    folder = None if args.data_dir is None else data_folder(args.dataset, args.data_dir)
+    return [datasets.prepare(*part) for part in (train, held, test)], folder
 
 
-def _announce(args, config, out):
+def divergence_message(history, num_models):
+    """One line saying where training diverged, from ``fit``'s ``history["diverged"]``
+    (``[{"epoch": e, "models": [...]}, ...]``, absent if it did not), or ``None``."""
+    events = history.get("diverged", [])
+    if not events:
+        return None
+    if num_models > 1:
+        where = ", ".join(f"model{'s' if len(e['models']) > 1 else ''} "
+                          f"{', '.join(map(str, e['models']))} at epoch {e['epoch']}"
+                          for e in events)
+    else:
+        where = f"at epoch {events[0]['epoch']}"
+    return (f"training diverged {where}: the loss became non-finite or grew past "
+            f"{DIVERGENCE_FACTOR:g} x max(first step's loss, 1), so training stopped; the files "
+            f"written hold the last parameters whose loss was within that (try a smaller --lr)")
+
+
+def _announce(args, config, out, examples):
     batch = "full batch" if args.batch_size is None else f"batch {args.batch_size}"
     models = f", {args.ensemble} models" if args.ensemble > 1 else ""
+    train, validation, test = examples
     print(f"fnnet train: {args.dataset} {dash(args.layers)} {args.activation}/{args.output}, "
           f"{args.loss}, {args.optimizer} lr {config['lr']:g}, {args.epochs} epochs of {batch}, "
-          f"{args.grads} gradients, seed {args.seed}{models} -> {out}", flush=True)
+          f"{args.grads} gradients, seed {args.seed}{models}; {train} training, {validation} "
+          f"validation, {test} test examples -> {out}", flush=True)
 
 
-def _train(args, config, data, state_path):
-    """``(model, params, history, seconds)`` of ``fit`` on ``data``, scored on its test split."""
-    (x_train, y_train), (x_test, y_test) = data
-    model, num_models = model_from_metadata(config)
-    started = time.perf_counter()
-    params, history = fit(
-        model=model, loss=args.loss, optimizer=optim.by_name(args.optimizer, config["lr"]),
-        train=(x_train, targets(args.loss, y_train, NUM_CLASSES)), epochs=args.epochs,
-        batch_size=args.batch_size, key=jax.random.PRNGKey(args.seed),
-        validation=(x_test, targets(args.loss, y_test, NUM_CLASSES)), grads=args.grads,
-        ensemble=num_models if num_models > 1 else None, progress=not args.quiet,
-        checkpoint=state_path, resume=state_path if args.resume else None, dtype=jnp.float32)
-    return model, params, history, time.perf_counter() - started
+def _fit(model, args, config, train, validation, state_path):
+    """``(params, history)`` of ``fit``. Its divergence warning is dropped: the command reports
+    divergence itself, on one line; every other warning passes through."""
+    num_models = config["ensemble"]
+    split = lambda part: (part[0], targets(args.loss, part[1], NUM_CLASSES))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        params, history = fit(
+            model=model, loss=args.loss, optimizer=optim.get(args.optimizer, config["lr"]),
+            train=split(train), epochs=args.epochs, batch_size=args.batch_size,
+            key=jax.random.PRNGKey(args.seed),
+            validation=split(validation) if len(validation[0]) else None, grads=args.grads,
+            ensemble=num_models if num_models > 1 else None, progress=not args.quiet,
+            checkpoint=state_path, resume=state_path if args.resume else None,
+            dtype=jnp.float32)
+    for w in caught:
+        if not (issubclass(w.category, RuntimeWarning) and history.get("diverged")):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return params, history
+
+
+def _last(values):
+    """The last epoch's validation score (the mean for several models), or ``None``."""
+    if not values or values[-1] is None:
+        return None
+    return float(np.nanmean(np.asarray(values[-1], dtype=float)))
+
+
+def _scores(args, model, params, num_models, history, test):
+    """The final validation scores (from the history) and the test scores, computed once."""
+    x_test, y_test = test
+    probs = predict(model, params, num_models, x_test) if num_models > 1 else None
+    loss, accuracy = model_scores(model, args.loss, params, num_models, x_test, y_test)
+    results = summarize_test(args.loss, y_test, loss, accuracy, probs)
+    return {"validation_loss": _last(history["val_loss"]),
+            "validation_accuracy": _last(history["val_accuracy"]), **results}
+
+
+def _summary(results, examples, num_models, seconds, out):
+    train, validation, test = examples
+    if results["validation_accuracy"] is not None:
+        mean = f"mean of {num_models} models, " if num_models > 1 else ""
+        print(f"validation accuracy {results['validation_accuracy']:.2%}  ({mean}validation loss "
+              f"{results['validation_loss']:.4f}; {validation} examples held out of the "
+              f"training set)")
+    print(f"test set ({test} examples, scored once after training):")
+    print_results(results, num_models)
+    print(f"trained in {seconds:.1f} s; wrote {', '.join(WRITTEN)} into {out}")
 
 
 def run(args):
-    """Train; write ``model.npz``, ``metrics.json``, ``curves.png`` (and ``config.json``,
-    ``train_state.npz``) into ``--out``. Exit status 0, also when training diverged."""
+    """Train; write ``WRITTEN`` into ``--out``. Exit status: 0; ``EXIT_DIVERGED`` when training
+    diverged; ``EXIT_INTERRUPTED`` on Ctrl-C (see ``DESCRIPTION``)."""
     prog, num_models = args.prog, args.ensemble
-    config = _config(args)
-    out = Path(args.out) if args.out is not None else Path("runs") / args.dataset
+    _check_flags(args)
+    out = check_out(prog, args.out if args.out is not None else Path("runs") / args.dataset)
     state_path = out / "train_state.npz"
     if args.resume:
-        _check_resume(prog, out, state_path, config)
-    data = load_data(prog, args.dataset, args.data_dir, not args.no_download)
-    if args.batch_size is not None and args.batch_size > len(data[0][0]):
-        raise UsageError(prog, f"argument --batch-size: {args.batch_size} is larger than the "
-                               f"{len(data[0][0])} training examples (use --batch-size full for "
-                               f"full-batch gradient descent)")
+        _check_resume_state(prog, state_path)
+    (train, validation, test), folder = _data(args)
+    config = _config(args, len(validation[0]), folder)
+    if args.resume:
+        _check_resume_config(prog, out, config)
     write_json(out / "config.json", config)
+    examples = (len(train[0]), len(validation[0]), len(test[0]))
     if not args.quiet:
-        _announce(args, config, out)
-    model, params, history, seconds = _train(args, config, data, state_path)
-    diverged = divergence_messages(history, num_models)
-    for message in diverged:
-        print(f"fnnet train: WARNING: training diverged: {message} The checkpoint and metrics "
-              f"written are those of the last parameters whose loss was finite.",
-              file=sys.stderr, flush=True)
-
-    # fit scored the final params on the test set (its validation data) at the last epoch's end.
-    x_test, y_test = data[1]
-    probs = predict(model, params, num_models, x_test) if num_models > 1 else None
-    results = summarize_test(args.loss, y_test, history["val_loss"][-1],
-                             history["val_accuracy"][-1], probs)
+        _announce(args, config, out, examples)
+    model, _ = model_from_metadata(config)
+    started, started_ns = time.perf_counter(), time.time_ns()
+    try:
+        params, history = _fit(model, args, config, train, validation, state_path)
+    except KeyboardInterrupt:
+        return _interrupted(args, out, state_path, 0 if args.resume else started_ns)
+    seconds = time.perf_counter() - started
+    results = _scores(args, model, params, num_models, history, test)
+    diverged = divergence_message(history, num_models)
     final = {"train_loss": history["loss"][-1], "train_accuracy": history["train_accuracy"][-1],
              "epochs_trained": history["epoch"][-1]}
-    checkpoint = checkpoints.save(out / "model.npz", params, **config, **final, **results,
-                                  dtype="float32", diverged=bool(diverged))
-    write_json(out / "metrics.json", {"config": config, **results, **final, "seconds": seconds,
-                                      "diverged": diverged, "history": history})
+    checkpoints.save(out / "model.npz", params, **config, **final, **results, dtype="float32",
+                     diverged=diverged is not None)
+    write_json(out / "metrics.json", {
+        "config": config, "examples": dict(zip(("train", "validation", "test"), examples)),
+        **results, **final, "seconds": seconds, "diverged": diverged is not None,
+        "divergence": history.get("diverged", []), "history": history})
     from .. import plots  # matplotlib only once there is a figure to draw
 
     plots.plot_history(history, out / "curves.png", title=f"{args.dataset} {dash(args.layers)}, "
                                                           f"{args.optimizer} lr {config['lr']:g}")
-    print_results(results, num_models)
-    if not args.quiet:
-        print(f"trained in {seconds:.1f} s; wrote {checkpoint}, {out / 'metrics.json'}, "
-              f"{out / 'curves.png'}")
+    _summary(results, examples, num_models, seconds, out)
+    if diverged:
+        print(f"{prog}: error: {diverged}", file=sys.stderr, flush=True)
+        return EXIT_DIVERGED
     return 0
+
+
+def _interrupted(args, out, state_path, since_ns):
+    """Say where the resumable state is and how to resume; return ``EXIT_INTERRUPTED``."""
+    saved = state_path.exists() and state_path.stat().st_mtime_ns >= since_ns
+    if not saved:
+        print(f"{args.prog}: interrupted before the first epoch finished; nothing was saved "
+              f"to resume from (run the same command again)", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    epoch = checkpoints.load(state_path)[1]["epoch"]
+    argv = [arg for arg in args.argv if arg != "--resume"] + ["--resume"]
+    if args.out is None:
+        argv += ["--out", str(out)]
+    print(f"{args.prog}: interrupted; the state after epoch {epoch} is in {state_path}; resume "
+          f"with: {shlex.join(['fnnet', *argv])}", file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED

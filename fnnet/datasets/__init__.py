@@ -7,18 +7,21 @@ concern, every public name re-exported here:
     ``read_idx(path)`` reads any IDX file, gzipped or raw (decided by the gzip magic bytes
     ``1f 8b``, never by the file name); ``write_idx(path, array)`` writes one atomically.
 ``sources``
-    The datasets' files (``FILES``), published checksums (``SHA256``), mirrors (``MIRRORS``,
-    ``MIRROR_ENV``) and the folders searched for them (``search_dirs``, ``cache_dir``).
+    The datasets' files (``FILES``), published checksums and sizes (``SHA256``, ``SIZES``),
+    class names (``CLASS_NAMES``), mirrors (``MIRRORS``, ``MIRROR_ENV``) and the folders searched
+    for them (``search_dirs``, ``cache_dir``).
 ``download``
     Downloading the missing files into ``<cache>/<dataset>/``, each checked against ``SHA256``
-    before it is kept (``ChecksumError`` otherwise).
+    before it is kept (``ChecksumError`` otherwise), within a deadline and a size cap.
 ``loaders``
     ``load_mnist()`` and ``load_fashion_mnist()`` return ``(x_train, y_train), (x_test, y_test)``
-    with uint8 images of shape ``(N, 28, 28)`` and int64 labels in ``0..9``, from the first
-    location that holds all four files (``data_dir``, ``$FNNET_DATA_DIR/<dataset>/``, the
-    cache), downloading them when none does and ``download=True``.
+    with uint8 images of shape ``(N, 28, 28)`` and int64 labels in ``0..9``: from ``data_dir``
+    alone when it is given, else from the first location that holds all four files
+    (``$FNNET_DATA_DIR/<dataset>/``, the cache), downloading them when none does and
+    ``download=True``.
 ``preprocess``
-    ``flatten``, ``scale``, ``one_hot`` and ``prepare`` turn the arrays into model inputs.
+    ``flatten``, ``scale``, ``one_hot`` and ``prepare`` turn the arrays into model inputs;
+    ``hold_out`` splits a validation set off the training set.
 ``synthetic``
     ``synthetic_mnist`` makes small learnable stand-in data and ``write_mnist_files`` writes it
     (or any arrays) as the four IDX files, for tests and smoke runs without the real data.
@@ -27,13 +30,23 @@ concern, every public name re-exported here:
 from fnnet.datasets.download import ChecksumError
 from fnnet.datasets.idx import IDX_DTYPES, IDXError, read_idx, write_idx
 from fnnet.datasets.loaders import DatasetError, load_dataset, load_fashion_mnist, load_mnist
-from fnnet.datasets.preprocess import ALIGNMENT, aligned_empty, flatten, one_hot, prepare, scale
+from fnnet.datasets.preprocess import (
+    ALIGNMENT,
+    aligned_empty,
+    flatten,
+    hold_out,
+    one_hot,
+    prepare,
+    scale,
+)
 from fnnet.datasets.sources import (
+    CLASS_NAMES,
     DATASETS,
     FILES,
     MIRROR_ENV,
     MIRRORS,
     SHA256,
+    SIZES,
     DatasetNotFoundError,
     cache_dir,
     search_dirs,
@@ -42,12 +55,14 @@ from fnnet.datasets.synthetic import synthetic_mnist, write_mnist_files
 
 __all__ = [
     "ALIGNMENT",
+    "CLASS_NAMES",
     "DATASETS",
     "FILES",
     "IDX_DTYPES",
     "MIRRORS",
     "MIRROR_ENV",
     "SHA256",
+    "SIZES",
     "ChecksumError",
     "DatasetError",
     "DatasetNotFoundError",
@@ -55,6 +70,7 @@ __all__ = [
     "aligned_empty",
     "cache_dir",
     "flatten",
+    "hold_out",
     "load_dataset",
     "load_fashion_mnist",
     "load_mnist",

@@ -5,6 +5,11 @@ Each file is streamed through ``fnnet.io.atomic_write`` into a temporary file be
 is renamed into place, so a failed or mismatching download leaves nothing behind. A download
 killed outright leaves its temporary, and the next download of the same file removes it.
 Mirrors are tried in order; ``file://`` URLs work too.
+
+Two bounds besides the per-read timeout ``TIMEOUT_S``: each file must arrive within
+``DEADLINE_S`` seconds (checked after every read, so it is overshot by at most one read's
+timeout), and a mirror sending more bytes than the largest accepted size of the file
+(``SIZES``) is cut off as soon as it does, so a wrong file never fills the folder.
 """
 
 from __future__ import annotations
@@ -12,42 +17,69 @@ from __future__ import annotations
 import hashlib
 import http.client
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 from fnnet import io
-from fnnet.datasets.sources import FILES, SHA256, file_in
+from fnnet.datasets.sources import FILES, SHA256, SIZES, file_in
 
 __all__ = ["ChecksumError", "download_missing"]
 
-TIMEOUT_S = 60
+TIMEOUT_S = 60  # the most one read may wait
+DEADLINE_S = 600  # the most one file's download may take
 _CHUNK = 1 << 20
 
 
 class ChecksumError(ValueError):
-    """A downloaded file did not match its published SHA-256 (nothing was kept)."""
+    """A downloaded file did not match its published SHA-256 or size (nothing was kept)."""
 
 
 def _log(message: str) -> None:
     print(f"fnnet: {message}", file=sys.stderr, flush=True)
 
 
-def _download_one(url: str, dest: Path, accepted: tuple[str, ...]) -> None:
+def _check_length(response, url: str, dest: Path, max_bytes: int) -> None:
+    """Refuse before reading a response whose announced length exceeds ``max_bytes``."""
+    length = response.headers.get("Content-Length") if response.headers else None
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise ChecksumError(f"{dest.name}: {url} announces {int(length):,} bytes, more than the "
+                            f"{max_bytes:,} bytes of the published file; nothing was downloaded")
+
+
+def _stream(response, out, url: str, dest: Path, max_bytes: int, deadline: float, digest) -> int:
+    """Copy ``response`` into ``out`` (and ``digest``), refusing more than ``max_bytes`` bytes
+    or a copy still running at ``deadline`` (``time.monotonic``); return the bytes copied."""
+    read = getattr(response, "read1", response.read)  # one read per call: the deadline is kept
+    size = 0
+    while chunk := read(_CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise ChecksumError(f"{dest.name}: {url} sent more than the {max_bytes:,} bytes of "
+                                f"the published file; cut off, nothing was kept")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url}: not finished within the {DEADLINE_S:g} s deadline "
+                               f"({size:,} bytes received); nothing was kept")
+        out.write(chunk)
+        digest.update(chunk)
+    return size
+
+
+def _download_one(url: str, dest: Path, accepted: tuple[str, ...], max_bytes: int) -> None:
     """Stream ``url`` into ``dest`` atomically, keeping it only if its SHA-256 is ``accepted``.
 
     On any failure nothing is left at ``dest`` and the exception propagates; a checksum
-    mismatch raises ``ChecksumError``.
+    mismatch or a body over ``max_bytes`` raises ``ChecksumError``, a download still running
+    after ``DEADLINE_S`` seconds ``TimeoutError``.
     """
     _log(f"downloading {url}")
+    deadline = time.monotonic() + DEADLINE_S
     digest = hashlib.sha256()
     size = 0
 
-    def stream(out) -> None:
+    def write(out) -> None:
         nonlocal size
-        while chunk := response.read(_CHUNK):
-            out.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
+        size = _stream(response, out, url, dest, max_bytes, deadline, digest)
         got = digest.hexdigest()
         if got not in accepted:
             raise ChecksumError(
@@ -55,8 +87,9 @@ def _download_one(url: str, dest: Path, accepted: tuple[str, ...]) -> None:
                 f"expected {' or '.join(accepted)}; the download was discarded"
             )
 
-    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-        io.atomic_write(dest, stream)
+    with urllib.request.urlopen(url, timeout=min(TIMEOUT_S, DEADLINE_S)) as response:
+        _check_length(response, url, dest, max_bytes)
+        io.atomic_write(dest, write)
     _log(f"  saved {dest} ({size / 1e6:.1f} MB, SHA-256 ok)")
 
 
@@ -71,7 +104,7 @@ def _download_file(name: str, filename: str, target: Path, mirrors: list[str]) -
     for base in mirrors:
         url = base + filename
         try:
-            _download_one(url, target / filename, SHA256[name][filename])
+            _download_one(url, target / filename, SHA256[name][filename], SIZES[name][filename])
             return []
         except ChecksumError as exc:
             attempts.append(f"{url}: {exc}")

@@ -9,7 +9,9 @@ the data in C order, big-endian. A file may be gzipped; that is told by the gzip
 from __future__ import annotations
 
 import gzip as gziplib
+import math
 import os
+import sys
 import zlib
 from pathlib import Path
 
@@ -35,73 +37,138 @@ IDX_DTYPES: dict[int, np.dtype] = {
 }
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# numpy holds at most 64 dimensions; a header claiming more is refused.
+MAX_DIMS = 64
+# Deflate turns at most about 1032 bytes into one: a gzip file of M bytes never holds more than
+# this many times M (plus a little), so a header promising more is refused before reading.
+_MAX_DEFLATE_RATIO = 1100
+_CHUNK = 1 << 20
 
 
 def _describe_codes() -> str:
     return ", ".join(f"0x{code:02X} ({dt.name})" for code, dt in IDX_DTYPES.items())
 
 
-def _decompressed(path: Path, raw: bytes) -> tuple[bytes, str]:
-    """``(the IDX bytes, how errors name them)``: ``raw`` gunzipped when it starts ``1f 8b``."""
-    if raw[:2] != _GZIP_MAGIC:
-        return raw, f"{path}"
-    try:
-        return gziplib.decompress(raw), f"{path} (after gzip decompression)"
-    except (OSError, EOFError, zlib.error) as exc:
-        raise IDXError(
-            f"{path}: starts with the gzip magic bytes 1f 8b but does not decompress "
-            f"({type(exc).__name__}: {exc}); expected a complete gzip file "
-            "(re-download it, or replace it with an uncompressed IDX file)"
-        ) from exc
+def _not_gzip(path: Path, exc: Exception) -> IDXError:
+    return IDXError(
+        f"{path}: starts with the gzip magic bytes 1f 8b but does not decompress "
+        f"({type(exc).__name__}: {exc}); expected a complete gzip file "
+        "(re-download it, or replace it with an uncompressed IDX file)"
+    )
 
 
-def _header(raw: bytes, where: str) -> tuple[np.dtype, tuple[int, ...], int]:
-    """``(dtype, shape, header length)`` of the IDX bytes ``raw``; ``IDXError`` if malformed."""
-    if len(raw) < 4:
+def _read_exactly(stream, n: int) -> bytes:
+    data = stream.read(n)
+    return data if data is not None else b""
+
+
+def _header(stream, where: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """``(dtype, shape, header length)`` read from the start of ``stream``; ``IDXError`` if the
+    header is malformed or claims more dimensions than numpy holds."""
+    magic = _read_exactly(stream, 4)
+    if len(magic) < 4:
         raise IDXError(
-            f"{where}: only {len(raw)} bytes; an IDX file starts with a 4-byte magic number "
+            f"{where}: only {len(magic)} bytes; an IDX file starts with a 4-byte magic number "
             "00 00 <dtype code> <ndim>"
         )
-    zero0, zero1, code, ndim = raw[0], raw[1], raw[2], raw[3]
+    zero0, zero1, code, ndim = magic
     if zero0 != 0 or zero1 != 0 or code not in IDX_DTYPES:
-        got = " ".join(f"{b:02x}" for b in raw[:4])
+        got = " ".join(f"{b:02x}" for b in magic)
         raise IDXError(
             f"{where}: not an IDX file: magic number is {got}; expected 00 00 <dtype code> "
             f"<ndim> with dtype code one of {_describe_codes()}"
         )
+    if ndim > MAX_DIMS:
+        raise IDXError(f"{where}: the header claims {ndim} dimensions; expected at most "
+                       f"{MAX_DIMS} (numpy's limit)")
     header_len = 4 + 4 * ndim
-    if len(raw) < header_len:
+    dims = _read_exactly(stream, 4 * ndim)
+    if len(dims) < 4 * ndim:
         raise IDXError(
             f"{where}: truncated header: {ndim} dimensions need a {header_len}-byte header, "
-            f"but the file has only {len(raw)} bytes"
+            f"but the file has only {4 + len(dims)} bytes"
         )
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
     return IDX_DTYPES[code], shape, header_len
+
+
+def _declared(dtype: np.dtype, shape, header_len: int, expected: int) -> str:
+    return (f"the header declares shape {shape} of {dtype.name}, expected {expected} bytes of "
+            f"data after the {header_len}-byte header")
+
+
+def _data_size(where: str, dtype: np.dtype, shape: tuple[int, ...], header_len: int, size: int,
+               compressed: bool) -> int:
+    """The bytes of data the header declares, checked against the file's ``size`` before any
+    is read: exactly the rest of a raw file; for gzip, no more than deflate packs into it."""
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    declared = _declared(dtype, shape, header_len, expected)
+    if expected > sys.maxsize:
+        raise IDXError(f"{where}: {declared}, more than any array can hold")
+    if not compressed and size - header_len != expected:
+        got = size - header_len
+        problem = "truncated data" if got < expected else "trailing garbage"
+        extra = f" ({got - expected} extra bytes)" if got > expected else ""
+        raise IDXError(f"{where}: {problem}: {declared}, got {got}{extra}")
+    if compressed and expected > _MAX_DEFLATE_RATIO * size:
+        raise IDXError(f"{where}: truncated data: {declared}, but a gzip file of {size} bytes "
+                       f"cannot hold that much (deflate packs at most about 1032 bytes into one)")
+    return expected
+
+
+def _read_data(stream, where: str, dtype: np.dtype, shape, header_len: int,
+               expected: int) -> np.ndarray:
+    """The ``expected`` data bytes of ``stream`` as a native-endian array of ``shape``, read
+    into one buffer; ``IDXError`` for fewer bytes or for more (one extra byte is read, no more)."""
+    out = np.empty(expected // dtype.itemsize, dtype.newbyteorder("="))
+    buffer, got = memoryview(out).cast("B"), 0
+    while got < expected:
+        n = stream.readinto(buffer[got:got + _CHUNK])
+        if not n:
+            raise IDXError(f"{where}: truncated data: "
+                           f"{_declared(dtype, shape, header_len, expected)}, got {got}")
+        got += n
+    if _read_exactly(stream, 1):
+        raise IDXError(f"{where}: trailing garbage: "
+                       f"{_declared(dtype, shape, header_len, expected)}, got more (the rest "
+                       f"was not read)")
+    if not dtype.isnative:
+        out.byteswap(inplace=True)
+    return out.reshape(shape)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (gzipped or raw) into a native-endian numpy array.
 
-    Returns a writable array with the header's shape and the native byte order.
+    Returns a writable array with the header's shape and the native byte order. The file is
+    read as a stream, header first, into one buffer of the size the header declares: no more
+    than that (plus one byte, to tell trailing garbage) is ever read or decompressed, and a
+    header declaring more than the file can hold is refused before any data is read.
+
     Raises ``IDXError`` (a ``ValueError``) naming the file for: a gzip stream that does not
-    decompress, a wrong magic number or unknown dtype code, a header cut short, data shorter
-    than the header declares, or bytes left over after the data.
+    decompress, a wrong magic number or unknown dtype code, more than ``MAX_DIMS`` dimensions,
+    a header cut short, data shorter than the header declares, or bytes left over after the
+    data.
     """
     path = Path(path)
-    raw, where = _decompressed(path, path.read_bytes())
-    dtype, shape, header_len = _header(raw, where)
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    got = len(raw) - header_len
-    if got != expected:
-        problem = "truncated data" if got < expected else "trailing garbage"
-        extra = f" ({got - expected} extra bytes)" if got > expected else ""
-        raise IDXError(
-            f"{where}: {problem}: the header declares shape {shape} of {dtype.name}, "
-            f"expected {expected} bytes of data after the {header_len}-byte header, got {got}"
-            f"{extra}"
-        )
-    data = np.frombuffer(raw, dtype=dtype, count=expected // dtype.itemsize, offset=header_len)
-    return data.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        compressed = f.read(2) == _GZIP_MAGIC
+        f.seek(0)
+        if not compressed:
+            return _read_stream(f, f"{path}", size, compressed)
+        try:
+            with gziplib.GzipFile(fileobj=f, mode="rb") as stream:
+                return _read_stream(stream, f"{path} (after gzip decompression)", size,
+                                    compressed)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise _not_gzip(path, exc) from exc
+
+
+def _read_stream(stream, where: str, size: int, compressed: bool) -> np.ndarray:
+    dtype, shape, header_len = _header(stream, where)
+    expected = _data_size(where, dtype, shape, header_len, size, compressed)
+    return _read_data(stream, where, dtype, shape, header_len, expected)
 
 
 def _idx_code(dtype: np.dtype) -> int | None:

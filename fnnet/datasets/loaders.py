@@ -17,7 +17,6 @@ from fnnet.datasets.sources import (
     check_name,
     find_complete,
     mirrors_for,
-    not_found_message,
 )
 
 __all__ = ["DatasetError", "load_dataset", "load_fashion_mnist", "load_mnist"]
@@ -61,13 +60,11 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
     mirror_list = mirrors_for(name, mirrors)
     paths = find_complete(name, data_dir)
     failures: list[str] = []
-    if paths is None and download:
+    if paths is None and download and data_dir is None:
         failures = download_missing(name, cache_dir() / name, mirror_list)
         paths = find_complete(name, data_dir)
     if paths is None:
-        raise DatasetNotFoundError(
-            not_found_message(name, data_dir, download, mirror_list, failures)
-        )
+        raise DatasetNotFoundError(name, data_dir, download, mirror_list, failures)
 
     arrays = [read_idx(p) for p in paths]
     splits = []
@@ -86,16 +83,19 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True,
     Images are uint8 arrays of shape ``(N, 28, 28)`` (60000 and 10000 for the real data);
     labels are **int64** arrays of shape ``(N,)`` with values in ``0..9``.
 
-    Files are taken from the first of these folders that holds all four (never mixed across
-    folders): ``data_dir``; ``$FNNET_DATA_DIR/mnist``; ``<cache>/mnist`` with ``<cache>`` from
-    ``cache_dir()``. If none does and ``download`` is true, the missing files are downloaded into
-    ``<cache>/mnist`` from ``mirrors`` (default: ``$FNNET_MNIST_MIRROR`` if set, else
-    ``MIRRORS["mnist"]``), each checked against ``SHA256["mnist"]`` before it is kept.
+    A ``data_dir`` given is the only folder looked at: it must hold all four files (nothing is
+    downloaded). Without one, files are taken from the first of these folders that holds all
+    four (never mixed across folders): ``$FNNET_DATA_DIR/mnist``; ``<cache>/mnist`` with
+    ``<cache>`` from ``cache_dir()``. If neither does and ``download`` is true, the missing files
+    are downloaded into ``<cache>/mnist`` from ``mirrors`` (default: ``$FNNET_MNIST_MIRROR`` if
+    set, else ``MIRRORS["mnist"]``), each checked against ``SHA256["mnist"]`` and ``SIZES`` before
+    it is kept.
 
-    Raises ``DatasetNotFoundError`` (a ``FileNotFoundError``) listing every folder searched and
-    how to point fnnet at local files; ``ChecksumError`` when a mirror served a file with the
-    wrong SHA-256; ``IDXError`` / ``DatasetError`` (``ValueError``\\ s) naming the bad file when a
-    file is malformed, images are not ``(N, 28, 28)`` uint8, counts differ or a label is > 9.
+    Raises ``DatasetNotFoundError`` (a ``FileNotFoundError``) naming the ``data_dir`` given, or
+    listing every folder searched, and how to point fnnet at local files; ``ChecksumError`` when
+    a mirror served a file with the wrong SHA-256 or size; ``IDXError`` / ``DatasetError``
+    (``ValueError``\\ s) naming the bad file when a file is malformed, images are not
+    ``(N, 28, 28)`` uint8, counts differ or a label is > 9 (naming the label and its index).
     """
     return load_dataset("mnist", data_dir, download, mirrors=mirrors)
 

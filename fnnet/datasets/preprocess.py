@@ -1,13 +1,16 @@
 """Turning the loaded arrays into model inputs: ``flatten``, ``scale``, ``one_hot``, ``prepare``,
-and ``aligned_empty``, the 64-byte-aligned arrays ``scale`` writes into."""
+``aligned_empty`` (the 64-byte-aligned arrays ``scale`` writes into), and ``hold_out``, a
+validation split drawn from the training set."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from fnnet import checks
 
-__all__ = ["ALIGNMENT", "aligned_empty", "flatten", "one_hot", "prepare", "scale"]
+__all__ = ["ALIGNMENT", "aligned_empty", "flatten", "hold_out", "one_hot", "prepare", "scale"]
 
 ALIGNMENT = 64
 
@@ -30,12 +33,13 @@ def aligned_empty(shape, dtype=np.float32, alignment=ALIGNMENT) -> np.ndarray:
 def flatten(x: np.ndarray) -> np.ndarray:
     """Reshape a batch ``(N, ...)`` to ``(N, prod(...))``: ``(N, 28, 28)`` becomes ``(N, 784)``.
 
-    Returns a view when possible; a 2-D input comes back unchanged in shape.
+    Returns a view when possible; a 2-D input comes back unchanged in shape; an empty batch
+    ``(0, 28, 28)`` becomes ``(0, 784)``.
     """
     x = np.asarray(x)
     if x.ndim < 1:
         raise ValueError(f"flatten expects a batch of shape (N, ...), got a scalar {x!r}")
-    return x.reshape(x.shape[0], -1)
+    return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1: (0, 28, 28) has no -1
 
 
 def scale(x: np.ndarray, dtype=np.float32) -> np.ndarray:
@@ -82,3 +86,22 @@ def prepare(x: np.ndarray, y: np.ndarray, dtype=np.float32) -> tuple[np.ndarray,
     if len(x) != len(y):
         raise ValueError(f"prepare: {len(x)} images but {len(y)} labels")
     return scale(flatten(x), dtype), y.astype(np.int32)
+
+
+def hold_out(x: np.ndarray, y: np.ndarray, rows: int, seed: int = 0):
+    """Split ``rows`` examples off ``(x, y)``: ``(kept, held_out)``, each an ``(x, y)`` pair.
+
+    The held-out rows are drawn at random (``numpy.random.default_rng(seed)``), so the same
+    seed gives the same split; both parts keep the original order. ``rows`` may be 0 (nothing
+    held out) but must leave at least one example.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(f"hold_out: {len(x)} examples but {len(y)} labels")
+    rows = checks.integer("hold_out", "rows", rows, minimum=0)
+    if rows >= len(x):
+        raise ValueError(f"hold_out: cannot hold out {rows} of {len(x)} examples; expected "
+                         f"fewer, so that some are left to train on")
+    held = np.zeros(len(x), bool)
+    held[np.random.default_rng(seed).permutation(len(x))[:rows]] = True
+    return (x[~held], y[~held]), (x[held], y[held])

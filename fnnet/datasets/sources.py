@@ -1,14 +1,15 @@
 """Where the datasets come from: their files, published checksums and mirrors, and the folders
 searched for them.
 
-Both datasets use the same four file names (``FILES``). The first *location* that holds all four
-files is used, so files from two different places are never mixed. Locations, in this order:
+Both datasets use the same four file names (``FILES``). A folder named by the caller
+(``data_dir``) is the only place looked at: no other folder, no download. Without one, the first
+*location* that holds all four files is used, so files from two different places are never
+mixed. Locations, in this order:
 
-1. ``data_dir`` (argument): the folder holding that dataset's four files;
-2. ``$FNNET_DATA_DIR/<dataset>/``: ``FNNET_DATA_DIR`` is a *root* with one folder per dataset,
+1. ``$FNNET_DATA_DIR/<dataset>/``: ``FNNET_DATA_DIR`` is a *root* with one folder per dataset,
    ``mnist/`` and ``fashion-mnist/``; the two are never mixed;
-3. ``<cache>/<dataset>/`` where ``<cache>`` is ``$FNNET_CACHE_DIR`` if set, else
-   ``$XDG_CACHE_HOME/fnnet``, else ``~/.cache/fnnet``.
+2. ``<cache>/<dataset>/`` where ``<cache>`` is ``$FNNET_CACHE_DIR`` if set, else
+   ``$XDG_CACHE_HOME/fnnet``, else ``~/.cache/fnnet`` (where downloads go).
 
 In each location a file may also be present un-gzipped, without its ``.gz`` suffix
 (``train-images-idx3-ubyte``); the gzipped name is preferred when both exist.
@@ -21,13 +22,29 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
-    "DATASETS", "FILES", "MIRRORS", "MIRROR_ENV", "SHA256", "DatasetNotFoundError", "cache_dir",
+    "CLASS_NAMES", "DATASETS", "FILES", "MIRRORS", "MIRROR_ENV", "SHA256", "SIZES",
+    "DatasetNotFoundError", "cache_dir",
     "check_name", "file_in", "find_complete", "mirrors_for", "not_found_message", "search_dirs",
 ]
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """The dataset files are in none of the searched locations and could not be downloaded."""
+    """The dataset files are in none of the searched locations and could not be downloaded.
+
+    ``message(words)`` says the same in the words of the library (``"library"``, the message
+    raised) or of the command line (``"cli"``: ``--data-dir``, ``--no-download``), on one line.
+    """
+
+    def __init__(self, name: str, data_dir: Folder = None, download: bool = True,
+                 mirrors: Sequence[str] = (), failures: Sequence[str] = ()):
+        self.details = (name, data_dir, download, list(mirrors), list(failures))
+        super().__init__(not_found_message(*self.details))
+
+    def message(self, words: str = "library", given_as: str | None = None,
+                remedy: str | None = None) -> str:
+        """The message in ``words``; ``given_as`` names where an explicit folder came from and
+        ``remedy`` says what to do about it (see ``not_found_message``)."""
+        return not_found_message(*self.details, words=words, given_as=given_as, remedy=remedy)
 
 
 DATASETS = ("mnist", "fashion-mnist")
@@ -84,6 +101,31 @@ SHA256: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 
+# The largest accepted size of each downloaded .gz file, in bytes (the published files; MNIST's
+# train images also the shared folder's smaller recompressed copy). A mirror sending more is cut
+# off as soon as it does.
+SIZES: dict[str, dict[str, int]] = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": 9_912_422,
+        "train-labels-idx1-ubyte.gz": 28_881,
+        "t10k-images-idx3-ubyte.gz": 1_648_877,
+        "t10k-labels-idx1-ubyte.gz": 4_542,
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": 26_421_880,
+        "train-labels-idx1-ubyte.gz": 29_515,
+        "t10k-images-idx3-ubyte.gz": 4_422_102,
+        "t10k-labels-idx1-ubyte.gz": 5_148,
+    },
+}
+
+# The names of the classes, by label.
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "mnist": tuple(str(digit) for digit in range(10)),
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+}
+
 # Base URLs tried in order; a file's URL is the base URL followed by its name.
 MIRRORS: dict[str, tuple[str, ...]] = {
     "mnist": (
@@ -127,13 +169,14 @@ def cache_dir() -> Path:
 def search_dirs(name: str, data_dir: Folder = None) -> list[tuple[str, Path]]:
     """The folders searched for dataset ``name``, in order, as ``(label, folder)`` pairs.
 
-    ``data_dir`` (when given), then ``$FNNET_DATA_DIR/<name>`` (when the variable is set),
-    then ``<cache_dir()>/<name>``. The label says where each folder came from.
+    ``data_dir`` alone when given (a folder the caller names is the only place looked at);
+    else ``$FNNET_DATA_DIR/<name>`` (when the variable is set), then ``<cache_dir()>/<name>``.
+    The label says where each folder came from.
     """
     check_name(name)
-    dirs = []
     if data_dir is not None:
-        dirs.append(("data_dir argument", Path(data_dir).expanduser()))
+        return [("data_dir argument", Path(data_dir).expanduser())]
+    dirs = []
     if os.environ.get("FNNET_DATA_DIR"):
         root = Path(os.environ["FNNET_DATA_DIR"]).expanduser()
         dirs.append((f"$FNNET_DATA_DIR/{name}", root / name))
@@ -170,50 +213,82 @@ def mirrors_for(name: str, mirrors: Sequence[str] | str | None) -> list[str]:
     return [m if m.endswith("/") else m + "/" for m in mirrors]
 
 
-def _searched_lines(name: str, data_dir: Folder) -> list[str]:
+# How a message names the settings: the library's arguments or the command line's flags.
+WORDS = {
+    "library": {"data_dir": "data_dir", "not_given": "data_dir argument: not given",
+                "no_download": "download=False",
+                "use_dir": 'pass data_dir="/folder/with/the/four/files" to load_{function}()'},
+    "cli": {"data_dir": "--data-dir", "not_given": "--data-dir: not given",
+            "no_download": "--no-download",
+            "use_dir": "pass --data-dir /folder/with/the/four/files (or a root holding {name}/)"},
+}
+
+
+def _state(folder: Path) -> str:
+    """``"(folder does not exist)"`` or ``"(missing FILE, ...)"``."""
+    if not folder.is_dir():
+        return "(folder does not exist)"
+    return f"(missing {', '.join(f for f in FILES if file_in(folder, f) is None)})"
+
+
+def _searched_lines(name: str, not_given: str) -> list[str]:
     """One line per location searched (given or not), saying what it lacks."""
-    searched: list[tuple[str, Path | str]] = list(search_dirs(name, data_dir))
-    if data_dir is None:
-        searched.insert(0, ("data_dir argument", "not given"))
+    lines = [not_given] + [f"{label}: {folder} {_state(folder)}"
+                           for label, folder in search_dirs(name)]
     if not os.environ.get("FNNET_DATA_DIR"):
-        searched.insert(1, ("$FNNET_DATA_DIR", "not set"))
-    lines = []
-    for label, folder in searched:
-        if isinstance(folder, str):
-            lines.append(f"  - {label}: {folder}")
-        elif not folder.is_dir():
-            lines.append(f"  - {label}: {folder} (folder does not exist)")
-        else:
-            missing = ", ".join(f for f in FILES if file_in(folder, f) is None)
-            lines.append(f"  - {label}: {folder} (missing {missing})")
+        lines.insert(1, "$FNNET_DATA_DIR: not set")
     root = os.environ.get("FNNET_DATA_DIR")
     if root and any(file_in(Path(root).expanduser(), f) for f in FILES):
         lines.append(
-            f"  note: $FNNET_DATA_DIR={root} itself holds dataset files, but FNNET_DATA_DIR is a "
+            f"note: $FNNET_DATA_DIR={root} itself holds dataset files, but FNNET_DATA_DIR is a "
             f"root with one folder per dataset; move them into {Path(root) / name}/"
         )
     return lines
 
 
+def _given_message(name: str, folder: Path, given_as: str, remedy: str) -> str:
+    """Why a folder the caller named does not do, and what to do instead."""
+    return (f"{name} not found in {given_as} {folder} {_state(folder)}: {given_as} is the only "
+            f"place looked at (no $FNNET_DATA_DIR, cache or download). Expected the four files "
+            f"{', '.join(FILES)} there: {remedy}.")
+
+
 def not_found_message(name: str, data_dir: Folder, download: bool, mirrors: list[str],
-                      failures: list[str]) -> str:
-    """What ``DatasetNotFoundError`` says: every folder searched, why downloading did not help,
-    and how to point fnnet at files already at hand."""
+                      failures: list[str], *, words: str = "library",
+                      given_as: str | None = None, remedy: str | None = None) -> str:
+    """What ``DatasetNotFoundError`` says: the folder named, or every folder searched, why
+    downloading did not help, and how to point fnnet at files already at hand.
+
+    ``words``: ``"library"`` (arguments, a list over several lines) or ``"cli"`` (flags, one
+    line). For an explicit ``data_dir``: ``given_as`` names where it came from (default: as
+    ``words`` do), ``remedy`` says what to do (default: name another folder, or none).
+    """
+    vocabulary = WORDS[words]
+    if data_dir is not None:
+        remedy = remedy or (f"name the folder that holds them, or leave out "
+                            f"{vocabulary['data_dir']} to search $FNNET_DATA_DIR/{name} and the "
+                            f"cache (and download)")
+        return _given_message(name, Path(data_dir).expanduser(),
+                              given_as or vocabulary["data_dir"], remedy)
     cache = cache_dir() / name
-    lines = [f"{name} not found: no searched location holds all four files {', '.join(FILES)}.",
-             "Searched, in order:", *_searched_lines(name, data_dir)]
+    blocks = [(f"{name} not found: no searched location holds all four files "
+               f"{', '.join(FILES)}. Searched, in order:",
+               _searched_lines(name, vocabulary["not_given"]))]
     if not download:
-        lines.append("Downloading is disabled (download=False).")
+        blocks.append((f"Downloading is disabled ({vocabulary['no_download']}).", []))
     elif failures:
-        lines.append(f"Downloading into {cache} failed from every mirror:")
-        lines.extend(f"  - {f}" for f in failures)
-    lines += [
-        "To use files you already have:",
-        f'  - pass data_dir="/folder/with/the/four/files" to load_{name.replace("-", "_")}(), or',
-        f"  - set FNNET_DATA_DIR=/some/root with the files in /some/root/{name}/ "
-        "(FNNET_DATA_DIR is a root holding one folder per dataset: mnist/, fashion-mnist/), or",
-        f"  - copy them into {cache}/",
-        f"or point the downloader at another mirror with ${MIRROR_ENV[name]}=<base URL> "
-        f"(tried: {', '.join(mirrors) or 'none'}).",
-    ]
-    return "\n".join(lines)
+        blocks.append((f"Downloading into {cache} failed from every mirror:", failures))
+    use_dir = vocabulary["use_dir"].format(name=name, function=name.replace("-", "_"))
+    blocks.append(("To use files you already have, any one of:", [
+        use_dir,
+        f"set FNNET_DATA_DIR=/some/root with the files in /some/root/{name}/ (FNNET_DATA_DIR is "
+        "a root holding one folder per dataset: mnist/, fashion-mnist/)",
+        f"copy them into {cache}/",
+    ]))
+    blocks.append((f"Or point the downloader at another mirror with ${MIRROR_ENV[name]}=<base "
+                   f"URL> (tried: {', '.join(mirrors) or 'none'}).", []))
+    if words == "cli":
+        return " ".join(f"{head} {'; '.join(items)}".strip() + ("." if items else "")
+                        for head, items in blocks)
+    return "\n".join(line for head, items in blocks
+                     for line in [head, *(f"  - {item}" for item in items)])

@@ -14,11 +14,12 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from .base import Stateless
 from .checks import check_array, check_no_params, lookup
 
 
 @dataclass(frozen=True, repr=False)
-class Activation:
+class Activation(Stateless):
     """A layer without parameters, ``y = f(x)``.
 
     A subclass gives ``f``, ``backward`` and what ``forward`` keeps for ``backward`` in ``cache``:
@@ -39,12 +40,12 @@ class Activation:
     def init(self, key, dtype=jnp.float32):
         return ()
 
-    def apply(self, params, x):
+    def apply(self, params, x, *, state=(), key=None, train=False):
         check_no_params(self, params)
         check_array(self, x)
         return self.f(x)
 
-    def forward(self, params, x):
+    def forward(self, params, x, *, state=(), key=None, train=True):
         y = self.apply(params, x)
         return y, {"x": x, "y": y}.get(self.cache)
 

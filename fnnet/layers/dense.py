@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 
 from ..checks import integer
+from .base import Stateless
 from .checks import check_features, check_param, lookup
 from .initializers import INITS
 
@@ -22,7 +23,7 @@ class DenseParams(NamedTuple):
 
 
 @dataclass(frozen=True, init=False)
-class Dense:
+class Dense(Stateless):
     """Fully connected layer, ``Z = X Wᵀ + b`` (note 004), ``y_j = Σ_i w_ji x_i + b_j`` (note 000);
     the notes are in experiments/NOTES.md.
 
@@ -59,11 +60,11 @@ class Dense:
         check_param(self, "W", params.W, (self.n_out, self.n_in))
         check_param(self, "b", params.b, (self.n_out,))
 
-    def apply(self, params, x):
+    def apply(self, params, x, *, state=(), key=None, train=False):
         self._check(params, x)
         return x @ params.W.T + params.b
 
-    def forward(self, params, x):
+    def forward(self, params, x, *, state=(), key=None, train=True):
         return self.apply(params, x), x
 
     def backward(self, params, cache, dy):

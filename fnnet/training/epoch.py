@@ -75,14 +75,36 @@ def _add_step(stats, ok, stopped, value, y_pred, yb, rows, dtype):
     }
 
 
+def _step_gradient(model, loss, fused, grads, n, batch_size, chunk_size, shard_batch):
+    """``(params, x, y, *, state, key) -> (loss, y_pred, grads, new_state)`` for one step; over
+    chunks of a full batch when ``chunk_size`` asks for it (models without state or randomness
+    only: batch statistics and dropout masks would differ chunk by chunk)."""
+    full_batch = batch_size is None or batch_size >= n
+    if not (full_batch and chunk_size is not None and chunk_size < n):
+        return loss_output_and_grad(model, loss, fused, grads=grads, with_state=True)
+    if getattr(model, "stochastic", False) or jax.tree_util.tree_leaves(model.init_state()):
+        raise ValueError(f"chunk_size={chunk_size}: {model!r} keeps state or draws random numbers, "
+                         f"so its full-batch gradient cannot be computed in chunks; use "
+                         f"chunk_size=None")
+    chunked = parallel.chunked(loss_output_and_grad(model, loss, fused, grads=grads), n,
+                               chunk_size, shard_batch)
+
+    def chunked_step(params, x, y, *, state, key):
+        return (*chunked(params, x, y), state)
+
+    return chunked_step
+
+
 def epoch_program(model, loss, optimizer, n, batch_size, grads="manual", fused=True,
                   shard_batch=None, chunk_size=None, keep_last_good=True,
                   divergence_factor=DIVERGENCE_FACTOR):
     """One epoch as a pure ``(state, x, y) -> (state, stats)`` over a ``TrainState``.
 
-    The epoch splits ``state.key`` into the next run key and a shuffle key, shuffles ``x, y``
-    (an ``argsort`` of 32-bit random integers; ties, rare, keep their order) and scans the
-    training step over the ``n // batch_size`` minibatches.
+    The epoch splits ``state.key`` into the next run key, a shuffle key and a step key, shuffles
+    ``x, y`` (an ``argsort`` of 32-bit random integers; ties, rare, keep their order) and scans
+    the training step over the ``n // batch_size`` minibatches. Step ``t`` draws its random
+    numbers (dropout masks) from ``fold_in(step_key, t)``, and its new model state (running
+    statistics) comes from ``model.next_state``; a step that is not applied keeps the old one.
 
     The non-finite guard: the first step whose loss is not finite sets ``state.stopped``; no
     update is applied from then on. With ``keep_last_good`` the params returned are the last ones
@@ -98,50 +120,49 @@ def epoch_program(model, loss, optimizer, n, batch_size, grads="manual", fused=T
     (predictions and examples), ``bad_step`` (the step whose loss went non-finite, or −1),
     ``last_loss`` (the last finite loss) and ``step`` (steps run).
 
-    ``shard_batch``, if given, is applied to every minibatch (a sharding shard_batcht, for data
+    ``shard_batch``, if given, is applied to every minibatch (a sharding constraint, for data
     parallelism across devices). Full batch (``batch_size=None``) uses ``x, y`` as they are; with
     ``chunk_size`` rows it computes the gradient chunk by chunk (``fnnet.parallel.chunked``), so
     ``x`` is read from memory once per step instead of twice.
     """
-    grad_fn = loss_output_and_grad(model, _losses.get(loss), fused, grads=grads)
+    grad_fn = _step_gradient(model, loss, fused, grads, n, batch_size, chunk_size, shard_batch)
     full_batch = batch_size is None or batch_size >= n
     rows = n if full_batch else batch_size
     steps = n // rows
     if full_batch and chunk_size is not None and chunk_size < n:
-        grad_fn, shard_batch = parallel.chunked(grad_fn, n, chunk_size, shard_batch), None
+        shard_batch = None  # the chunks are sharded instead
 
     def epoch(state, x, y):
-        key, shuffle_key = jax.random.split(state.key)
+        key, shuffle_key, steps_key = jax.random.split(state.key, 3)
         order = jnp.arange(n) if full_batch else jnp.argsort(jax.random.bits(shuffle_key, (n,)))
         batches = order[: steps * rows].reshape(steps, rows)
         dtype = float_dtype(state.params)
 
         def body(carry, idx):
-            params, opt_state, last_good, stopped, limit, stats = carry  # last_good: () if not kept
+            current, last_good, stats = carry  # last_good: () when not kept
             xb, yb = (x, y) if full_batch else (x[idx], y[idx])
             if shard_batch is not None:
                 xb, yb = shard_batch(xb), shard_batch(yb)
-            value, y_pred, g = grad_fn(params, xb, yb)
+            step_key = jax.random.fold_in(steps_key, stats["step"])
+            value, y_pred, g, model_state = grad_fn(current.params, xb, yb,
+                                                    state=current.model_state, key=step_key)
             start = divergence_factor * jnp.maximum(value.astype(jnp.float32), 1.0)
-            limit = jnp.where(jnp.isnan(limit), start, limit)
-            ok = jnp.isfinite(value) & (value <= limit) & ~stopped
-            new_params, new_opt_state = optimizer.update(g, opt_state, params)
-            stats = _add_step(stats, ok, stopped, value, y_pred, yb, rows, dtype)
-            last_good = select(ok, params, last_good) if keep_last_good else last_good
-            carry = (select(ok, new_params, params), select(ok, new_opt_state, opt_state),
-                     last_good, stopped | ~ok, limit, stats)
-            return carry, None
+            limit = jnp.where(jnp.isnan(current.loss_limit), start, current.loss_limit)
+            ok = jnp.isfinite(value) & (value <= limit) & ~current.stopped
+            params, opt_state = optimizer.update(g, current.opt_state, current.params)
+            stats = _add_step(stats, ok, current.stopped, value, y_pred, yb, rows, dtype)
+            last_good = select(ok, current.params, last_good) if keep_last_good else last_good
+            updated = current._replace(params=params, opt_state=opt_state, model_state=model_state)
+            current = select(ok, updated, current)._replace(stopped=current.stopped | ~ok,
+                                                           loss_limit=limit)
+            return (current, last_good, stats), None
 
-        limit = jnp.asarray(state.loss_limit, jnp.float32)
-        carry = (state.params, state.opt_state, state.params if keep_last_good else (),
-                 state.stopped, limit, _empty_stats(dtype))
-        (params, opt_state, last_good, stopped, limit, stats), _ = jax.lax.scan(body, carry,
-                                                                                batches)
+        state = state._replace(loss_limit=jnp.asarray(state.loss_limit, jnp.float32))
+        carry = (state, state.params if keep_last_good else (), _empty_stats(dtype))
+        (state, last_good, stats), _ = jax.lax.scan(body, carry, batches)
         if keep_last_good:
-            params = select(stopped, last_good, params)
-        state = state._replace(params=params, opt_state=opt_state, key=key, stopped=stopped,
-                               loss_limit=limit)
-        return state, stats
+            state = state._replace(params=select(state.stopped, last_good, state.params))
+        return state._replace(key=key), stats
 
     return epoch
 

@@ -16,8 +16,9 @@ from ..gradients import objective
 from .epoch import float_dtype
 
 
-def evaluate(model, loss, params, x, y, batch_size=10_000, fused=True):
-    """``(mean loss, accuracy)`` of ``params`` on ``x, y``, in chunks of ``batch_size`` rows."""
+def evaluate(model, loss, params, x, y, batch_size=10_000, fused=True, *, state=()):
+    """``(mean loss, accuracy)`` of ``params`` on ``x, y``, in chunks of ``batch_size`` rows, in
+    inference mode (no dropout; normalisation with the running statistics in ``state``)."""
     score_fn = objective(model, _losses.get(loss), fused, with_output=True)
     n = x.shape[0]
     if n == 0:
@@ -26,7 +27,7 @@ def evaluate(model, loss, params, x, y, batch_size=10_000, fused=True):
     full = n // chunk
 
     def score(xb, yb):
-        value, y_pred = score_fn(params, xb, yb)
+        value, y_pred = score_fn(params, xb, yb, state=state, train=False)
         return value * xb.shape[0], metrics.correct(y_pred, yb)
 
     def body(acc, i):

@@ -50,6 +50,13 @@ def _check_data(model, loss, params, x, y, rows, where):
     inputs.check_targets(loss, y, inputs.output_width(model, template, x, rows), where)
 
 
+def _check_keeps_state(model, dtype, return_state):
+    if not return_state and jax.tree_util.tree_leaves(model.init_state(dtype)):
+        raise ValueError(f"fit: {model!r} keeps state (running statistics) that the params alone "
+                         f"would lose; pass return_state=True to get the TrainState (its params "
+                         f"and model_state)")
+
+
 def run_config(model, loss, optimizer, n, batch_size, grads, fused, dtype, ensemble, lrs,
                chunk):
     """What a resumed run must share with the run it continues (``epochs`` may grow)."""
@@ -78,21 +85,24 @@ def _resume(path, state, config):
     return TrainState(**saved), history, int(meta["epoch"]) + 1
 
 
-def _validator(model, loss, fused, validation, dtype, models, params):
-    """A compiled ``params -> (val_loss, val_accuracy)``, or ``None`` without validation data."""
+def _validator(model, loss, fused, validation, dtype, models, state):
+    """A compiled ``state -> (val_loss, val_accuracy)``, or ``None`` without validation data."""
     if validation is None:
         return None
     vx, vy = to_device(*validation, dtype, "validation")
-    score = lambda p, x, y: evaluate(model, loss, p, x, y, fused=fused)
-    score = jax.vmap(score, in_axes=(0, None, None)) if models else score
-    compiled = jax.jit(score).lower(params, vx, vy).compile()
-    return lambda p: tuple(cb._to_list(v) for v in compiled(p, vx, vy))
+
+    def score(params, model_state, x, y):
+        return evaluate(model, loss, params, x, y, fused=fused, state=model_state)
+
+    score = jax.vmap(score, in_axes=(0, 0, None, None)) if models else score
+    compiled = jax.jit(score).lower(state.params, state.model_state, vx, vy).compile()
+    return lambda s: tuple(cb._to_list(v) for v in compiled(s.params, s.model_state, vx, vy))
 
 
 def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, validation=None,
         grads="manual", fused=True, params=None, ensemble=None, lrs=None, progress=True,
         checkpoint=None, resume=None, devices=None, dtype=jnp.float32, chunk_size="auto",
-        callbacks=()):
+        callbacks=(), return_state=False):
     """Train ``model`` on ``train = (x, y)``; return ``(params, history)``.
 
     - ``x`` has shape ``(N, features)``, floating; ``y`` holds integer labels ``(N,)`` or targets
@@ -110,6 +120,8 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
     - ``chunk_size``: full batch only, the gradient over chunks of this many rows
       (``fnnet.parallel.chunked``); ``"auto"`` chunks large batches, ``None`` never.
     - ``callbacks``: more ``callback(record, state, history)`` to call after each epoch.
+    - ``return_state``: return the whole ``TrainState`` instead of the params; needed for a
+      model that keeps state (batch norm's running statistics), which params alone would lose.
     - A loss that is not finite stops that model with a warning naming the epoch, step and last
       finite loss; its params are the last ones whose loss was finite.
 
@@ -122,6 +134,7 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
     n = x.shape[0]
     batch_size = _check_args(optimizer, grads, epochs, batch_size, n)
     models = model_count(ensemble, lrs)
+    _check_keeps_state(model, dtype, return_state)
     _check_data(model, loss, params, x, y, batch_size or n, "fit: train")
     if validation is not None:
         _check_data(model, loss, params, *validation, len(validation[0]), "fit: validation")
@@ -148,7 +161,7 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
                          chunk_size=chunk, shard_batch=shard_batch, models=models)
     started = time.perf_counter()
     runner.compile(state, x, y)
-    validate = _validator(model, loss, fused, validation, dtype, models, state.params)
+    validate = _validator(model, loss, fused, validation, dtype, models, state)
     history["compile_seconds"] = time.perf_counter() - started - runner.compile_seconds
     callbacks = list(callbacks) + [cb.warn_diverged(models)]
     if progress:
@@ -163,12 +176,12 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
         seconds = time.perf_counter() - started - (runner.compile_seconds - compiled_before)
         record = cb.epoch_record(epoch, stats, seconds, (n // rows) * rows * (models or 1), rows)
         if validate is not None:
-            record.val_loss, record.val_accuracy = validate(state.params)
+            record.val_loss, record.val_accuracy = validate(state)
         cb.append(history, record)
         for callback in callbacks:
             callback(record, state, history)
         if jnp.all(state.stopped):
             break
     history["compile_seconds"] += runner.compile_seconds
-    return state.params, history
+    return (state if return_state else state.params), history
 

@@ -1,0 +1,381 @@
+"""The 2-D convolution (``Conv2D``), its backward derived from the sum, and its three forms.
+
+Images are NHWC (batch first, channels last); kernels are HWIO, ``W`` of shape
+``(kh, kw, in_channels, out_channels)``. As in every deep-learning library the "convolution" is a
+cross-correlation: the kernel is not flipped in the forward.
+
+The forms, each computing the same ``Y``, ``dW``, ``db``, ``dX`` (a test shows they agree):
+
+- ``Conv2D.apply``: ``lax.conv_general_dilated``, the independent reference autodiff differentiates;
+- ``Conv2D.forward``/``backward``: im2col, a convolution as a matrix product of patches
+  (``Y = P·Wmat + b``, ``dWmat = Pᵀ·dY``, ``dX = col2im(dY·Wmatᵀ)``), the fastest on the CPU inside
+  ``lax.scan`` (measured: see the class docstring);
+- ``conv2d_naive``/``conv2d_backward_naive``: numpy loops over the output positions (cs231n's
+  ``conv_forward_naive``/``conv_backward_naive``), float64, for small sizes;
+- ``conv2d_backward_correlation``: ``dW`` the correlation of the input with ``dY``, ``dX`` the full
+  convolution of ``dY`` with the flipped kernel (TheIndependentCode's ``dK = X ⋆ dY``,
+  ``dX = dY ∗ K``), ``dY`` dilated by the stride.
+
+``patches`` and ``col2im`` (the im2col pair) are shared with the pooling layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ..checks import integer
+from .base import Stateless
+from .checks import check_floating, check_param, lookup
+from .initializers import INITS
+
+DEFAULT_WEIGHT_INIT = "he"
+PADDINGS = ("valid", "same")
+DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+class ConvParams(NamedTuple):
+    """Parameters of a Conv2D: ``W`` of shape ``(kh, kw, in_channels, out_channels)`` and ``b`` of
+    shape ``(out_channels,)``."""
+
+    W: Any
+    b: Any
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry: sizes, paddings, and the im2col pair
+
+
+def pair(where, name, value, minimum=1):
+    """``value`` (an int or a pair of ints, each ``>= minimum``) as a pair of ints."""
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(values) != 2:
+        raise ValueError(f"{where}: {name} must be an integer or a pair of integers, got {value!r}")
+    return tuple(integer(where, name, v, minimum) for v in values)
+
+
+def padding_spec(where, padding):
+    """``"valid"``, ``"same"`` or a non-negative int (symmetric), checked."""
+    if isinstance(padding, str):
+        if padding.lower() not in PADDINGS:
+            raise ValueError(f"{where}: padding must be 'valid', 'same' or a non-negative "
+                             f"integer, got {padding!r}")
+        return padding.lower()
+    return integer(where, "padding", padding, minimum=0)
+
+
+def conv_pads(padding, size, kernel, stride):
+    """``((top, bottom), (left, right))`` for an image of spatial ``size``.
+
+    ``"same"`` is TensorFlow's and XLA's ``SAME``: the output has ``ceil(size/stride)`` positions
+    and the total padding ``max((out − 1)·s + k − size, 0)`` is split with the extra one at the end.
+    """
+    if padding == "valid":
+        return ((0, 0), (0, 0))
+    if padding == "same":
+        pads = []
+        for n, k, s in zip(size, kernel, stride):
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)
+    return ((padding, padding), (padding, padding))
+
+
+def out_size(size, pads, kernel, stride):
+    """The output positions along each spatial axis: ``(H + pads − k) // s + 1``."""
+    return tuple((n + lo + hi - k) // s + 1
+                 for n, (lo, hi), k, s in zip(size, pads, kernel, stride))
+
+
+def check_images(layer, x, channels=None):
+    """Raise unless ``x`` is a floating NHWC batch (rank 4) with ``channels`` channels."""
+    check_floating(layer, x)
+    shape = tuple(jnp.shape(x))
+    if len(shape) != 4:
+        raise ValueError(f"{layer}: expected NHWC images of rank 4 (N, H, W, C), got shape {shape}"
+                         f" (a single image needs its batch axis: x[None])")
+    if channels is not None and shape[-1] != channels:
+        raise ValueError(f"{layer}: expected {channels} input channels (the last axis of NHWC), "
+                         f"got shape {shape}")
+
+
+def check_window(layer, x, pads, window, what="kernel"):
+    """Raise unless the ``window`` fits in the (padded) image."""
+    padded = tuple(n + lo + hi for n, (lo, hi) in zip(jnp.shape(x)[1:3], pads))
+    if padded[0] < window[0] or padded[1] < window[1]:
+        raise ValueError(f"{layer}: {what} {window} is larger than the (padded) image {padded} "
+                         f"of input shape {tuple(jnp.shape(x))}")
+
+
+def patches(xp, window, stride, out):
+    """The ``kh·kw`` strided slices of the padded input ``xp`` ``(N, Hp, Wp, C)``, in row-major
+    window order, each ``(N, OH, OW, C)``: slice ``(p, q)`` holds ``xp[n, i·s + p, j·s + q, c]``.
+    Plain strided slices: no gather."""
+    (kh, kw), (sh, sw), (oh, ow) = window, stride, out
+    return [xp[:, p:p + (oh - 1) * sh + 1:sh, q:q + (ow - 1) * sw + 1:sw, :]
+            for p in range(kh) for q in range(kw)]
+
+
+def col2im(cols, window, stride, padded, pads):
+    """The adjoint of ``patches``, cropped: the sum of every slice's gradient ``cols[p·kw + q]``
+    ``(N, OH, OW, C)`` back at its place in the padded input ``(N, Hp, Wp, C)``, the padding then
+    cut off. Each slice is put in place by one ``lax.pad``: interior padding ``s − 1`` undoes the
+    stride, the edges shift it by ``(p, q)``, negative edges crop the padding; no scatter."""
+    kw, (sh, sw), (hp, wp) = window[1], stride, padded
+    (top, bottom), (left, right) = pads
+    total = None
+    for index, col in enumerate(cols):
+        p, q = divmod(index, kw)
+        oh, ow = col.shape[1:3]
+        high = (hp - p - (oh - 1) * sh - 1, wp - q - (ow - 1) * sw - 1)
+        config = ((0, 0, 0), (p - top, high[0] - bottom, sh - 1), (q - left, high[1] - right, sw - 1),
+                  (0, 0, 0))
+        placed = lax.pad(col, jnp.zeros((), col.dtype), config)
+        total = placed if total is None else total + placed
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# The layer
+
+
+@jax.tree_util.register_static
+@dataclass(frozen=True)
+class InputShape:
+    """An input's shape kept in a cache: static (no leaves) under ``jit``, ``vmap`` and ``scan``."""
+
+    shape: tuple
+
+
+@jax.tree_util.register_static
+@dataclass(frozen=True)
+class ConvGeometry:
+    """What a conv's backward needs besides arrays: static under ``jit``, ``vmap`` and ``scan``."""
+
+    window: tuple
+    stride: tuple
+    padded: tuple
+    pads: tuple
+
+
+@dataclass(frozen=True, init=False)
+class Conv2D(Stateless):
+    """2-D convolution (a cross-correlation, as everywhere), NHWC in and out::
+
+        Y[n, i, j, o] = b[o] + Σ_{p,q,c} Xp[n, i·s + p, j·s' + q, c] · W[p, q, c, o]
+
+    ``Xp`` the input padded as ``padding`` says, ``s, s'`` the strides. The output has
+    ``(Hp − kh)//s + 1`` rows and ``(Wp − kw)//s' + 1`` columns.
+
+    Args:
+        in_channels, out_channels: ``C`` and ``O``.
+        kernel_size: ``(kh, kw)``, or one int for a square kernel.
+        stride: ``(s, s')`` or one int (1).
+        padding: ``"valid"`` (none, the default), ``"same"`` (``ceil(H/s)`` outputs, TensorFlow's
+            and XLA's ``SAME`` split: any odd pixel of padding goes at the end) or an int (that many
+            zeros on every side).
+        init: the weight initialisation (a name in ``INITS``), kept as ``weight_init``; ``he`` by
+            default, with ``fan_in = kh·kw·in_channels`` (``fan_out = kh·kw·out_channels``).
+            Biases start at zero.
+
+    ``forward``/``backward`` run the im2col form. Measured inside ``lax.scan`` on a 2-core Intel
+    Xeon (Sapphire Rapids) for the MNIST CNN of issue 12, batch 128, a whole SGD step:
+    see the figures in ``experiments/NOTES.md`` ('Beyond the notes').
+    """
+
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple
+    stride: tuple
+    padding: Any
+    weight_init: str
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="valid",
+                 init=DEFAULT_WEIGHT_INIT):
+        object.__setattr__(self, "in_channels", integer("Conv2D", "in_channels", in_channels))
+        object.__setattr__(self, "out_channels", integer("Conv2D", "out_channels", out_channels))
+        object.__setattr__(self, "kernel_size", pair("Conv2D", "kernel_size", kernel_size))
+        object.__setattr__(self, "stride", pair("Conv2D", "stride", stride))
+        object.__setattr__(self, "padding", padding_spec("Conv2D", padding))
+        lookup(INITS, init, "init", where="Conv2D")
+        object.__setattr__(self, "weight_init", init)
+
+    def __repr__(self):
+        kernel = self.kernel_size[0] if len(set(self.kernel_size)) == 1 else self.kernel_size
+        args = [str(self.in_channels), str(self.out_channels), str(kernel)]
+        if self.stride != (1, 1):
+            args.append(f"stride={self.stride[0] if len(set(self.stride)) == 1 else self.stride}")
+        if self.padding != "valid":
+            args.append(f"padding={self.padding!r}")
+        if self.weight_init != DEFAULT_WEIGHT_INIT:
+            args.append(f"init={self.weight_init!r}")
+        return f"Conv2D({', '.join(args)})"
+
+    def init(self, key, dtype=jnp.float32):
+        (kh, kw), c, o = self.kernel_size, self.in_channels, self.out_channels
+        W = INITS[self.weight_init](key, (kh, kw, c, o), kh * kw * c, kh * kw * o, dtype)
+        return ConvParams(W=W, b=jnp.zeros((o,), dtype))
+
+    def _check(self, params, x):
+        """The input and params checked; returns the padding ``((top, bottom), (left, right))``."""
+        check_images(self, x, self.in_channels)
+        shape = (*self.kernel_size, self.in_channels, self.out_channels)
+        check_param(self, "W", params.W, shape)
+        check_param(self, "b", params.b, (self.out_channels,))
+        pads = conv_pads(self.padding, jnp.shape(x)[1:3], self.kernel_size, self.stride)
+        check_window(self, x, pads, self.kernel_size)
+        return pads
+
+    def apply(self, params, x, *, state=(), key=None, train=False):
+        """``lax.conv_general_dilated``: the reference, never used by ``backward``."""
+        self._check(params, x)
+        padding = ([(self.padding, self.padding)] * 2 if isinstance(self.padding, int)
+                   else self.padding.upper())
+        y = lax.conv_general_dilated(x, params.W, self.stride, padding, dimension_numbers=DIMENSIONS)
+        return y + params.b
+
+    def forward(self, params, x, *, state=(), key=None, train=True):
+        """im2col: ``P`` ``(N, OH, OW, kh·kw·C)``, the patches side by side along the channels in
+        ``(p, q, c)`` order, which is ``W``'s row-major order, so ``Y = P·Wmat + b`` with
+        ``Wmat = W.reshape(kh·kw·C, O)``. The cache keeps ``P`` and the geometry."""
+        pads = self._check(params, x)
+        xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+        out = out_size(x.shape[1:3], pads, self.kernel_size, self.stride)
+        P = jnp.concatenate(patches(xp, self.kernel_size, self.stride, out), axis=-1)
+        y = P @ params.W.reshape(-1, self.out_channels) + params.b
+        return y, (P, ConvGeometry(self.kernel_size, self.stride, xp.shape[1:3], pads))
+
+    def backward(self, params, cache, dy):
+        r"""The backward from the sum, step by step (cs231n's ``conv_backward_naive`` and
+        TheIndependentCode's convolutional layer derive it the same way). Derivation: this
+        docstring (beyond the notes, see experiments/NOTES.md 'Beyond the notes').
+
+        Forward, with ``Xp`` the padded input, ``s`` the stride (``s'`` along the width)::
+
+            Y[n,i,j,o] = b[o] + Σ_{p,q,c} Xp[n, i·s+p, j·s'+q, c] · W[p,q,c,o]
+
+        The loss E depends on every ``Y[n,i,j,o]``; the chain rule sums over all of them:
+        ``∂E/∂θ = Σ_{n,i,j,o} dY[n,i,j,o] · ∂Y[n,i,j,o]/∂θ``.
+
+        1. Bias. ``∂Y[n,i,j,o]/∂b[o'] = [o = o']``, so ``db[o] = Σ_{n,i,j} dY[n,i,j,o]``.
+
+        2. Kernel. ``∂Y[n,i,j,o]/∂W[p,q,c,o'] = [o = o'] · Xp[n, i·s+p, j·s'+q, c]``, so::
+
+               dW[p,q,c,o] = Σ_{n,i,j} Xp[n, i·s+p, j·s'+q, c] · dY[n,i,j,o]
+
+           a correlation of the padded input with ``dY`` (``dK = X ⋆ dY``): ``dY`` slides over
+           ``Xp`` as a kernel whose taps are ``s`` apart, i.e. ``dY`` dilated by the stride.
+
+        3. Input. ``Xp[n,h,w,c]`` appears in ``Y[n,i,j,o]`` whenever ``h = i·s+p`` and
+           ``w = j·s'+q`` for some kernel offset ``(p, q)``, with coefficient ``W[p,q,c,o]``::
+
+               dXp[n,h,w,c] = Σ_{i,j,o,p,q : i·s+p=h, j·s'+q=w} dY[n,i,j,o] · W[p,q,c,o]
+
+           Dilate ``dY`` by the stride, ``D[n, i·s, j·s', o] = dY[n,i,j,o]`` (zeros between), then
+           ``dXp[n,h,w,c] = Σ_{p,q,o} D[n, h−p, w−q, o] · W[p,q,c,o]``: a true convolution. Pad
+           ``D`` with ``kh−1`` (``kw−1``) zeros on both sides and put ``p̄ = kh−1−p``,
+           ``q̄ = kw−1−q``: ``dXp[n,h,w,c] = Σ_{p̄,q̄,o} Dpad[n, h+p̄, w+q̄, o] · W[kh−1−p̄, kw−1−q̄, c, o]``,
+           the full correlation of ``dY`` with the kernel flipped in both spatial axes and its
+           channel axes swapped (``dX = dY ∗ K`` full). ``dX`` is ``dXp`` without the padding.
+
+        im2col, the form run here. With ``P[(n,i,j), (p,q,c)] = Xp[n, i·s+p, j·s'+q, c]`` and
+        ``Wmat[(p,q,c), o] = W[p,q,c,o]`` the forward is ``Y = P·Wmat + b``, a matrix product, so
+        steps 1 to 3 read::
+
+            db    = Σ_rows dY                       (O,)
+            dWmat = Pᵀ · dY                         (kh·kw·C, O), reshaped to W's shape
+            dP    = dY · Wmatᵀ                      (N·OH·OW, kh·kw·C)
+            dXp   = col2im(dP)
+
+        where ``col2im`` adds each entry ``dP[(n,i,j), (p,q,c)]`` back into ``dXp[n, i·s+p,
+        j·s'+q, c]`` (the adjoint of building ``P``): for each offset ``(p, q)`` a strided slice.
+        Written out, ``Σ_{(i,j,p,q) : i·s+p=h, …} dP[(n,i,j),(p,q,c)]`` is step 3's sum.
+        """
+        P, geometry = cache
+        W = params.W
+        kh, kw, c, o = W.shape
+        dyr = dy.reshape(-1, o)
+        dW = (P.reshape(-1, kh * kw * c).T @ dyr).reshape(W.shape)
+        dP = dy @ W.reshape(-1, o).T
+        cols = [dP[..., k * c:(k + 1) * c] for k in range(kh * kw)]
+        dx = col2im(cols, geometry.window, geometry.stride, geometry.padded, geometry.pads)
+        return ConvParams(W=dW, b=dyr.sum(axis=0)), dx
+
+
+# ---------------------------------------------------------------------------------------------
+# The other forms, for the experiment and the tests
+
+
+def _geometry(where, x, W, stride, padding):
+    """Stride pair, padding, the padded input and the output size of a conv of ``x`` by ``W``."""
+    stride = pair(where, "stride", stride)
+    pads = conv_pads(padding_spec(where, padding), x.shape[1:3], W.shape[:2], stride)
+    return stride, pads, out_size(x.shape[1:3], pads, W.shape[:2], stride)
+
+
+def conv2d_naive(x, W, b, stride=1, padding="valid"):
+    """``Y`` by loops over the output positions, in numpy float64 (cs231n's
+    ``conv_forward_naive``): ``Y[:, i, j, :] = Σ_{p,q,c} window[:, p, q, c] · W[p, q, c, :] + b``."""
+    x, W, b = (np.asarray(a, np.float64) for a in (x, W, b))
+    (sh, sw), pads, (oh, ow) = _geometry("conv2d_naive", x, W, stride, padding)
+    xp = np.pad(x, ((0, 0), *pads, (0, 0)))
+    kh, kw = W.shape[:2]
+    y = np.zeros((x.shape[0], oh, ow, W.shape[3]))
+    for i in range(oh):
+        for j in range(ow):
+            window = xp[:, i * sh:i * sh + kh, j * sw:j * sw + kw, :]
+            y[:, i, j, :] = np.einsum("npqc,pqco->no", window, W) + b
+    return y
+
+
+def conv2d_backward_naive(x, W, dy, stride=1, padding="valid"):
+    """``(ConvParams(dW, db), dX)`` by loops over the output positions, numpy float64 (cs231n's
+    ``conv_backward_naive``): each position ``(i, j)`` adds ``window ⊗ dY[:, i, j]`` to ``dW`` and
+    ``dY[:, i, j]·Wᵀ`` to the window's place in ``dXp``; ``db = Σ dY``."""
+    x, W, dy = (np.asarray(a, np.float64) for a in (x, W, dy))
+    (sh, sw), pads, (oh, ow) = _geometry("conv2d_backward_naive", x, W, stride, padding)
+    xp = np.pad(x, ((0, 0), *pads, (0, 0)))
+    kh, kw = W.shape[:2]
+    dW, dxp = np.zeros_like(W), np.zeros_like(xp)
+    for i in range(oh):
+        for j in range(ow):
+            rows, cols = slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw)
+            dW += np.einsum("npqc,no->pqco", xp[:, rows, cols, :], dy[:, i, j])
+            dxp[:, rows, cols, :] += np.einsum("no,pqco->npqc", dy[:, i, j], W)
+    (top, _), (left, _) = pads
+    dx = dxp[:, top:top + x.shape[1], left:left + x.shape[2], :]
+    return ConvParams(W=dW, b=dy.sum(axis=(0, 1, 2))), dx
+
+
+def conv2d_backward_correlation(x, W, dy, stride=1, padding="valid"):
+    """``(ConvParams(dW, db), dX)`` in the correlation/convolution form of ``Conv2D.backward``'s
+    derivation (TheIndependentCode's ``dK = X ⋆ dY``, ``dX = dY ∗ K`` full), by
+    ``lax.conv_general_dilated`` used as the derivation's own operations (no autodiff):
+
+    - ``dW``: the padded input correlated with ``dY`` as the kernel, the kernel dilated by the
+      stride (``rhs_dilation``); batch and channels trade places (``CHWN``/``IHWO``), so the sum
+      runs over ``n`` and the output is ``(kh, kw, C, O)``;
+    - ``dX``: ``dY`` dilated by the stride (``lhs_dilation``), padded with ``kh − 1`` and ``kw − 1``
+      zeros (the full convolution), correlated with ``W`` flipped in both spatial axes and its
+      channel axes swapped; the padding then cropped.
+    """
+    stride, ((top, bottom), (left, right)), _ = _geometry("conv2d_backward_correlation", x, W,
+                                                          stride, padding)
+    kh, kw = W.shape[:2]
+    oh, ow = dy.shape[1:3]
+    used = ((oh - 1) * stride[0] + kh, (ow - 1) * stride[1] + kw)  # rows and columns read
+    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    dW = lax.conv_general_dilated(xp[:, :used[0], :used[1], :], dy, (1, 1), "VALID",
+                                  rhs_dilation=stride, dimension_numbers=("CHWN", "IHWO", "HWNC"))
+    extra = (xp.shape[1] - used[0], xp.shape[2] - used[1])  # rows no window reads: zero gradient
+    flipped = jnp.flip(W, (0, 1)).transpose(0, 1, 3, 2)
+    dxp = lax.conv_general_dilated(dy, flipped, (1, 1),
+                                   [(kh - 1, kh - 1 + extra[0]), (kw - 1, kw - 1 + extra[1])],
+                                   lhs_dilation=stride, dimension_numbers=DIMENSIONS)
+    dx = dxp[:, top:top + x.shape[1], left:left + x.shape[2], :]
+    return ConvParams(W=dW, b=dy.sum(axis=(0, 1, 2))), dx

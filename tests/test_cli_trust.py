@@ -1,0 +1,249 @@
+"""The command line when things go wrong or could mislead: validation held out of the training set
+(never the test set), data looked for only where the user says, Ctrl-C, output folders that cannot
+be written, labels out of range, and help that promises nothing it does not measure.
+
+Uses ``test_cli``'s synthetic data (500 training, 200 test images) and helpers.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import sys
+import types
+
+import numpy as np
+import pytest
+import test_cli
+from test_cli import N_TEST, N_TRAIN, assert_one_line_error, read_json, run, train_argv
+
+from fnnet import cli, datasets
+
+data_root = test_cli.data_root  # the synthetic data, one copy for this module
+
+HELD = N_TRAIN // 10  # the default validation split of the 500-image training set
+
+
+class Stop(Exception):
+    """Raised by a stand-in ``fit`` once it has seen its arguments."""
+
+
+@pytest.fixture
+def fit_calls(monkeypatch):
+    """Replace ``fit`` in the train command by one that records its keyword arguments and stops."""
+    calls = []
+
+    def fake_fit(**kwargs):
+        calls.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(cli.train, "fit", fake_fit)
+    return calls
+
+
+def _rows(images):
+    return {bytes(row) for row in np.asarray(images)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation is held out of the training set; the test set is scored once
+
+
+@pytest.mark.parametrize("flag,held", [([], HELD), (["--validation", "120"], 120),
+                                       (["--validation", "0"], 0)])
+def test_validation_is_drawn_from_the_training_set_never_the_test_set(
+        data_root, tmp_path, capsys, fit_calls, flag, held):
+    with pytest.raises(Stop):
+        cli.main([str(a) for a in train_argv(data_root, tmp_path / "o", *flag)])
+    (call,) = fit_calls
+    x_train = call["train"][0]
+    assert len(x_train) == N_TRAIN - held
+    (x_all, _), (x_test, _) = datasets.load_mnist(data_root / "mnist")
+    test_rows = _rows(datasets.prepare(x_test, np.zeros(N_TEST, int))[0])
+    if held == 0:
+        assert call["validation"] is None
+        return
+    x_val = call["validation"][0]
+    assert len(x_val) == held
+    assert not _rows(x_val) & test_rows and not _rows(x_val) & _rows(x_train)
+    assert _rows(x_val) | _rows(x_train) == _rows(datasets.prepare(x_all, np.zeros(N_TRAIN, int))[0])
+    assert read_json(tmp_path / "o" / "config.json")["validation"] == held
+
+
+def test_the_validation_split_follows_the_seed(data_root, tmp_path, fit_calls):
+    for seed in ("1", "1", "2"):
+        with pytest.raises(Stop):
+            cli.main([str(a) for a in train_argv(data_root, tmp_path / seed, "--seed", seed)])
+    first, again, other = (_rows(call["validation"][0]) for call in fit_calls)
+    assert first == again and first != other
+
+
+def test_a_validation_split_as_large_as_the_training_set_is_refused(data_root, tmp_path, capsys):
+    code, _, err = run(capsys, *train_argv(data_root, tmp_path / "o", "--validation", N_TRAIN))
+    assert_one_line_error(code, err, mentions="argument --validation")
+
+
+# ---------------------------------------------------------------------------------------------
+# An explicit --data-dir is the only place looked at; evaluate finds the data trained on
+
+
+def test_a_mistyped_data_dir_never_falls_back(data_root, tmp_path, capsys, monkeypatch, fit_calls):
+    monkeypatch.setenv("FNNET_DATA_DIR", str(data_root))  # the real place: must not be used
+    code, _, err = run(capsys, "train", "--data-dir", tmp_path / "typo", "--out", tmp_path / "o")
+    assert_one_line_error(code, err, status=1, mentions=f"mnist not found in --data-dir "
+                                                        f"{tmp_path / 'typo'}")
+    assert "--data-dir is the only place looked at" in err and fit_calls == []
+
+
+def test_evaluate_reads_the_data_folder_the_run_recorded(data_root, tmp_path, capsys,
+                                                         monkeypatch):
+    copy = tmp_path / "copy"
+    shutil.copytree(data_root / "mnist", copy)
+    code, _, err = run(capsys, "train", "--data-dir", copy, "--no-download", "--out",
+                       tmp_path / "run", "--layers", "784,8,10", "--epochs", "1", "--quiet")
+    assert code == 0, err
+    monkeypatch.delenv("FNNET_DATA_DIR", raising=False)
+    monkeypatch.setenv("FNNET_CACHE_DIR", str(tmp_path / "empty-cache"))
+    checkpoint = tmp_path / "run" / "model.npz"
+    code, _, err = run(capsys, "evaluate", checkpoint, "--no-download")
+    assert code == 0, err
+    shutil.move(copy, tmp_path / "moved")
+    code, _, err = run(capsys, "evaluate", checkpoint, "--no-download")
+    assert_one_line_error(code, err, status=1, mentions="the data folder the checkpoint records")
+    assert str(copy) in err and "pass --data-dir" in err
+    code, _, err = run(capsys, "evaluate", checkpoint, "--data-dir", tmp_path / "moved")
+    assert code == 0, err
+
+
+def test_labels_out_of_range_are_refused_where_data_enters(data_root, tmp_path, capsys):
+    """A label file with a 10 in it: train and evaluate refuse it, naming file, value, place."""
+    code, _, err = run(capsys, *train_argv(data_root, tmp_path / "run", "--epochs", "1"))
+    assert code == 0, err
+    folder = tmp_path / "bad"
+    shutil.copytree(data_root / "mnist", folder)
+    labels = datasets.read_idx(folder / datasets.FILES[3])
+    labels[17] = 10
+    datasets.write_idx(folder / datasets.FILES[3], labels)
+    for argv in (["train", "--out", tmp_path / "o"], ["evaluate", tmp_path / "run" / "model.npz"]):
+        code, _, err = run(capsys, *argv, "--data-dir", folder)
+        assert_one_line_error(code, err, status=1, mentions=str(folder / datasets.FILES[3]))
+        assert "found 10 at index 17" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C
+
+
+def _interrupt_after_one_epoch(monkeypatch):
+    real_fit = cli.train.fit
+
+    def fit_then_ctrl_c(**kwargs):
+        real_fit(**dict(kwargs, epochs=1))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.train, "fit", fit_then_ctrl_c)
+
+
+def test_ctrl_c_says_where_the_state_is_and_how_to_resume(data_root, tmp_path, capsys,
+                                                          monkeypatch):
+    out = tmp_path / "run"
+    _interrupt_after_one_epoch(monkeypatch)
+    code, _, err = run(capsys, *train_argv(data_root, out))
+    assert code == cli.EXIT_INTERRUPTED and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert f"the state after epoch 1 is in {out / 'train_state.npz'}" in line
+    command = line.split("resume with: ")[1]
+    argv = shlex.split(command)
+    assert argv[:2] == ["fnnet", "train"] and argv[-1] == "--resume"
+    monkeypatch.undo()
+    code, _, err = run(capsys, *argv[1:])
+    assert code == 0, err
+    assert read_json(out / "metrics.json")["history"]["epoch"] == [1, 2]
+
+
+def test_ctrl_c_before_the_first_epoch(data_root, tmp_path, capsys, monkeypatch):
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.train, "fit", interrupted)
+    code, _, err = run(capsys, *train_argv(data_root, tmp_path / "run"))
+    assert code == cli.EXIT_INTERRUPTED
+    (line,) = err.strip().splitlines()
+    assert "nothing was saved to resume from" in line
+
+
+def test_ctrl_c_elsewhere_is_one_line(capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.gradcheck, "check_grads", interrupted)
+    code, _, err = run(capsys, "gradcheck", "--layers", "4,3")
+    assert code == cli.EXIT_INTERRUPTED and err.strip() == "fnnet gradcheck: interrupted"
+    fake = types.ModuleType("fnnet.bench")
+    fake.main = interrupted
+    monkeypatch.setitem(sys.modules, "fnnet.bench", fake)
+    code, _, err = run(capsys, "bench", "--quick")
+    assert code == cli.EXIT_INTERRUPTED and err.strip() == "fnnet bench: interrupted"
+
+
+# ---------------------------------------------------------------------------------------------
+# --out that cannot be written: one line, exit 2, before any work
+
+
+def _unusable_outs(tmp_path, monkeypatch):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = cli.common.os.access
+    monkeypatch.setattr(cli.common.os, "access",
+                        lambda path, mode: False if str(path) == str(locked)
+                        else real_access(path, mode))
+    return {a_file: "it is a file", a_file / "sub": f"{a_file} is a file",
+            locked / "run": f"{locked} is not writable"}
+
+
+def test_an_unusable_out_is_refused_before_any_work(data_root, tmp_path, capsys, monkeypatch,
+                                                    fit_calls):
+    bench_calls = []
+    fake = types.ModuleType("fnnet.bench")
+    fake.main = lambda argv=None: bench_calls.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "fnnet.bench", fake)
+    for out, problem in _unusable_outs(tmp_path, monkeypatch).items():
+        for argv in (train_argv(data_root, out), ["evaluate", tmp_path / "none.npz", "--out", out],
+                     ["bench", "--quick", "--out", out], ["bench", f"--out={out}"]):
+            code, stdout, err = run(capsys, *argv)
+            assert_one_line_error(code, err, mentions=f"argument --out: cannot write into {out}")
+            assert problem in err and stdout == ""
+    assert fit_calls == [] and bench_calls == []
+
+
+# ---------------------------------------------------------------------------------------------
+# What a new user reads
+
+
+@pytest.mark.parametrize("command", ["", "train", "evaluate", "gradcheck"])
+def test_help_has_no_markup_and_promises_no_figure(capsys, command):
+    code, out, _ = run(capsys, *([command] if command else []), "--help")
+    assert code == 0
+    assert "``" not in out
+    assert not re.search(r"\d\s?%", out), out
+
+
+def test_fashion_mnist_figures_name_the_classes(data_root, tmp_path, capsys, monkeypatch):
+    from fnnet import plots
+
+    seen = {}
+    for name in ("plot_confusion", "plot_digits"):
+        real = getattr(plots, name)
+        monkeypatch.setattr(plots, name, lambda *a, _real=real, _name=name, **k: (
+            seen.__setitem__(_name, k.get("class_names")), _real(*a, **k))[1])
+    out = tmp_path / "run"
+    code, _, err = run(capsys, *train_argv(data_root, out, "--dataset", "fashion-mnist",
+                                           "--epochs", "1"))
+    assert code == 0, err
+    code, _, err = run(capsys, "evaluate", out / "model.npz")
+    assert code == 0, err
+    names = list(datasets.CLASS_NAMES["fashion-mnist"])
+    assert seen == {"plot_confusion": names, "plot_digits": names}

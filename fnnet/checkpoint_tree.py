@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-from fnnet.layers import DenseParams
+from fnnet.layers import DenseParams, NormParams
 
 __all__ = ["MAX_DEPTH", "ManifestError", "check_like", "from_manifest", "register_namedtuple",
            "to_manifest"]
@@ -72,6 +72,7 @@ def register_namedtuple(cls: type) -> type:
 
 
 register_namedtuple(DenseParams)
+register_namedtuple(NormParams)
 
 
 def is_typed_key(x) -> bool:

@@ -179,10 +179,16 @@ def test_print_progress_prints_first_last_and_about_thirty_lines():
 
 def test_warn_diverged_names_the_model_step_and_last_loss():
     record = cb.EpochRecord(2, [0.1, float("nan")], [1.0, float("nan")], 1.0, 1.0, diverged=[1],
-                            stats={"bad_step": np.array([-1, 5]), "last_loss": np.array([0.1, 0.25])})
+                            stats={"bad_step": np.array([-1, 5]), "last_loss": np.array([0.1, 0.25]),
+                                   "bad_loss": np.array([np.nan, np.nan])})
+    state = fnnet.TrainState(None, None, None, None, (), np.array([10.0, 20.0]))
     with pytest.warns(RuntimeWarning, match=r"model 1: loss became non-finite at epoch 2, step 5 "
                                             r"\(last finite loss 0.25\)"):
-        cb.warn_diverged(models=2)(record, None, None)
+        cb.warn_diverged(models=2)(record, state, None)
+    record.stats["bad_loss"] = np.array([np.nan, 1e5])
+    with pytest.warns(RuntimeWarning, match=r"model 1: loss reached 1e\+05, past the divergence "
+                                            r"bound 20, at epoch 2, step 5"):
+        cb.warn_diverged(models=2)(record, state, None)
 
 
 def test_numpy_integer_batch_size_is_accepted_and_bool_refused():

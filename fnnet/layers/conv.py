@@ -236,7 +236,9 @@ class Conv2D(Stateless):
         self._check(params, x)
         padding = ([(self.padding, self.padding)] * 2 if isinstance(self.padding, int)
                    else self.padding.upper())
-        y = lax.conv_general_dilated(x, params.W, self.stride, padding, dimension_numbers=DIMENSIONS)
+        dtype = jnp.result_type(x, params.W)  # promoted as a matrix product would
+        y = lax.conv_general_dilated(x.astype(dtype), params.W.astype(dtype), self.stride, padding,
+                                     dimension_numbers=DIMENSIONS)
         return y + params.b
 
     def forward(self, params, x, *, state=(), key=None, train=True):

@@ -137,23 +137,30 @@ def save_checkpoint(path, config=None):
 
 
 def warn_diverged(models=None):
-    """A callback raising a ``RuntimeWarning`` for the epoch in which a model's loss went
-    non-finite: which model, which step, the last finite loss."""
+    """A callback raising a ``RuntimeWarning`` for the epoch in which a model diverged (its loss
+    went non-finite or past the divergence bound): which model, which step, the bound and the
+    last good loss."""
 
     def callback(record, state, history):
         if not record.diverged:
             return
         bad = np.atleast_1d(np.asarray(record.stats["bad_step"]))
         last = np.atleast_1d(np.asarray(record.stats["last_loss"]))
+        bad_loss = np.atleast_1d(np.asarray(record.stats.get("bad_loss", np.nan)))
+        limit = np.atleast_1d(np.asarray(state.loss_limit)) if state is not None else None
         parts = []
         for i in record.diverged:
             finite = f"{last[i]:.6g}" if np.isfinite(last[i]) else "none this epoch"
+            what = "became non-finite"
+            if np.isfinite(bad_loss[i % bad_loss.size]) and limit is not None:
+                what = (f"reached {bad_loss[i % bad_loss.size]:.4g}, past the divergence bound "
+                        f"{limit[i % limit.size]:.4g},")
             who = f"model {i}: " if models else ""
-            parts.append(f"{who}loss became non-finite at epoch {record.epoch}, step "
-                         f"{int(bad[i])} (last finite loss {finite})")
+            parts.append(f"{who}loss {what} at epoch {record.epoch}, step {int(bad[i])} "
+                         f"(last finite loss {finite})")
         warnings.warn("; ".join(parts) + ". Training stopped for "
                       + ("these models" if models else "this run")
-                      + "; the params returned are the last ones whose loss was finite "
-                      "(try a smaller learning rate).", RuntimeWarning, stacklevel=3)
+                      + "; the params returned are the last ones before it (check the data, "
+                      "or try a smaller learning rate).", RuntimeWarning, stacklevel=3)
 
     return callback

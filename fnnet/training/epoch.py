@@ -60,7 +60,8 @@ def float_dtype(params):
 def _empty_stats(dtype):
     return {"loss_sum": jnp.zeros((), dtype), "correct": jnp.zeros((), jnp.int32),
             "seen": jnp.zeros((), jnp.int32), "bad_step": jnp.array(-1, jnp.int32),
-            "last_loss": jnp.array(jnp.nan, dtype), "step": jnp.zeros((), jnp.int32)}
+            "last_loss": jnp.array(jnp.nan, dtype), "bad_loss": jnp.array(jnp.nan, dtype),
+            "step": jnp.zeros((), jnp.int32)}
 
 
 def _add_step(stats, ok, stopped, value, y_pred, yb, rows, dtype):
@@ -70,6 +71,7 @@ def _add_step(stats, ok, stopped, value, y_pred, yb, rows, dtype):
         "correct": stats["correct"] + jnp.where(ok, metrics.correct(y_pred, yb), 0),
         "seen": stats["seen"] + jnp.where(ok, rows, 0),
         "bad_step": jnp.where(ok | stopped, stats["bad_step"], stats["step"]),
+        "bad_loss": jnp.where(ok | stopped, stats["bad_loss"], value.astype(dtype)),
         "last_loss": jnp.where(ok, value.astype(dtype), stats["last_loss"]),
         "step": stats["step"] + 1,
     }
@@ -118,7 +120,8 @@ def epoch_program(model, loss, optimizer, n, batch_size, grads="manual", fused=T
 
     ``stats``: ``loss_sum`` (over the steps whose loss was finite), ``correct`` and ``seen``
     (predictions and examples), ``bad_step`` (the step whose loss went non-finite, or −1),
-    ``last_loss`` (the last finite loss) and ``step`` (steps run).
+    ``last_loss`` (the last finite loss), ``bad_loss`` (the loss at ``bad_step``) and ``step``
+    (steps run).
 
     ``shard_batch``, if given, is applied to every minibatch (a sharding constraint, for data
     parallelism across devices). Full batch (``batch_size=None``) uses ``x, y`` as they are; with

@@ -23,8 +23,23 @@ from .gradients import (
     manual_vjp,
     value_and_grad,
 )
-from .layers import Dense, DenseParams, Identity, ReLU, Sigmoid, Softmax, Tanh
-from .networks import Sequential, mlp
+from .layers import (
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    DenseParams,
+    Dropout,
+    Flatten,
+    Identity,
+    LayerNorm,
+    MaxPool2D,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from .networks import Sequential, cnn, mlp
 from .training import (
     EpochRecord,
     EpochRunner,
@@ -44,7 +59,8 @@ def __getattr__(name):
 
 
 __all__ = [
-    "Dense", "DenseParams", "Identity", "ReLU", "Sigmoid", "Softmax", "Tanh", "Sequential", "mlp",
+    "Dense", "DenseParams", "Identity", "ReLU", "Sigmoid", "Softmax", "Tanh", "Conv2D",
+    "MaxPool2D", "AvgPool2D", "Flatten", "Dropout", "BatchNorm", "LayerNorm", "Sequential", "mlp", "cnn",
     "losses", "value_and_grad", "autodiff_value_and_grad", "loss_output_and_grad", "check_grads",
     "manual_vjp", "GradReport", "optim", "metrics", "datasets", "save", "load", "fit", "parallel", "plots",
     "train_step", "make_epoch", "evaluate", "to_device", "TrainState", "EpochRunner", "EpochRecord",

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-from fnnet.layers import DenseParams, NormParams
+from fnnet.layers import ConvParams, DenseParams, NormParams
 
 __all__ = ["MAX_DEPTH", "ManifestError", "check_like", "from_manifest", "register_namedtuple",
            "to_manifest"]
@@ -73,6 +73,7 @@ def register_namedtuple(cls: type) -> type:
 
 register_namedtuple(DenseParams)
 register_namedtuple(NormParams)
+register_namedtuple(ConvParams)
 
 
 def is_typed_key(x) -> bool:

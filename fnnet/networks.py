@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from .layers import Dense, Identity
+from .checks import integer
+from .layers import Conv2D, Dense, Dropout, Flatten, Identity, MaxPool2D, ReLU, Softmax
 from .layers import get as get_activation
 
 
@@ -150,3 +151,52 @@ def _activation_layer(name, what):
         return get_activation(name)
     except ValueError as error:
         raise ValueError(f"mlp: {what}: {error}") from None
+
+
+def cnn(input_shape=(28, 28, 1), classes=10, channels=(32, 64), kernel_size=3, pool=2,
+        hidden=128, dropout=0.5):
+    """A small LeNet-style convolutional network for images ``(N, H, W, C)``.
+
+    ``cnn()`` is, for MNIST (the shapes after each stage in brackets)::
+
+        Conv2D(1, 32, 3) ReLU MaxPool2D(2)       (26, 26, 32) -> (13, 13, 32)
+        Conv2D(32, 64, 3) ReLU MaxPool2D(2)      (11, 11, 64) -> (5, 5, 64)
+        Flatten Dropout(0.5)                     (1600,)
+        Dense(1600, 128) ReLU Dense(128, 10) Softmax
+
+    Args:
+        input_shape: ``(H, W, C)`` of one image.
+        classes: the number of outputs.
+        channels: the output channels of each conv/ReLU/pool stage (valid 3×3 convolutions).
+        kernel_size: the convolutions' kernel size.
+        pool: the max pools' window (and stride).
+        hidden: the width of the dense layer before the output; ``None`` for none.
+        dropout: the dropout rate before the dense head (0 for none).
+    """
+    height, width, in_channels = (checks_positive("cnn", "input_shape", input_shape, 3))
+    layers = []
+    for out_channels in channels:
+        layers += [Conv2D(in_channels, out_channels, kernel_size), ReLU(), MaxPool2D(pool)]
+        height, width = (height - kernel_size + 1) // pool, (width - kernel_size + 1) // pool
+        if height < 1 or width < 1:
+            raise ValueError(f"cnn: an image of {input_shape} is too small for {len(channels)} "
+                             f"stages of {kernel_size}×{kernel_size} convolution and {pool}×{pool} "
+                             f"pooling")
+        in_channels = out_channels
+    layers.append(Flatten())
+    if dropout:
+        layers.append(Dropout(dropout))
+    features = height * width * in_channels
+    if hidden:
+        layers += [Dense(features, hidden), ReLU()]
+        features = hidden
+    layers += [Dense(features, classes), Softmax()]
+    return Sequential(*layers)
+
+
+def checks_positive(where, name, values, length):
+    """``values`` as a tuple of ``length`` positive integers."""
+    values = tuple(values)
+    if len(values) != length:
+        raise ValueError(f"{where}: {name} must have {length} entries, got {values!r}")
+    return tuple(integer(where, name, value) for value in values)

@@ -45,46 +45,37 @@ def random_case(layer, shape, seed):
     return params, x, jnp.asarray(rng.normal(size=out))
 
 
-def manual_and_vjp(layer, params, x, dy):
-    """``forward``+``backward`` and ``jax.vjp`` of ``apply``, compiled in one program."""
+def all_forms(layer, params, x, dy):
+    """``forward``+``backward`` (im2col), ``jax.vjp`` of ``apply`` and the correlation form, compiled
+    in one program, and the naive loops in numpy."""
 
     def run(params, x, dy):
         y, cache = layer.forward(params, x)
         y_ref, vjp = jax.vjp(layer.apply, params, x)
-        return y, y_ref, layer.backward(params, cache, dy), vjp(dy)
+        correlation = conv.conv2d_backward_correlation(x, params.W, dy, layer.stride, layer.padding)
+        return y, y_ref, layer.backward(params, cache, dy), vjp(dy), correlation
 
-    return jax.jit(run)(params, x, dy)
+    y, y_ref, im2col, reference, correlation = jax.jit(run)(params, x, dy)
+    naive = (conv.conv2d_naive(x, params.W, params.b, layer.stride, layer.padding),
+             conv.conv2d_backward_naive(x, params.W, dy, layer.stride, layer.padding))
+    return y, y_ref, im2col, reference, correlation, naive
 
 
 @given(case=conv_cases(), seed=SEEDS)
-def test_conv_backward_vs_vjp(case, seed):
+def test_conv_backward_vs_vjp_and_the_three_forms_agree(case, seed):
     layer, shape = case
     params, x, dy = random_case(layer, shape, seed)
-    y, y_ref, (dp_m, dx_m), (dp_a, dx_a) = manual_and_vjp(layer, params, x, dy)
+    y, y_ref, (dp_m, dx_m), (dp_a, dx_a), correlation, (y_naive, naive) = all_forms(layer, params, x, dy)
     assert y.shape == y_ref.shape and rel_err(y, y_ref) <= 1e-12, "im2col forward differs from apply"
     assert rel_err(dp_m.W, dp_a.W) <= RTOL, "dW differs from jax.vjp"
     assert rel_err(dp_m.b, dp_a.b) <= RTOL, "db differs from jax.vjp"
     assert rel_err(dx_m, dx_a) <= RTOL, "dX differs from jax.vjp"
     assert dp_m.W.shape == params.W.shape and dp_m.b.shape == params.b.shape and dx_m.shape == shape
-
-
-@given(case=conv_cases(), seed=SEEDS)
-def test_naive_im2col_and_correlation_forms_agree(case, seed):
-    layer, shape = case
-    params, x, dy = random_case(layer, shape, seed)
-    stride, padding = layer.stride, layer.padding
-    y, cache = layer.forward(params, x)
-    forms = {
-        "im2col": layer.backward(params, cache, dy),
-        "naive": conv.conv2d_backward_naive(x, params.W, dy, stride, padding),
-        "correlation": conv.conv2d_backward_correlation(x, params.W, dy, stride, padding),
-    }
-    assert rel_err(conv.conv2d_naive(x, params.W, params.b, stride, padding), y) <= 1e-12
-    (dp_ref, dx_ref) = forms.pop("naive")
-    for name, (dp, dx) in forms.items():
-        assert rel_err(dp.W, dp_ref.W) <= RTOL, f"dW: {name} differs from the naive loops"
-        assert rel_err(dp.b, dp_ref.b) <= RTOL, f"db: {name} differs from the naive loops"
-        assert rel_err(dx, dx_ref) <= RTOL, f"dX: {name} differs from the naive loops"
+    assert rel_err(y_naive, y_ref) <= 1e-12, "the naive loops' forward differs from apply"
+    for name, (dp, dx) in (("naive loops", naive), ("correlation form", correlation)):
+        assert rel_err(dp.W, dp_m.W) <= RTOL, f"dW: the {name} and im2col differ"
+        assert rel_err(dp.b, dp_m.b) <= RTOL, f"db: the {name} and im2col differ"
+        assert rel_err(dx, dx_m) <= RTOL, f"dX: the {name} and im2col differ"
 
 
 @pytest.mark.parametrize("size,kernel,stride", [(5, 3, 1), (6, 3, 2), (7, 2, 3), (2, 5, 1), (4, 4, 4)])

@@ -20,10 +20,13 @@ note's column equation and the transposition used here. The notes are in experim
 ``apply`` never calls ``backward`` and uses no custom derivative rule of ours, so ``jax.grad`` of
 ``apply`` is an independent reference for every rule written here.
 
-Modules: ``base`` (the state half of the protocol), ``dense`` (``Dense``), ``dropout``
-(``Dropout``), ``normalization`` (``BatchNorm``, ``LayerNorm``), ``activations`` (``ReLU``, ``Sigmoid``, ``Tanh``, ``Identity``,
-``Softmax``; ``get`` an activation by name), ``initializers`` (``INITS``), ``checks`` (the input
-checks run at trace time).
+Images are batch first and channels last, ``(N, H, W, C)``.
+
+Modules: ``base`` (the state half of the protocol), ``dense`` (``Dense``), ``conv``
+(``Conv2D``), ``pooling`` (``MaxPool2D``, ``AvgPool2D``), ``reshape`` (``Flatten``), ``dropout``
+(``Dropout``), ``normalization`` (``BatchNorm``, ``LayerNorm``), ``activations`` (``ReLU``,
+``Sigmoid``, ``Tanh``, ``Identity``, ``Softmax``; ``get`` an activation by name),
+``initializers`` (``INITS``), ``checks`` (the input checks run at trace time).
 """
 
 from .activations import (
@@ -44,6 +47,13 @@ from .activations import (
 )
 from .base import Stateless
 from .checks import check_features, check_floating
+from .conv import (
+    Conv2D,
+    ConvParams,
+    conv2d_backward_correlation,
+    conv2d_backward_naive,
+    conv2d_naive,
+)
 from .dense import Dense, DenseParams
 from .dropout import Dropout
 from .initializers import INITS
@@ -56,11 +66,15 @@ from .normalization import (
     normalize_backward,
     normalize_backward_staged,
 )
+from .pooling import AvgPool2D, MaxPool2D
+from .reshape import Flatten
 
 __all__ = [
     "ACTIVATIONS", "INITS", "Activation", "Dense", "DenseParams", "Elementwise", "Identity", "ReLU",
     "Sigmoid", "Softmax", "Tanh", "activation", "check_features", "check_floating", "get",
     "log_softmax", "softmax", "softmax_backward_jacobian", "softmax_backward_simple",
-    "BatchNorm", "Dropout", "LayerNorm", "NormCache", "NormParams", "Stateless", "normalize",
-    "normalize_backward", "normalize_backward_staged",
+    "AvgPool2D", "BatchNorm", "Conv2D", "ConvParams", "Dropout", "Flatten", "LayerNorm",
+    "MaxPool2D", "NormCache", "NormParams", "Stateless", "conv2d_backward_correlation",
+    "conv2d_backward_naive", "conv2d_naive", "normalize", "normalize_backward",
+    "normalize_backward_staged",
 ]

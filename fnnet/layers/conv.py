@@ -9,7 +9,7 @@ The forms, each computing the same ``Y``, ``dW``, ``db``, ``dX`` (a test shows t
 - ``Conv2D.apply``: ``lax.conv_general_dilated``, the independent reference autodiff differentiates;
 - ``Conv2D.forward``/``backward``: im2col, a convolution as a matrix product of patches
   (``Y = P·Wmat + b``, ``dWmat = Pᵀ·dY``, ``dX = col2im(dY·Wmatᵀ)``), the fastest on the CPU inside
-  ``lax.scan`` (measured: see the class docstring);
+  ``lax.scan`` (README.md, "Convolutions", has the measurements);
 - ``conv2d_naive``/``conv2d_backward_naive``: numpy loops over the output positions (cs231n's
   ``conv_forward_naive``/``conv_backward_naive``), float64, for small sizes;
 - ``conv2d_backward_correlation``: ``dW`` the correlation of the input with ``dY``, ``dX`` the full
@@ -177,15 +177,15 @@ class Conv2D(Stateless):
         kernel_size: ``(kh, kw)``, or one int for a square kernel.
         stride: ``(s, s')`` or one int (1).
         padding: ``"valid"`` (none, the default), ``"same"`` (``ceil(H/s)`` outputs, TensorFlow's
-            and XLA's ``SAME`` split: any odd pixel of padding goes at the end) or an int (that many
-            zeros on every side).
+            and XLA's ``SAME`` split: any odd pixel of padding goes at the end), either name in
+            any case, or an int (that many zeros on every side).
         init: the weight initialisation (a name in ``INITS``), kept as ``weight_init``; ``he`` by
             default, with ``fan_in = kh·kw·in_channels`` (``fan_out = kh·kw·out_channels``).
             Biases start at zero.
 
-    ``forward``/``backward`` run the im2col form. Measured inside ``lax.scan`` on a 2-core Intel
-    Xeon (Sapphire Rapids) for the MNIST CNN of issue 12, batch 128, a whole SGD step:
-    see the figures in ``experiments/NOTES.md`` ('Beyond the notes').
+    ``forward``/``backward`` run the im2col form, patches cached: of the forms tried, the
+    fastest inside ``lax.scan`` on the CPU, where XLA's own convolutions are slow in loops
+    (README.md, "Convolutions", has the measurements).
     """
 
     in_channels: int

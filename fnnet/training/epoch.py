@@ -30,18 +30,20 @@ from .state import TrainState
 DIVERGENCE_FACTOR = 1e3
 
 
-def train_step(model, loss, optimizer, grads="manual", fused=True):
-    """A pure ``(params, opt_state, x, y) -> (params, opt_state, loss_value)``.
+def train_step(model, loss, optimizer, grads="manual", fused=True, *, with_state=False):
+    """A pure ``(params, opt_state, x, y, *, state=(), key=None) -> (params, opt_state, loss)``.
 
     ``grads="manual"`` uses the hand-derived backward; ``grads="autodiff"`` swaps in ``jax.grad``
-    for comparisons. Jittable, and vmappable over a leading model axis of params and state.
+    for comparisons. ``key`` draws the step's dropout masks; ``state`` is the model's state
+    (``init_state()``), and ``with_state=True`` appends the state after the step to the result.
+    Jittable, and vmappable over a leading model axis of params and state.
     """
-    grad_fn = loss_output_and_grad(model, loss, fused, grads=grads)
+    grad_fn = loss_output_and_grad(model, loss, fused, grads=grads, with_state=True)
 
-    def step(params, opt_state, x, y):
-        value, _, g = grad_fn(params, x, y)
+    def step(params, opt_state, x, y, *, state=(), key=None):
+        value, _, g, new_state = grad_fn(params, x, y, state=state, key=key)
         params, opt_state = optimizer.update(g, opt_state, params)
-        return params, opt_state, value
+        return (params, opt_state, value, new_state) if with_state else (params, opt_state, value)
 
     return step
 

@@ -47,8 +47,9 @@ def evaluate(model, loss, params, x, y, batch_size=10_000, fused=True, *, state=
 
 def to_device(x, y, dtype=jnp.float32, where="train"):
     """``(x, y)`` on the default device, as ``fit`` holds them: ``x`` as ``dtype``, integer labels
-    as int32, float targets as ``dtype``. Shapes and dtypes are checked (``where`` names the split
-    in the error).
+    as int32, float targets as ``dtype``. ``x`` is ``(N, features)`` or a batch of images
+    ``(N, H, W, C)``; shapes and dtypes are checked (``where`` names the split in the error; the
+    shape is checked against the model's first layer where the model is known, in ``fit``).
 
     One copy at most: an array that already has the dtype is handed to ``jax.device_put`` as it
     is, and on the CPU a numpy array aligned to 64 bytes (``fnnet.datasets.prepare`` makes them
@@ -57,9 +58,9 @@ def to_device(x, y, dtype=jnp.float32, where="train"):
     """
     x = np.asarray(x) if not isinstance(x, jax.Array) else x
     y = np.asarray(y) if not isinstance(y, jax.Array) else y
-    if x.ndim != 2:
-        raise ValueError(f"fit: {where} x must have shape (N, features), got {tuple(x.shape)} "
-                         f"(flatten images first, e.g. fnnet.datasets.flatten)")
+    if x.ndim not in (2, 4):
+        raise ValueError(f"fit: {where} x must have shape (N, features) or, for images, "
+                         f"(N, H, W, C), got {tuple(x.shape)}")
     if len(x) != len(y):
         raise ValueError(f"fit: {where} x has {len(x)} rows but y has {len(y)}")
     if len(x) == 0:

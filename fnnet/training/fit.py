@@ -40,13 +40,12 @@ def _check_args(optimizer, grads, epochs, batch_size, n):
     return batch_size
 
 
-def _check_data(model, loss, params, x, y, rows, where):
+def _check_data(model, loss, params, models, x, y, rows, where):
     """Finite inputs, and targets the loss can score against the network's outputs."""
     inputs.check_finite(x, where)
-    template = params if params is not None else jax.eval_shape(model.init,
-                                                                 jax.random.PRNGKey(0))
-    if jnp.ndim(jax.tree_util.tree_leaves(template)[0]) > 2:  # stacked: one model's shapes
-        template = jax.tree_util.tree_map(lambda leaf: leaf[0], template)
+    template = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    if params is not None:  # the given params, one model's shapes of them
+        template = params if models is None else jax.tree_util.tree_map(lambda a: a[0], params)
     inputs.check_targets(loss, y, inputs.output_width(model, template, x, rows), where)
 
 
@@ -135,9 +134,10 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
     batch_size = _check_args(optimizer, grads, epochs, batch_size, n)
     models = model_count(ensemble, lrs)
     _check_keeps_state(model, dtype, return_state)
-    _check_data(model, loss, params, x, y, batch_size or n, "fit: train")
+    _check_data(model, loss, params, models, x, y, batch_size or n, "fit: train")
     if validation is not None:
-        _check_data(model, loss, params, *validation, len(validation[0]), "fit: validation")
+        _check_data(model, loss, params, models, *validation, len(validation[0]),
+                    "fit: validation")
     inputs.check_memory(inputs.training_bytes(model, optimizer, x[0], batch_size or n, models,
                                               dtype), "fit")
     if checkpoint is not None:

@@ -14,7 +14,7 @@ arrays; typed keys from ``jax.random.key`` are stored as their ``key_data`` plus
 The file is an ordinary ``.npz``: entry ``leaf_<i>`` holds the i-th array, and entry
 ``__manifest__`` holds a UTF-8 JSON document (as a 1-D ``uint8`` array, never pickled)::
 
-    {"format": "fnnet-checkpoint", "format_version": 1, "fnnet_version": "0.1.0",
+    {"format": "fnnet-checkpoint", "format_version": 1, "fnnet_version": "<fnnet.__version__>",
      "metadata": {...}, "tree": NODE}
 
 where NODE describes the tree (``fnnet.checkpoint_tree`` lists the kinds of node).

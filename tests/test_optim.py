@@ -507,3 +507,21 @@ def test_low_precision_params_update_like_float32(dtype, make):
 def test_a_string_learning_rate_is_refused():
     with pytest.raises(ValueError, match="lr must be a number or a scalar array, got '0.1'"):
         optim.momentum("0.1")
+
+
+@pytest.mark.parametrize("make", [lambda: optim.sgd(0.1, l1=0.01), lambda: optim.adam(1e-2, l1=0.01),
+                                  lambda: optim.momentum(0.1, l1=0.01, weight_decay=0.001)])
+def test_l1_adds_the_gradient_of_l1_times_the_sum_of_absolute_values(make):
+    opt = make()
+    plain = optim.get(opt.name, opt.hyperparams["lr"],
+                      **{k: v for k, v in opt.hyperparams.items() if k not in ("lr", "l1")})
+    rng = np.random.default_rng(3)
+    params = {"W": jnp.asarray(rng.normal(size=(4, 3)), jnp.float64)}
+    grads = {"W": jnp.asarray(rng.normal(size=(4, 3)), jnp.float64)}
+    l1_grad = jax.grad(lambda p: 0.01 * jnp.sum(jnp.abs(p["W"])))(params)
+    expected, _ = plain.update(jax.tree_util.tree_map(jnp.add, grads, l1_grad),
+                               plain.init(params), params)
+    got, _ = opt.update(grads, opt.init(params), params)
+    np.testing.assert_allclose(got["W"], expected["W"], rtol=1e-12)
+    with pytest.raises(ValueError, match="l1 must be a finite number >= 0"):
+        optim.sgd(0.1, l1=-1.0)

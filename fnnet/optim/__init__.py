@@ -33,7 +33,8 @@ updates already applied; the first update uses ``t = 0``) uses the effective lea
 
 Weight decay, where given, is coupled L2: ``g <- g + weight_decay * p`` before the rule, so it also
 enters the momentum and second-moment buffers (this is L2 regularisation, not AdamW's decoupled
-decay).
+decay). L1 regularisation, ``l1``, adds the gradient of ``l1 · Σ|p|`` the same way:
+``g <- g + l1 * sign(p)`` (the subgradient 0 at ``p = 0``).
 
 Low-precision params (bfloat16, float16) are updated in float32 arithmetic and rounded back to
 their dtype, and their buffers are kept in float32 (``base.compute_dtype``).

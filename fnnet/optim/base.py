@@ -101,6 +101,7 @@ def make(name, hyperparams, schedule, slots, rule) -> Optimizer:
     """An ``Optimizer`` from a per-leaf ``rule`` and the names of its buffers (``slots``)."""
     base_lr = hyperparams["lr"]
     weight_decay = hyperparams["weight_decay"]
+    l1 = checks.real(name, "l1", hyperparams.get("l1", 0.0), 0)
     schedule = constant() if schedule is None else schedule
     if not callable(schedule):
         raise ValueError(f"{name}: schedule must be callable (t -> multiplier), got {schedule!r}")
@@ -119,8 +120,10 @@ def make(name, hyperparams, schedule, slots, rule) -> Optimizer:
         p = jnp.asarray(p)
         dtype = compute_dtype(p.dtype)
         p_wide, g = p.astype(dtype), jnp.asarray(g).astype(dtype)
-        if weight_decay:  # static Python float
+        if weight_decay:  # static Python floats
             g = g + weight_decay * p_wide
+        if l1:
+            g = g + l1 * jnp.sign(p_wide)
         new_p, new_buffers = rule(p_wide, g, buffers, lr.astype(dtype), t)
         return new_p.astype(p.dtype), {s: new_buffers[s].astype(dtype) for s in slots}
 

@@ -11,7 +11,15 @@ from .. import checks
 from .base import Optimizer, Schedule, check_lr, make
 
 
-def sgd(lr, weight_decay: float = 0.0, schedule: Schedule | None = None) -> Optimizer:
+def _regularisers(name, weight_decay, l1):
+    """The checked regularisation hyperparameters; ``l1`` listed only when it is used."""
+    checks.real(name, "weight_decay", weight_decay, 0)
+    checks.real(name, "l1", l1, 0)
+    return {"weight_decay": weight_decay, **({"l1": l1} if l1 else {})}
+
+
+def sgd(lr, weight_decay: float = 0.0, schedule: Schedule | None = None,
+        l1: float = 0.0) -> Optimizer:
     """Stochastic gradient descent.
 
     With ``lr_t = state["lr"] * schedule(t)`` and coupled L2 ``g <- g + weight_decay * p``::
@@ -21,12 +29,11 @@ def sgd(lr, weight_decay: float = 0.0, schedule: Schedule | None = None) -> Opti
     State: ``{"lr", "step"}``.
     """
     check_lr("sgd", lr)
-    checks.real("sgd", "weight_decay", weight_decay, 0)
 
     def rule(p, g, bufs, lr, t):
         return p - lr * g, {}
 
-    return make("sgd", {"lr": lr, "weight_decay": weight_decay}, schedule, (), rule)
+    return make("sgd", {"lr": lr, **_regularisers("sgd", weight_decay, l1)}, schedule, (), rule)
 
 
 def momentum(
@@ -35,6 +42,7 @@ def momentum(
     nesterov: bool = False,
     weight_decay: float = 0.0,
     schedule: Schedule | None = None,
+    l1: float = 0.0,
 ) -> Optimizer:
     """Heavy-ball momentum (the PyTorch form, no dampening), optionally Nesterov.
 
@@ -49,7 +57,6 @@ def momentum(
     """
     check_lr("momentum", lr)
     checks.real("momentum", "beta", beta, 0, 1, high_open=True)
-    checks.real("momentum", "weight_decay", weight_decay, 0)
     nesterov = bool(nesterov)
 
     def rule(p, g, bufs, lr, t):
@@ -57,7 +64,7 @@ def momentum(
         step = g + beta * v if nesterov else v
         return p - lr * step, {"v": v}
 
-    hp = {"lr": lr, "beta": beta, "nesterov": nesterov, "weight_decay": weight_decay}
+    hp = {"lr": lr, "beta": beta, "nesterov": nesterov, **_regularisers("momentum", weight_decay, l1)}
     return make("momentum", hp, schedule, ("v",), rule)
 
 
@@ -68,6 +75,7 @@ def adam(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     schedule: Schedule | None = None,
+    l1: float = 0.0,
 ) -> Optimizer:
     """Adam (Kingma & Ba 2015, Algorithm 1) with bias correction.
 
@@ -89,7 +97,6 @@ def adam(
     checks.real("adam", "b1", b1, 0, 1, high_open=True)
     checks.real("adam", "b2", b2, 0, 1, high_open=True)
     checks.real("adam", "eps", eps, 0, low_open=True)
-    checks.real("adam", "weight_decay", weight_decay, 0)
 
     def rule(p, g, bufs, lr, t):
         k = (t + 1).astype(p.dtype)
@@ -99,7 +106,7 @@ def adam(
         v_hat = v / (1 - jnp.power(jnp.asarray(b2, p.dtype), k))
         return p - lr * m_hat / (jnp.sqrt(v_hat) + eps), {"m": m, "v": v}
 
-    hp = {"lr": lr, "b1": b1, "b2": b2, "eps": eps, "weight_decay": weight_decay}
+    hp = {"lr": lr, "b1": b1, "b2": b2, "eps": eps, **_regularisers("adam", weight_decay, l1)}
     return make("adam", hp, schedule, ("m", "v"), rule)
 
 
@@ -109,6 +116,7 @@ def rmsprop(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     schedule: Schedule | None = None,
+    l1: float = 0.0,
 ) -> Optimizer:
     """RMSProp (Tieleman & Hinton 2012), no momentum, no centering.
 
@@ -126,13 +134,12 @@ def rmsprop(
     check_lr("rmsprop", lr)
     checks.real("rmsprop", "decay", decay, 0, 1, high_open=True)
     checks.real("rmsprop", "eps", eps, 0, low_open=True)
-    checks.real("rmsprop", "weight_decay", weight_decay, 0)
 
     def rule(p, g, bufs, lr, t):
         s = decay * bufs["s"] + (1 - decay) * (g * g)
         return p - lr * g / (jnp.sqrt(s) + eps), {"s": s}
 
-    hp = {"lr": lr, "decay": decay, "eps": eps, "weight_decay": weight_decay}
+    hp = {"lr": lr, "decay": decay, "eps": eps, **_regularisers("rmsprop", weight_decay, l1)}
     return make("rmsprop", hp, schedule, ("s",), rule)
 
 

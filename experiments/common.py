@@ -8,6 +8,8 @@ Each experiment runs from the repository root as ``python -m experiments.NAME [-
 from __future__ import annotations
 
 import argparse
+import platform
+import time
 from pathlib import Path
 
 import jax
@@ -21,8 +23,12 @@ from fnnet.bench.harness import median, time_calls
 from fnnet.bench.report import table
 from fnnet.io import write_json
 
-__all__ = ["data_entries", "host_init", "load_mnist_flat", "median_time", "parse_with_epochs",
-           "parser", "run_mnist_classifier", "subplots", "table", "write_metrics"]
+__all__ = ["HISTORY_FIELDS", "cpu_model", "data_entries", "fit_and_test", "host_init",
+           "interleaved_times", "load_mnist_flat", "load_mnist_split", "median_time",
+           "parse_with_epochs", "parser", "predict", "rel_error", "run_mnist_classifier",
+           "subplots", "table", "write_metrics"]
+
+HISTORY_FIELDS = ("epoch", "loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
 
 
 def parser(description, name):
@@ -67,6 +73,85 @@ def load_mnist_flat(quick=False, n_quick=2000, dtype=np.float32):
     if quick:
         xtr, ytr, xte, yte = xtr[:n_quick], ytr[:n_quick], xte[:n_quick // 2], yte[:n_quick // 2]
     return datasets.prepare(xtr, ytr, dtype), datasets.prepare(xte, yte, dtype), source
+
+
+def load_mnist_split(quick=False, n_quick=2000, validation=5000, seed=0, images=False):
+    """MNIST as ``train, validation, test, source`` (each split an ``(x, y)`` pair):
+    ``load_mnist_flat``'s data with ``validation`` rows held out of the training set at random
+    (``fnnet.datasets.hold_out`` with ``seed``), so that choices are made on them and the test set
+    is scored once. ``images=True`` gives NHWC ``(N, 28, 28, 1)`` images instead of flat rows."""
+    (xtr, ytr), test, source = load_mnist_flat(quick=quick, n_quick=n_quick)
+    train, val = datasets.hold_out(xtr, ytr, validation, seed=seed)
+    if images:
+        train, val, test = ((x.reshape(-1, 28, 28, 1), y) for x, y in (train, val, test))
+    return train, val, test, source
+
+
+def fit_and_test(model, optimizer, train, validation, test, *, epochs, batch_size, seed,
+                 loss="cross-entropy"):
+    """``fnnet.fit`` on ``train`` (``validation`` scored after every epoch, for the curves), then
+    ``test`` scored once in inference mode. Returns ``{"state", "history", "test_loss",
+    "test_accuracy", "train_seconds", "compile_seconds"}``; ``state`` is the ``TrainState``
+    (params and the model's running statistics)."""
+    state, history = fnnet.fit(model, loss, optimizer, train, epochs=epochs,
+                               batch_size=batch_size, key=jax.random.PRNGKey(seed),
+                               validation=validation, dtype=jnp.float32, return_state=True)
+    x, y = fnnet.to_device(*test, jnp.float32, "test")
+    test_loss, test_acc = fnnet.evaluate(model, loss, state.params, x, y, state=state.model_state)
+    return {"state": state, "history": {k: history[k] for k in HISTORY_FIELDS},
+            "test_loss": float(test_loss), "test_accuracy": float(test_acc),
+            "train_seconds": float(np.sum(history["seconds"])),
+            "compile_seconds": float(history["compile_seconds"])}
+
+
+def predict(model, params, x, *, state=(), chunk=1000):
+    """``model.apply`` in inference mode on ``x``, ``chunk`` rows at a time (a CNN's activations
+    for all 10,000 test images at once would take gigabytes); a numpy array."""
+    apply = jax.jit(lambda p, s, xb: model.apply(p, xb, state=s))
+    return np.concatenate([np.asarray(apply(params, state, jnp.asarray(x[i:i + chunk])))
+                           for i in range(0, len(x), chunk)])
+
+
+def rel_error(a, b):
+    """The largest relative difference of the pytree ``a`` from the reference ``b``: over the
+    leaves, ``max|a − b| / max|b|`` (the absolute difference where ``b`` is all zeros)."""
+    worst = 0.0
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+        diff, scale = float(np.max(np.abs(u - v))), float(np.max(np.abs(v)))
+        worst = max(worst, diff / scale if scale > 0 else diff)
+    return worst
+
+
+def cpu_model():
+    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def interleaved_times(fns, *args, rounds=5, budget_s=0.0, max_rounds=50):
+    """Wall seconds of each compiled ``fns[name](*args)``, in rounds that call every function once,
+    so that a load that comes and goes on a shared machine hits them alike; the first call of each
+    (compiling) is not timed. At least ``rounds`` rounds, more while under ``budget_s``, at most
+    ``max_rounds``. Returns ``{name: [seconds per round]}``."""
+    for fn in fns.values():
+        jax.block_until_ready(fn(*args))
+    times = {name: [] for name in fns}
+    started = time.perf_counter()
+    while (len(times[next(iter(fns))]) < rounds
+           or (len(times[next(iter(fns))]) < max_rounds
+               and time.perf_counter() - started < budget_s)):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[name].append(time.perf_counter() - t)
+    return times
 
 
 def median_time(fn, *args, budget_s=1.0, min_repeats=5, max_repeats=50):

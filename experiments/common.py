@@ -28,7 +28,8 @@ __all__ = ["HISTORY_FIELDS", "cpu_model", "data_entries", "fit_and_test", "host_
            "parse_with_epochs", "parser", "predict", "rel_error", "run_mnist_classifier",
            "subplots", "table", "write_metrics"]
 
-HISTORY_FIELDS = ("epoch", "loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")
+HISTORY_FIELDS = ("epoch", "loss", "train_accuracy", "val_loss", "val_accuracy",
+                  "examples_per_second", "seconds")
 
 
 def parser(description, name):
@@ -97,7 +98,8 @@ def fit_and_test(model, optimizer, train, validation, test, *, epochs, batch_siz
                                batch_size=batch_size, key=jax.random.PRNGKey(seed),
                                validation=validation, dtype=jnp.float32, return_state=True)
     x, y = fnnet.to_device(*test, jnp.float32, "test")
-    test_loss, test_acc = fnnet.evaluate(model, loss, state.params, x, y, state=state.model_state)
+    test_loss, test_acc = fnnet.evaluate(model, loss, state.params, x, y, batch_size=2000,
+                                         state=state.model_state)
     return {"state": state, "history": {k: history[k] for k in HISTORY_FIELDS},
             "test_loss": float(test_loss), "test_accuracy": float(test_acc),
             "train_seconds": float(np.sum(history["seconds"])),
@@ -143,10 +145,9 @@ def interleaved_times(fns, *args, rounds=5, budget_s=0.0, max_rounds=50):
     for fn in fns.values():
         jax.block_until_ready(fn(*args))
     times = {name: [] for name in fns}
-    started = time.perf_counter()
-    while (len(times[next(iter(fns))]) < rounds
-           or (len(times[next(iter(fns))]) < max_rounds
-               and time.perf_counter() - started < budget_s)):
+    started, done = time.perf_counter(), 0
+    while done < rounds or (done < max_rounds and time.perf_counter() - started < budget_s):
+        done += 1
         for name, fn in fns.items():
             t = time.perf_counter()
             jax.block_until_ready(fn(*args))

@@ -22,6 +22,8 @@ O)``: ``Y = P·Wmat + b``, ``dWmat = Pᵀ·dY``, ``dX = col2im(dY·Wmatᵀ)``.
    (``Conv2D.apply``); ``dW``, ``db``, ``dX`` by the loops (``conv2d_backward_naive``), the
    correlation/convolution form (``conv2d_backward_correlation``) and im2col (``Conv2D.backward``,
    what training runs), each against ``jax.vjp`` of ``Conv2D.apply``: ``max|a − b| / max|b|``.
+   (JAX transposes ``lax.conv`` into exactly these two convolutions, so the correlation form
+   usually agrees with ``jax.vjp`` to the last bit; the loops and im2col sum in another order.)
 2. ``fnnet.cnn()`` (3×3 convs 1→32 and 32→64, ReLU, 2×2 max pools, dropout, dense 1600→128→10)
    trained on MNIST with Adam (validation held out of the training set; the test set scored
    once): the first layer's 32 kernels before and after training, and one test digit's feature
@@ -47,7 +49,7 @@ from matplotlib.figure import Figure
 import fnnet
 from experiments import common
 from fnnet.bench.harness import median, paired
-from fnnet.layers.conv import conv2d_backward_correlation, conv2d_backward_naive, conv2d_naive
+from fnnet.layers.conv import ConvParams, conv2d_backward_correlation, conv2d_backward_naive, conv2d_naive
 from fnnet.plots import save_figure
 
 NAME = "conv_by_hand"
@@ -55,9 +57,10 @@ TOLERANCE = 1e-10  # float64
 # (height, width, kernel, stride, padding) of the agreement checks; batch 2, 3 -> 4 channels
 CASES = ((6, 6, 3, 1, "valid"), (6, 6, 3, 1, "same"), (7, 7, 3, 2, "valid"), (8, 8, 3, 2, "same"),
          (7, 6, (3, 2), (2, 1), 1), (9, 9, 5, 3, 2))
+QUICK_CASES = (1, 3, 4)  # stride 1 "same"; stride 2 "same" (uneven padding); kernel (3, 2), s (2, 1)
 FORMS = ("naive loops", "correlation/convolution", "im2col (Conv2D.backward)")
 EPOCHS, QUICK_EPOCHS = 2, 1
-LR, BATCH = 1e-3, 128
+LR, BATCH, QUICK_BATCH = 1e-3, 128, 32
 # (batch, steps per scan, rounds) of the speed comparison
 TIMING, QUICK_TIMING = (128, 3, 3), (8, 2, 2)
 
@@ -73,17 +76,23 @@ def agreement(case, rng):
     h, w, kernel, stride, padding = case
     layer = fnnet.Conv2D(3, 4, kernel, stride=stride, padding=padding)
     W = jnp.asarray(rng.normal(size=(*layer.kernel_size, 3, 4)))
-    params = fnnet.layers.conv.ConvParams(W, jnp.asarray(rng.normal(size=4)))
+    params = ConvParams(W, jnp.asarray(rng.normal(size=4)))
     x = jnp.asarray(rng.normal(size=(2, h, w, 3)))
-    y_ref, vjp = jax.vjp(layer.apply, params, x)
-    dy = jnp.asarray(rng.normal(size=y_ref.shape))
-    ref = vjp(dy)
-    y_im2col, cache = layer.forward(params, x)
+    dy = jnp.asarray(rng.normal(size=jax.eval_shape(layer.apply, params, x).shape))
+
+    @jax.jit  # one compilation per problem, not one per small operation
+    def compiled(params, x, dy):
+        y_ref, vjp = jax.vjp(layer.apply, params, x)
+        y_im2col, cache = layer.forward(params, x)
+        return (y_ref, vjp(dy), y_im2col, layer.backward(params, cache, dy),
+                conv2d_backward_correlation(x, params.W, dy, stride, padding))
+
+    y_ref, ref, y_im2col, im2col, correlation = compiled(params, x, dy)
     outputs = {
         FORMS[0]: (conv2d_naive(x, W, params.b, stride, padding),
                    conv2d_backward_naive(x, W, dy, stride, padding)),
-        FORMS[1]: (None, conv2d_backward_correlation(x, W, dy, stride, padding)),
-        FORMS[2]: (y_im2col, layer.backward(params, cache, dy)),
+        FORMS[1]: (None, correlation),
+        FORMS[2]: (y_im2col, im2col),
     }
     return {form: {"Y": None if y is None else common.rel_error(y, y_ref),
                    "dW": common.rel_error(dp.W, ref[0].W), "db": common.rel_error(dp.b, ref[0].b),
@@ -91,12 +100,12 @@ def agreement(case, rng):
             for form, (y, (dp, dx)) in outputs.items()}
 
 
-def agreement_table(seed):
+def agreement_table(seed, cases=CASES):
     """Every case's errors in float64: ``(rows, worst)``."""
     rng = np.random.default_rng(seed)
     rows = []
     with jax.enable_x64(True):
-        for case in CASES:
+        for case in cases:
             for form, errors in agreement(case, rng).items():
                 rows.append({"case": describe(case), "form": form, **errors})
     worst = max(r[k] for r in rows for k in ("Y", "dW", "db", "dX") if r[k] is not None)
@@ -135,30 +144,38 @@ def speed(model, images, labels, batch, steps, rounds, seed):
     return result
 
 
-def image_grid(fig, images, columns, title, symmetric=False):
-    """``images`` ``(K, h, w)`` in a grid on the (sub)figure ``fig``: a shared colour scale,
-    symmetric about 0 (red positive, blue negative) for weights, grey for activations."""
+def image_grid(fig, images, columns, title, symmetric=False, colorbar=True, top=None):
+    """``images`` ``(K, h, w)`` in a grid on the (sub)figure ``fig``: one colour scale up to ``top``
+    (the largest magnitude by default), symmetric about 0 (red positive, blue negative) for
+    weights, grey for activations."""
     rows = -(-len(images) // columns)
-    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
-    top = float(np.max(np.abs(images))) or 1.0
-    style = dict(cmap="RdBu_r", vmin=-top, vmax=top) if symmetric else dict(cmap="gray_r", vmin=0,
-                                                                            vmax=top)
-    for index, ax in enumerate(axes):
-        ax.axis("off")
+    axes = np.atleast_1d(fig.subplots(rows, columns, gridspec_kw={"wspace": 0.12, "hspace": 0.12}))
+    top = top or float(np.max(np.abs(images))) or 1.0
+    style = ({"cmap": "RdBu_r", "vmin": -top, "vmax": top} if symmetric
+             else {"cmap": "gray_r", "vmin": 0, "vmax": top})
+    for index, ax in enumerate(axes.ravel()):
+        ax.set(xticks=[], yticks=[])
         if index < len(images):
             shown = ax.imshow(images[index], **style)
-    fig.colorbar(shown, ax=list(axes), fraction=0.02, pad=0.01)
+        else:
+            ax.axis("off")
+    if colorbar:
+        fig.colorbar(shown, ax=list(axes.ravel()), fraction=0.02, pad=0.01)
     fig.suptitle(title, fontsize=10)
 
 
 def plot_filters(path, before, after):
-    """The first conv layer's kernels ``(3, 3, 1, 32)`` at initialisation and after training."""
-    fig = Figure(figsize=(13, 3.6))
-    left, right = fig.subfigures(1, 2, wspace=0.05)
-    image_grid(left, np.moveaxis(np.asarray(before)[:, :, 0], -1, 0), 8,
-               "first-layer 3×3 kernels at initialisation (He)", symmetric=True)
-    image_grid(right, np.moveaxis(np.asarray(after)[:, :, 0], -1, 0), 8,
-               "the same kernels after training", symmetric=True)
+    """The first conv layer's kernels ``(3, 3, 1, 32)`` at initialisation, after training (one
+    colour scale) and the change training made (its own scale)."""
+    before, after = (np.moveaxis(np.asarray(w)[:, :, 0], -1, 0) for w in (before, after))
+    top = float(max(np.max(np.abs(before)), np.max(np.abs(after))))
+    fig = Figure(figsize=(14, 3.2))
+    panels = fig.subfigures(1, 3, wspace=0.04)
+    for sub, images, title, scale in (
+            (panels[0], before, "first-layer 3×3 kernels at initialisation (He)", top),
+            (panels[1], after, "the same kernels after training (same scale)", top),
+            (panels[2], after - before, "the change: after − before (own scale)", None)):
+        image_grid(sub, images, 8, title, symmetric=True, top=scale)
     return save_figure(fig, path)
 
 
@@ -167,9 +184,9 @@ def plot_feature_maps(path, model, params, digit, label):
     stages = [i for i, layer in enumerate(model.layers) if isinstance(layer, fnnet.ReLU)][:2]
     maps = [np.asarray(fnnet.Sequential(*model.layers[:i + 1]).apply(params[:i + 1], digit))[0]
             for i in stages]
-    fig = Figure(figsize=(13, 12))
-    top, *rows = fig.subfigures(1 + len(maps), 1, height_ratios=[1.2] + [2.2] * len(maps))
-    image_grid(top, digit[..., 0], 1, f"input: a test digit (label {label})")
+    fig = Figure(figsize=(13, 11))
+    top, *rows = fig.subfigures(1 + len(maps), 1, height_ratios=[1.4, 3.8, 2.2][:1 + len(maps)])
+    image_grid(top, digit[..., 0], 1, f"input: a test digit (label {label})", colorbar=False)
     for k, (sub, m) in enumerate(zip(rows, maps), start=1):
         image_grid(sub, np.moveaxis(m, -1, 0), 16 if m.shape[-1] > 32 else 8,
                    f"stage {k}: {m.shape[-1]} feature maps of {m.shape[0]}×{m.shape[1]} after "
@@ -185,7 +202,8 @@ def plot_speed(path, result):
     for i, r in enumerate(rates):
         ax.annotate(f"{r:,.0f}", (i, r), ha="center", va="bottom")
     ax.set(ylabel="examples/s (median)", yscale="log",
-           title=f"fnnet.cnn() training steps inside lax.scan, batch {result['batch']}\n"
+           title=f"fnnet.cnn() training steps inside lax.scan: batch {result['batch']}, "
+                 f"{result['steps_per_scan']} steps a scan,\nmedian of {result['rounds']} rounds, "
                  f"{result['cpu']}: manual ×{result['manual_over_autodiff']:.1f} faster")
     ax.grid(alpha=0.3, axis="y")
     return save_figure(fig, path)
@@ -196,15 +214,15 @@ def main(argv=None):
     p = common.parser(__doc__.splitlines()[0], NAME)
     args, epochs = common.parse_with_epochs(p, argv, EPOCHS, QUICK_EPOCHS)
     out = Path(args.out)
-    rows, worst = agreement_table(args.seed)
+    rows, worst = agreement_table(args.seed, [CASES[i] for i in QUICK_CASES] if args.quick else CASES)
 
     train, val, test, source = common.load_mnist_split(args.quick, n_quick=600, validation=(
         100 if args.quick else 5000), seed=args.seed, images=True)
-    model = fnnet.cnn()
-    print(f"[{NAME}] {model!r}: Adam {LR}, batch {BATCH}, {epochs} epochs on {len(train[0])} "
+    model, batch = fnnet.cnn(), QUICK_BATCH if args.quick else BATCH
+    print(f"[{NAME}] {model!r}: Adam {LR}, batch {batch}, {epochs} epochs on {len(train[0])} "
           f"images", flush=True)
     run = common.fit_and_test(model, fnnet.optim.adam(LR), train, val, test, epochs=epochs,
-                              batch_size=min(BATCH, len(train[0])), seed=args.seed)
+                              batch_size=batch, seed=args.seed)
     params = run["state"].params
     initial = model.init(jax.random.split(jax.random.PRNGKey(args.seed))[0])  # as fit drew them
     plot_filters(out / "filters.png", initial[0].W, params[0].W)
@@ -217,7 +235,7 @@ def main(argv=None):
         "experiment": NAME, **common.data_entries(args, source, len(train[0]), len(test[0])),
         "n_validation": len(val[0]), "tolerance": TOLERANCE,
         "agreement": rows, "max_rel_error": worst, "all_agree": worst <= TOLERANCE,
-        "config": {"model": repr(model), "optimizer": "adam", "lr": LR, "batch_size": BATCH,
+        "config": {"model": repr(model), "optimizer": "adam", "lr": LR, "batch_size": batch,
                    "epochs": epochs},
         "val_accuracy": run["history"]["val_accuracy"][-1], "test_accuracy": run["test_accuracy"],
         "train_seconds": run["train_seconds"], "history": run["history"], "speed": timing,

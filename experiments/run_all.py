@@ -48,6 +48,9 @@ EXPERIMENTS = (
     "manual_vs_autodiff",
     "forward_vs_reverse",
     "sweep",
+    "conv_by_hand",
+    "batchnorm_by_hand",
+    "mnist_cnn",
 )
 DEFAULT_README = Path(__file__).resolve().parent / "README.md"
 MAX_WIDTH = 900  # pixels; matplotlib's 120 dpi figures come out at about 90 dpi

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,7 @@ import pytest
 
 import fnnet
 from fnnet import bench
-from fnnet.bench import baselines, harness, memory, profile
+from fnnet.bench import baselines, cnn, harness, memory, profile, report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,12 +32,33 @@ def test_quick_benchmark_writes_metrics_and_chart(tmp_path, capsys):
     assert report["devices"] and report["quick"] is True
     assert report["machine"]["matmul"]["gflops"] > 0
     assert report["machine"]["bandwidth"]["gbs"] > 0
-    assert set(report["workloads"]) == {"W1", "W2", "W3"}
+    assert set(report["workloads"]) == {"W1", "W2", "W3", "W4"}
+    check_mlp_workloads(report["workloads"])
+    check_w4(report["workloads"]["W4"], report["targets"], printed)
+    w1 = report["workloads"]["W1"]
+    assert "ms_per_iteration" in w1["results"]["fnnet manual"]
+    assert harness.UNCHUNKED in w1["results"]
+    floor = w1["floor"]
+    for key in ("memory_floor_ms", "compute_floor_ms", "binding", "chunked_over_memory_floor",
+                "unchunked_over_memory_floor", "x_read_ms_measured"):
+        assert key in floor
+    assert floor["x_bytes"] == 1024 * 784 * 4
+    prof = report["profile"]
+    if report["platform"] == "cpu":
+        assert 0 < prof["matrix_products_seconds"] <= prof["ops_seconds"], prof
+        assert prof["top"] and any(t["matrix_product"] for t in prof["top"])
+        assert "matrix products" in printed
+    check_memory_and_targets(report)
+
+
+def check_mlp_workloads(workloads):
+    """W1–W3: every implementation timed, the ratios complete, the same matrix products."""
     impls = {"fnnet manual", "fnnet autodiff", "numpy"}
     torch_ran = baselines.torch_available()
     if torch_ran:
         impls.add("torch eager")
-    for name, w in report["workloads"].items():
+    for name in ("W1", "W2", "W3"):
+        w = workloads[name]
         results = w["results"]
         assert impls <= set(results), name
         assert torch_ran or "torch eager" in w["skipped"]
@@ -53,19 +75,35 @@ def test_quick_benchmark_writes_metrics_and_chart(tmp_path, capsys):
         # the hand-derived backward compiles to exactly the matrix products jax.grad's does
         assert w["manual_vs_autodiff"]["same_matrix_products"], name
         assert w["manual_vs_autodiff"]["matrix_products"] >= 2 * (len(w["sizes"]) - 1) + 1, name
-    w1 = report["workloads"]["W1"]
-    assert "ms_per_iteration" in w1["results"]["fnnet manual"]
-    assert harness.UNCHUNKED in w1["results"]
-    floor = w1["floor"]
-    for key in ("memory_floor_ms", "compute_floor_ms", "binding", "chunked_over_memory_floor",
-                "unchunked_over_memory_floor", "x_read_ms_measured"):
-        assert key in floor
-    assert floor["x_bytes"] == 1024 * 784 * 4
-    prof = report["profile"]
-    if report["platform"] == "cpu":
-        assert 0 < prof["matrix_products_seconds"] <= prof["ops_seconds"], prof
-        assert prof["top"] and any(t["matrix_product"] for t in prof["top"])
-        assert "matrix products" in printed
+
+
+def check_w4(w4, targets, printed):
+    """W4 at its quick sizes: the CNN's step FLOPs, a unit's examples, autodiff on fewer steps and
+    running XLA's convolutions, the targets; no time to accuracy with --quick."""
+    cfg = harness.QUICK["W4"]
+    results, batch = w4["results"], cfg["batch"]
+    assert {"fnnet manual", "fnnet autodiff"} <= set(results)
+    assert ("torch eager" in results) == baselines.torch_available() != ("torch eager" in w4["skipped"])
+    assert w4["flops_per_step"] == cnn.cnn_step_flops(fnnet.cnn(**cfg["cnn"]), cnn.IMAGE, batch)["total"]
+    assert results["fnnet manual"]["examples_per_unit"] == cfg["steps"] * batch
+    assert results["fnnet autodiff"]["examples_per_unit"] == cfg["autodiff_steps"] * batch
+    for impl, r in results.items():
+        assert len(r["seconds_all"]) >= 2 and r["examples_per_second"] > 0, impl
+        assert r["flops_per_unit"] == w4["flops_per_step"] * r["examples_per_unit"] // batch
+        assert r["gflops"] > 0 and r["fraction_of_roof"] > 0 and np.isfinite(r["last_loss"])
+    assert w4["paired_ratios"]["fnnet manual"]["fnnet autodiff"] > 0
+    # the manual program is im2col matrix products; jax.grad of apply runs lax.conv
+    assert w4["manual_vs_autodiff"]["hlo_convolutions"][0] == 0
+    assert w4["manual_vs_autodiff"]["hlo_convolutions"][1] > 0
+    assert "off in --quick" in w4["time_to_accuracy"]["skipped"]
+    assert targets["W4: fnnet manual >= 10.0x fnnet autodiff"]["value"] > 0
+    assert "W4: fnnet >= 1.2x torch eager" in targets
+    assert targets["W4: 99% test accuracy in < 60 s, compile included"]["met"] is None
+    assert "XLA convolutions" in printed and "MFLOP per example" in printed
+
+
+def check_memory_and_targets(report):
+    """W3's peak memory and the targets' fields."""
     mem = report["peak_memory"]
     assert "error" not in mem, mem
     assert mem["peak_rss"] > mem["runtime"] > 0
@@ -103,6 +141,59 @@ def test_flop_count_is_the_documented_one():
     pairs = [784 * 1024, 1024 * 1024, 1024 * 10]
     assert harness.train_step_flops((784, 1024, 1024, 10), 128) == (
         2 * 128 * sum(pairs) * 2 + 2 * 128 * sum(pairs[1:]))
+
+
+def test_cnn_flop_count_is_the_documented_one():
+    """W4: forward, dW and dX of each conv (2·B·OH·OW·kh·kw·Cin·Cout) and dense layer, no dX for
+    the first layer; for fnnet.cnn() 15,396,864 FLOPs per example."""
+    conv1, conv2 = 2 * 26 * 26 * 9 * 1 * 32, 2 * 11 * 11 * 9 * 32 * 64
+    dense1, dense2 = 2 * 1600 * 128, 2 * 128 * 10
+    per_example = 2 * (conv1 + conv2 + dense1 + dense2) + conv2 + dense1 + dense2
+    assert per_example == 15_396_864
+    count = cnn.cnn_step_flops(fnnet.cnn(), cnn.IMAGE, 128)
+    assert count["total"] == 128 * per_example
+    assert [r["forward"] for r in count["layers"]] == [128 * f for f in (conv1, conv2, dense1, dense2)]
+    assert count["layers"][0]["dX"] == 0 and count["layers"][1]["dX"] == 128 * conv2
+
+
+def test_time_to_accuracy_stops_at_the_first_epoch_on_target(monkeypatch):
+    """The callback records every epoch and ends fit at the first that reaches the target (fit
+    stubbed: its epochs report fixed test accuracies); the target line reads the figure."""
+    if cnn.accuracy_data({"train": 1, "test": 1}) is None:
+        pytest.skip("MNIST not found (FNNET_DATA_DIR)")
+    seen = {}
+
+    def fake_fit(model, loss, optimizer, train, epochs, batch_size, key, validation, progress,
+                 callbacks):
+        seen.update(images=train[0].shape, test=validation[0].shape, epochs=epochs)
+        for epoch, accuracy in enumerate((0.95, 0.985, 0.991, 0.995)[:epochs], start=1):
+            record = SimpleNamespace(epoch=epoch, seconds=0.0, loss=0.1, val_accuracy=accuracy)
+            for callback in callbacks:
+                callback(record, None, None)
+
+    monkeypatch.setattr(fnnet, "fit", fake_fit)
+    cfg = {**harness.FULL["W4"], "accuracy": {"target": 0.99, "epochs": 15, "train": 64, "test": 32}}
+    out = cnn.time_to_accuracy(cfg, 0, lambda msg: None)
+    assert seen == {"images": (64, 28, 28, 1), "test": (32, 28, 28, 1), "epochs": 15}
+    assert out["reached"] and out["epoch"] == 3 and len(out["epochs"]) == 3 and out["subset"]
+    assert out["seconds"] == out["epochs"][-1]["seconds_since_start"] >= 0
+    assert report.accuracy_target(out)["met"] is None  # a subset is not the figure
+    assert report.accuracy_target({**out, "subset": False})["met"] is True
+    assert report.accuracy_target({**out, "subset": False, "seconds": 61.0})["met"] is False
+    out = cnn.time_to_accuracy({**cfg, "accuracy": {**cfg["accuracy"], "epochs": 2}}, 0,
+                               lambda msg: None)
+    assert not out["reached"] and out["seconds"] is None and len(out["epochs"]) == 2
+    assert report.accuracy_target({**out, "subset": False})["met"] is False
+
+
+def test_torch_cnn_has_the_layers_of_fnnet_cnn():
+    torch = pytest.importorskip("torch")
+    layers = baselines.torch_layers(fnnet.cnn())
+    assert [type(layer).__name__ for layer in layers] == [
+        "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d", "Flatten", "Dropout",
+        "Linear", "ReLU", "Linear"]
+    out = torch.nn.Sequential(*layers)(torch.zeros(2, 1, 28, 28))
+    assert tuple(out.shape) == (2, 10)
 
 
 def test_numpy_baseline_takes_the_same_step_as_fnnet():

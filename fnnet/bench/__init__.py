@@ -1,6 +1,6 @@
 """Benchmark: fnnet against autodiff, plain numpy and PyTorch, and against the machine's roofs.
 
-``python -m fnnet.bench [--quick] [--workloads W1,W2,W3] [--repeats 5] [--out DIR]`` (or
+``python -m fnnet.bench [--quick] [--workloads W1,W2,W3,W4] [--repeats 5] [--out DIR]`` (or
 ``fnnet bench ...``)
 
 Workloads (float32, MNIST-shaped data: the real MNIST when ``fnnet.datasets.load_mnist`` finds it,
@@ -9,6 +9,14 @@ e.g. with ``FNNET_DATA_DIR`` set, random pixels and labels otherwise):
     W1  784-10-10, ReLU/softmax, full-batch gradient descent over 60,000 examples  (ms/iteration)
     W2  784-128-10, minibatch 128, SGD                                             (examples/s)
     W3  784-1024-1024-10, minibatch 128, SGD                                       (examples/s)
+    W4  fnnet.cnn() (convs 1→32→64, max pools, dropout, dense 1600→128→10) on NHWC
+        images, minibatch 128, momentum 0.05 (β 0.9); and the time to 99% test
+        accuracy on MNIST, compile included (fnnet.bench.cnn)                      (examples/s, s)
+
+All four run by default. W4 makes the run several minutes longer: jax.grad of lax.conv inside
+the scan takes about a minute to compile on a CPU, and the time-to-accuracy run trains up to 15
+epochs (it stops at 99%; --no-time-to-accuracy skips it, --quick leaves it out; --workloads
+W1,W2,W3 leaves W4 out).
 
 Implementations, side by side in one run (on a shared machine, quote the ratios):
 
@@ -16,12 +24,14 @@ Implementations, side by side in one run (on a shared machine, quote the ratios)
                      compiled once) with the hand-derived backward; for W1 the full batch in
                      chunks, and once more unchunked ("fnnet manual, unchunked") to show what the
                      chunking buys
-    fnnet autodiff   the same with grads="autodiff": jax.grad of the same forward
+    fnnet autodiff   the same with grads="autodiff": jax.grad of the same forward (for W4, of
+                     apply: lax.conv and lax.reduce_window, timed on 4 steps, not 100)
     numpy            the notes' equations in plain numpy (fnnet.bench.baselines)
     torch eager      PyTorch on the CPU, eager (skipped with a message when torch is absent)
 
 Timing: every implementation is set up and warmed up, then timed in rounds: each round runs one
-unit of each (one iteration for W1, one epoch for W2 and W3) and the matmul roof, in an order that
+unit of each (one iteration for W1, one epoch for W2 and W3, a fixed number of steps for W4) and
+the matmul roof, in an order that
 rotates from round to round, so that a shared machine's changing load hits all of them alike. Each
 figure is the median of ``--repeats`` rounds (at least 5; W1 takes three times as many, its
 iterations being short). Ratios are given two ways: of the medians (``ratios``) and paired, the
@@ -32,10 +42,11 @@ whichever of 1 thread and all cores was faster on a short probe (a tenth of an e
 full-batch iteration; ``--baseline-threads`` fixes the count); XLA keeps its own thread pool.
 
 FLOPs are counted for the matrix products of a training step, ``2 B (3 Σ_l n_{l-1} n_l − n_0 n_1)``
-on a batch of ``B`` rows (``fnnet.bench.harness``); an implementation's "fraction of roof" is its
-FLOP rate by this count divided by the matmul roof, a large jitted float32 matmul. W1's floors
-(``fnnet.bench.workload``): reading X once at the measured memory bandwidth, and the step's FLOPs at
-the matmul roof; whichever is larger binds.
+on a batch of ``B`` rows (``fnnet.bench.harness``; W4's convolutions as ``fnnet.bench.cnn`` says:
+forward, dW and dX each ``2·B·OH·OW·kh·kw·Cin·Cout``, no dX for the first layer); an
+implementation's "fraction of roof" is its FLOP rate by this count divided by the matmul roof, a
+large jitted float32 matmul. W1's floors (``fnnet.bench.workload``): reading X once at the measured
+memory bandwidth, and the step's FLOPs at the matmul roof; whichever is larger binds.
 
 Peak memory (``fnnet.bench.memory``, ``--no-memory`` skips it): a separate process trains W3 as
 ``fit`` does and reports its RSS stage by stage, next to what must be resident. Where W3's time
@@ -58,7 +69,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import baselines, harness, memory, profile, report, workload
+from . import baselines, cnn, harness, memory, profile, report, workload
 from .harness import FULL, QUICK, WORKLOADS
 
 __all__ = ["build_parser", "main"]
@@ -74,8 +85,9 @@ def build_parser(prog=None):
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes, a few seconds: what the test suite runs")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--workloads", default="W1,W2,W3",
-                   help="comma-separated subset of W1,W2,W3 (default: all three)")
+    p.add_argument("--workloads", default=",".join(WORKLOADS),
+                   help="comma-separated subset of W1,W2,W3,W4 (default: all four; W4, the CNN, "
+                        "adds several minutes)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed rounds per workload after the warm-up (default 5; 2 with --quick); "
                         "W1 takes three times as many")
@@ -86,6 +98,9 @@ def build_parser(prog=None):
                    help="skip the per-operation profile of one W3 epoch (CPU)")
     p.add_argument("--no-memory", action="store_true",
                    help="skip the peak-memory measurement of W3 (a separate process)")
+    p.add_argument("--no-time-to-accuracy", action="store_true",
+                   help="skip W4's time to 99%% test accuracy on MNIST (up to 15 epochs; off "
+                        "with --quick)")
     return p
 
 
@@ -110,6 +125,21 @@ def _log(msg):
     print(msg, flush=True)
 
 
+def measure_one(name, conf, x, y, args, repeats, log):
+    """One workload's report (W4's with its time to accuracy unless ``--no-time-to-accuracy``)."""
+    cfg = conf[name]
+    log(f"{name}: {harness.DESCRIPTION[name]} ...")
+    if name == "W4":
+        out = cnn.measure_cnn(name, cfg, x, y, repeats, args.seed, args.baseline_threads, log,
+                              conf["matmul_n"])
+        if not args.no_time_to_accuracy:
+            out["time_to_accuracy"] = cnn.time_to_accuracy(cfg, args.seed, log)
+        return out
+    reps = 3 * repeats if cfg["batch"] is None else repeats
+    return workload.measure_workload(name, cfg, x, y, reps, args.seed, args.baseline_threads, log,
+                                     conf["matmul_n"], conf["bandwidth_mib"])
+
+
 def measure(args, names, repeats, log=_log):
     """Every measurement the flags ask for: the report (``metrics.json``'s content)."""
     conf = QUICK if args.quick else FULL
@@ -120,14 +150,7 @@ def measure(args, names, repeats, log=_log):
     roofs = [harness.matmul_roof(conf["matmul_n"], max(repeats, 5))]
     bandwidth = harness.memory_bandwidth(conf["bandwidth_mib"], max(repeats, 5))
     log(f"  matmul {roofs[0]['gflops']:.1f} GFLOP/s, read bandwidth {bandwidth['gbs']:.1f} GB/s")
-    workloads = {}
-    for name in names:
-        cfg = conf[name]
-        log(f"{name}: {harness.DESCRIPTION[name]} ...")
-        reps = 3 * repeats if cfg["batch"] is None else repeats
-        workloads[name] = workload.measure_workload(name, cfg, x, y, reps, args.seed,
-                                                    args.baseline_threads, log, conf["matmul_n"],
-                                                    conf["bandwidth_mib"])
+    workloads = {name: measure_one(name, conf, x, y, args, repeats, log) for name in names}
     roofs.append(harness.matmul_roof(conf["matmul_n"], max(repeats, 5)))
     out = {
         "devices": devices, "platform": jax.devices()[0].platform, "cpu_count": os.cpu_count(),
@@ -139,7 +162,9 @@ def measure(args, names, repeats, log=_log):
         "machine": {"matmul": roofs[0], "matmul_after": roofs[1], "bandwidth": bandwidth},
         "workloads": workloads,
         "flop_count": "per step on B rows: 2 B (3 sum_l n_{l-1} n_l - n_0 n_1) "
-                      "(forward, dW, and dX except the first layer; element-wise terms left out)",
+                      "(forward, dW, and dX except the first layer; element-wise terms left out); "
+                      "W4: each Conv2D 2 B OH OW kh kw Cin Cout for the forward, dW and dX alike, "
+                      "Dense as above, no dX for the first layer",
     }
     if "W3" in names and not args.no_profile:
         try:

@@ -1,7 +1,8 @@
 """The CPU baselines the benchmark sets fnnet against: the notes' equations in plain numpy, and
 PyTorch eager (an optional import: without torch its runner is skipped with a message).
 
-Each ``*_runner(cfg, x, y, seed)`` sets one up, runs a warm-up and returns ``(unit, info)``:
+Each ``*_runner(cfg, x, y, seed)`` sets one up (``torch_cnn_runner``: W4's CNN on NHWC images),
+runs a warm-up and returns ``(unit, info)``:
 ``unit()`` runs one timed unit, one iteration for full batch or one epoch of minibatch SGD (a fresh
 permutation every epoch, the last partial batch dropped as fnnet does), and returns once its
 result is ready; ``info["last_loss"]`` holds the last step's loss.
@@ -10,6 +11,8 @@ result is ready; ``info["last_loss"]`` holds the last step's loss.
 from __future__ import annotations
 
 import numpy as np
+
+import fnnet
 
 
 def loop_runner(n, batch, full_step, batch_step, permutation):
@@ -87,10 +90,29 @@ def numpy_runner(cfg, x, y, seed):
                        lambda idx: numpy_step(params, x[idx], onehot[idx], lr), rng.permutation)
 
 
+def torch_loop(model, opt, x, y, batch):
+    """The textbook PyTorch loop over ``model`` and ``opt``: ``model(xb)``, ``F.cross_entropy`` on
+    the logits, ``backward()``, ``opt.step()`` (``loop_runner``'s ``(unit, info)``, full batch when
+    ``batch`` is ``None``). No per-step loss or accuracy bookkeeping (fnnet keeps both), so the
+    comparison leans, if anything, in PyTorch's favour."""
+    import torch
+
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, np.int64))
+
+    def step(xb, yb):
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return loop_runner(len(x), batch, lambda: step(xt, yt),
+                       lambda idx: step(xt[idx], yt[idx]), torch.randperm)
+
+
 def torch_runner(cfg, x, y, seed):
-    """PyTorch eager on the CPU, the textbook loop: ``model(xb)``, ``F.cross_entropy`` on the
-    logits, ``backward()``, ``SGD.step()``. No per-step loss or accuracy bookkeeping (fnnet keeps
-    both), so the comparison leans, if anything, in PyTorch's favour."""
+    """PyTorch eager on the CPU: the MLP of ``cfg["sizes"]`` (``torch.nn.Linear`` and ReLU),
+    plain SGD, ``torch_loop``."""
     import torch
 
     torch.manual_seed(seed)
@@ -101,17 +123,45 @@ def torch_runner(cfg, x, y, seed):
             layers.append(torch.nn.ReLU())
     model = torch.nn.Sequential(*layers)
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"])
-    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, np.int64))
+    return torch_loop(model, opt, x, y, cfg["batch"])
 
-    def step(xb, yb):
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        return loss.detach()
 
-    return loop_runner(len(x), cfg["batch"], lambda: step(xt, yt),
-                       lambda idx: step(xt[idx], yt[idx]), torch.randperm)
+def torch_layers(model):
+    """The ``torch.nn`` layers of an fnnet ``Sequential`` of Conv2D (valid padding), ReLU,
+    MaxPool2D, Flatten, Dropout and Dense, in order; the final Softmax left out (PyTorch's
+    cross-entropy takes the logits, as fnnet's fused softmax/cross-entropy does)."""
+    import torch
+
+    nn, out = torch.nn, []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Conv2D" and layer.padding == "valid":
+            out.append(nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                 layer.stride))
+        elif kind in ("ReLU", "Flatten"):
+            out.append(getattr(nn, kind)())
+        elif kind == "MaxPool2D":
+            out.append(nn.MaxPool2d(layer.window, layer.stride))
+        elif kind == "Dropout":
+            out.append(nn.Dropout(layer.rate))
+        elif kind == "Dense":
+            out.append(nn.Linear(layer.n_in, layer.n_out))
+        elif kind != "Softmax" or layer is not model.layers[-1]:
+            raise ValueError(f"torch_layers: no PyTorch counterpart for {layer!r} here")
+    return out
+
+
+def torch_cnn_runner(cfg, x, y, seed):
+    """PyTorch eager on the CPU: W4's CNN (``torch_layers`` of ``fnnet.cnn(**cfg["cnn"])``, in
+    training mode: dropout on), momentum SGD as fnnet's (``lr``, ``momentum``; PyTorch's default
+    init, not fnnet's He: this times the step only), ``torch_loop``. The NHWC images ``x`` are
+    turned into PyTorch's own NCHW layout once, before any timing."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(*torch_layers(fnnet.cnn(**cfg["cnn"]))).train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
+    return torch_loop(model, opt, np.asarray(x).transpose(0, 3, 1, 2), y, cfg["batch"])
 
 
 def torch_version():

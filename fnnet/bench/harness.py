@@ -1,6 +1,10 @@
 """The benchmark's harness: the workloads, timing and medians, the machine's roofs, the data, the
 thread counts of the CPU baselines, and the epoch program ``fnnet.fit`` runs.
 
+W1–W3 are MLPs trained by plain SGD; W4 is ``fnnet.cnn()`` trained by heavy-ball momentum (lr
+0.05, β 0.9, the PyTorch form), the same optimizer in every implementation (its FLOP count:
+``fnnet.bench.cnn``).
+
 FLOP count of one training step on a batch of ``B`` rows (matrix products only; the element-wise
 terms, ReLU, softmax, bias and the update, are ``O(B · Σ n_out)`` and left out)::
 
@@ -35,6 +39,10 @@ FULL = {
     "W1": {"sizes": (784, 10, 10), "batch": None, "lr": 0.1},
     "W2": {"sizes": (784, 128, 10), "batch": 128, "lr": 0.1},
     "W3": {"sizes": (784, 1024, 1024, 10), "batch": 128, "lr": 0.05},
+    # W4: steps per timed unit (autodiff_steps for jax.grad of lax.conv, ~50x slower on a CPU);
+    # accuracy: the time-to-99%-test-accuracy run on the whole of MNIST, capped at 15 epochs
+    "W4": {"cnn": {}, "batch": 128, "lr": 0.05, "momentum": 0.9, "steps": 100,
+           "autodiff_steps": 4, "accuracy": {"target": 0.99, "epochs": 15}},
     "matmul_n": 2048,
     "bandwidth_mib": 256,
 }
@@ -43,14 +51,18 @@ QUICK = {
     "W1": {"sizes": (784, 10, 10), "batch": None, "lr": 0.1},
     "W2": {"sizes": (784, 32, 10), "batch": 64, "lr": 0.1},
     "W3": {"sizes": (784, 64, 64, 10), "batch": 64, "lr": 0.05},
+    # W4 at tiny sizes, the same layers as fnnet.cnn(); no time to accuracy (it needs all of MNIST)
+    "W4": {"cnn": {"channels": (4, 8), "kernel_size": 2, "hidden": 16}, "batch": 16, "lr": 0.05,
+           "momentum": 0.9, "steps": 4, "autodiff_steps": 2, "accuracy": None},
     "matmul_n": 256,
     "bandwidth_mib": 8,
 }
-WORKLOADS = ("W1", "W2", "W3")
+WORKLOADS = ("W1", "W2", "W3", "W4")
 DESCRIPTION = {
     "W1": "784-10-10 ReLU/softmax, full-batch GD",
     "W2": "784-128-10, minibatch SGD",
     "W3": "784-1024-1024-10, minibatch SGD",
+    "W4": "fnnet.cnn() on NHWC images, minibatch momentum",
 }
 UNCHUNKED = "fnnet manual, unchunked"
 BASELINES = ("numpy", "torch eager")
@@ -162,18 +174,40 @@ def load_data(n, seed):
     return x, rng.integers(0, 10, n).astype(np.int32), "random"
 
 
+def model_and_optimizer(cfg):
+    """``(model, optimizer)`` of a workload: ``fnnet.mlp(cfg["sizes"])`` and SGD for W1–W3,
+    ``fnnet.cnn(**cfg["cnn"])`` and momentum for W4."""
+    if "cnn" in cfg:
+        return fnnet.cnn(**cfg["cnn"]), fnnet.optim.momentum(cfg["lr"], beta=cfg["momentum"])
+    return fnnet.mlp(cfg["sizes"]), fnnet.optim.sgd(cfg["lr"])
+
+
 def fit_epoch(cfg, xd, yd, seed, grads="manual", chunk_size="auto"):
     """``(program, state, chunk)``: the epoch program ``fnnet.fit`` compiles for ``cfg``
     (``fnnet.EpochRunner(...).program(keep_last_good=False)``, a pure ``(state, x, y) -> (state,
     stats)``), its first state (``fnnet.TrainState.create``) and the chunk size, resolved as ``fit``
     resolves it (``fnnet.parallel.resolve_chunk_size``), for data ``xd, yd`` already on the device
     (``fnnet.to_device``)."""
-    model, opt = fnnet.mlp(cfg["sizes"]), fnnet.optim.sgd(cfg["lr"])
+    model, opt = model_and_optimizer(cfg)
     chunk = parallel.resolve_chunk_size(chunk_size, len(xd), cfg["batch"], xd)
     runner = fnnet.EpochRunner(model, "cross-entropy", opt, len(xd), cfg["batch"], grads=grads,
                                chunk_size=chunk)
-    state = fnnet.TrainState.create(model, opt, jax.random.PRNGKey(seed), dtype=jnp.float32)
-    return runner.program(keep_last_good=False), state, chunk
+    return runner.program(keep_last_good=False), initial_state(cfg, model, opt, seed), chunk
+
+
+_STATES = {}
+
+
+def initial_state(cfg, model, optimizer, seed):
+    """``fnnet.TrainState.create(model, optimizer, PRNGKey(seed))``, made once per workload and
+    seed and shared by its manual and autodiff programs (the state depends on neither the data
+    nor the gradients; creating it compiles the init, seconds for the CNN). Its arrays are
+    immutable and never donated, so sharing them is safe."""
+    key = (repr(sorted(cfg.items())), seed)
+    if key not in _STATES:
+        _STATES[key] = fnnet.TrainState.create(model, optimizer, jax.random.PRNGKey(seed),
+                                               dtype=jnp.float32)
+    return _STATES[key]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """One workload: every implementation set up, then timed in rounds against the machine's roofs.
 
 Each round runs one unit of each implementation (one iteration for full batch, one epoch for
-minibatches) and the matmul roof (for full batch also a read of X and of a large array), in an
-order that rotates from round to round, so that a shared machine's changing load hits all of them
-alike. Each figure is the median over the rounds; ratios are given two ways, of the medians
-(``ratios``) and paired, the median over rounds of the ratio within a round (``paired_ratios``).
+minibatches, a fixed number of steps for W4, ``fnnet.bench.cnn``) and the matmul roof (for full
+batch also a read of X and of a large array), in an order that rotates from round to round, so
+that a shared machine's changing load hits all of them alike. Each figure is the median over the
+rounds; ratios are given two ways, of the medians (``ratios``) and paired, the median over rounds
+of the ratio within a round (``paired_ratios``, on seconds per example, so that units of different
+lengths compare).
 
 W1's floor: a full-batch step has to read every one of X's float32 pixels at least once; streamed
 at the read bandwidth measured in the same rounds that takes ``bytes(X) / bandwidth``, and no
@@ -57,6 +59,7 @@ def fnnet_runner(cfg, x, y, seed, grads="manual", chunk_size="auto"):
     hlo = compiled.as_text()
     info["matrix_products"] = dot_signatures(hlo)
     info["hlo_operations"] = len(dot_ops(hlo)[0])
+    info["hlo_convolutions"] = hlo.count(" convolution(")
     steps = 1 if cfg["batch"] is None else len(x) // cfg["batch"]
     current = [state]
 
@@ -80,12 +83,12 @@ def implementations(cfg, x, y, seed):
     return makers
 
 
-def set_up(name, cfg, x, y, seed, threads_setting, log):
-    """Every implementation set up and warmed up, the baselines' thread counts chosen: returns
-    ``(units, infos, skipped, threads)``."""
-    steps = 1 if cfg["batch"] is None else len(x) // cfg["batch"]
+def set_up(name, makers, probe_steps, threads_setting, log):
+    """Every implementation of ``makers`` (``{name: make}``) set up and warmed up, the baselines'
+    thread counts chosen on a probe of ``probe_steps`` steps (``None``: one full-batch iteration):
+    returns ``(units, infos, skipped, threads)``."""
     units, infos, skipped, threads = {}, {}, {}, {}
-    for impl, make in implementations(cfg, x, y, seed).items():
+    for impl, make in makers.items():
         if impl == "torch eager" and not baselines.torch_available():
             skipped[impl] = "torch is not installed (pip install torch, or the 'bench' extra)"
             log(f"  {name} {impl}: skipped, {skipped[impl]}")
@@ -94,7 +97,7 @@ def set_up(name, cfg, x, y, seed, threads_setting, log):
         unit, info = make()
         units[impl], infos[impl] = unit, info
         if impl in BASELINES:
-            probe = unit if cfg["batch"] is None else (lambda unit=unit: unit(max(steps // 10, 1)))
+            probe = unit if probe_steps is None else (lambda unit=unit: unit(probe_steps))
             count = baseline_threads(impl, probe, threads_setting, info, log)
             if count is not None:
                 threads[impl] = count
@@ -128,18 +131,20 @@ def timed_rounds(name, units, probes, threads, repeats, log):
     return times
 
 
-def results(units, infos, threads, times, matmul_flops, flops, unit_examples, full_batch):
+def results(units, infos, threads, times, matmul_flops, flops, examples, full_batch):
     """Per implementation: its times, speed, FLOP rate and fraction of the roof (of the medians,
-    and paired within rounds), with what its runner noted."""
+    and paired within rounds), with what its runner noted. ``flops`` and ``examples`` map each
+    implementation to its unit's FLOPs and examples (W4 times autodiff on fewer steps)."""
     roof = rate(matmul_flops, times["matmul"])["median"]
     out = {}
     for impl in units:
-        ts = times[impl]
+        ts, f = times[impl], flops[impl]
         sec = median(ts)
         res = {"seconds_median": sec, "seconds_min": min(ts), "seconds_all": ts,
-               "examples_per_second": unit_examples / sec, "gflops": flops / sec / 1e9,
-               "fraction_of_roof": flops / sec / 1e9 / roof,
-               "fraction_of_roof_paired": median([flops / t / (matmul_flops / m)
+               "examples_per_unit": examples[impl], "flops_per_unit": f,
+               "examples_per_second": examples[impl] / sec, "gflops": f / sec / 1e9,
+               "fraction_of_roof": f / sec / 1e9 / roof,
+               "fraction_of_roof_paired": median([f / t / (matmul_flops / m)
                                                   for t, m in zip(ts, times["matmul"])]),
                **infos[impl]}
         if full_batch:
@@ -150,41 +155,60 @@ def results(units, infos, threads, times, matmul_flops, flops, unit_examples, fu
     return out
 
 
-def manual_vs_autodiff(res, times):
-    """Whether fnnet's two programs do the same matrix products, and their paired ratio's range."""
+def manual_vs_autodiff(res, per_example):
+    """Whether fnnet's two programs do the same matrix products, and their paired ratio's range
+    (``per_example``: each round's seconds per example)."""
     a, b = res["fnnet manual"], res["fnnet autodiff"]
-    within = [tb / ta for ta, tb in zip(times["fnnet manual"], times["fnnet autodiff"])]
+    within = [tb / ta for ta, tb in zip(per_example["fnnet manual"], per_example["fnnet autodiff"])]
     return {"same_matrix_products": a["matrix_products"] == b["matrix_products"],
             "matrix_products": len(a["matrix_products"]),
             "hlo_operations": [a["hlo_operations"], b["hlo_operations"]],
+            "hlo_convolutions": [a["hlo_convolutions"], b["hlo_convolutions"]],
             "paired_ratio_range": [min(within), max(within)]}
 
 
+def time_implementations(name, makers, examples, flops, make_probes, repeats, threads_setting, log,
+                         probe_steps):
+    """Set up ``makers``, then time them round-robin against ``make_probes()``'s roofs (the
+    baselines' threads chosen on ``probe_steps`` steps, ``None`` for full batch): returns ``(out,
+    times, probes)``, ``out`` the workload's results, ratios (of the medians, and paired within
+    rounds on seconds per example, ``examples`` a unit's per implementation) and skipped ones."""
+    units, infos, skipped, threads = set_up(name, makers, probe_steps, threads_setting, log)
+    probes = make_probes()
+    times = timed_rounds(name, units, probes, threads, repeats, log)
+    res = results(units, infos, threads, times, probes["matmul"][1], flops, examples,
+                  probe_steps is None)
+    roof = rate(probes["matmul"][1], times["matmul"])
+    speed = {impl: r["examples_per_second"] for impl, r in res.items()}
+    per_example = {impl: [t / examples[impl] for t in times[impl]] for impl in units}
+    out = {"roof_gflops": roof["median"], "roof_gflops_best": roof["best"],
+           "roof_seconds_all": times["matmul"], "results": res,
+           "ratios": {a: {b: speed[a] / speed[b] for b in speed if b != a} for a in speed},
+           "paired_ratios": {a: {b: paired(per_example[a], per_example[b]) for b in units if b != a}
+                             for a in units},
+           "skipped": skipped}
+    if "fnnet manual" in res and "fnnet autodiff" in res:
+        out["manual_vs_autodiff"] = manual_vs_autodiff(res, per_example)
+    return out, times, probes
+
+
 def measure_workload(name, cfg, x, y, repeats, seed, threads_setting, log, matmul_n, bandwidth_mib):
-    """Every implementation on one workload, timed round-robin, and in every round the matmul
-    roof too (and, for full batch, the read of X and of a large array), so that each figure and
-    the roof it is compared with come from the same minutes of a shared machine's load."""
+    """Every implementation on one MLP workload (W1–W3), timed round-robin, and in every round the
+    matmul roof too (and, for full batch, the read of X and of a large array), so that each figure
+    and the roof it is compared with come from the same minutes of a shared machine's load."""
     full_batch = cfg["batch"] is None
     n = len(x)
     unit_examples = n if full_batch else (n // cfg["batch"]) * cfg["batch"]
     steps = 1 if full_batch else n // cfg["batch"]
     flops = train_step_flops(cfg["sizes"], n if full_batch else cfg["batch"]) * steps
-    units, infos, skipped, threads = set_up(name, cfg, x, y, seed, threads_setting, log)
-    probes = roof_probes(x, full_batch, matmul_n, bandwidth_mib)
-    times = timed_rounds(name, units, probes, threads, repeats, log)
-    res = results(units, infos, threads, times, probes["matmul"][1], flops, unit_examples, full_batch)
-    roof = rate(probes["matmul"][1], times["matmul"])
-    speed = {impl: r["examples_per_second"] for impl, r in res.items()}
+    makers = implementations(cfg, x, y, seed)
+    out, times, probes = time_implementations(
+        name, makers, dict.fromkeys(makers, unit_examples), dict.fromkeys(makers, flops),
+        lambda: roof_probes(x, full_batch, matmul_n, bandwidth_mib), repeats, threads_setting, log,
+        None if full_batch else max(steps // 10, 1))
     out = {"description": DESCRIPTION[name], "sizes": list(cfg["sizes"]), "batch": cfg["batch"],
            "examples": n, "flops_per_unit": flops, "unit": "iteration" if full_batch else "epoch",
-           "roof_gflops": roof["median"], "roof_gflops_best": roof["best"],
-           "roof_seconds_all": times["matmul"], "results": res,
-           "ratios": {a: {b: speed[a] / speed[b] for b in speed if b != a} for a in speed},
-           "paired_ratios": {a: {b: paired(times[a], times[b]) for b in units if b != a}
-                             for a in units},
-           "skipped": skipped}
-    if "fnnet manual" in res and "fnnet autodiff" in res:
-        out["manual_vs_autodiff"] = manual_vs_autodiff(res, times)
+           **out}
     if full_batch:
         out["floor"] = w1_floor(out, probes, times)
     return out

@@ -3,20 +3,33 @@ from it.
 
 A training run is described by a configuration dict (``train_config``)::
 
-    {"dataset": "mnist", "layers": [784, 128, 10], "activation": "relu", "output": "softmax",
-     "loss": "cross-entropy", "optimizer": "momentum", "lr": 0.1, "epochs": 10,
-     "batch_size": 128, "grads": "manual", "seed": 0, "ensemble": 1, "validation": 5000,
-     "data_dir": null}
+    {"dataset": "mnist", "model": "mlp", "layers": [784, 128, 10], "activation": "relu",
+     "output": "softmax", "architecture": null, "loss": "cross-entropy", "optimizer": "momentum",
+     "lr": 0.1, "lr_decay": 1.0, "epochs": 10, "batch_size": 128, "grads": "manual", "seed": 0,
+     "ensemble": 1, "validation": 5000, "data_dir": null}
 
 It is saved as the run's ``config.json`` and as the metadata of its ``model.npz`` checkpoint
 (``fnnet.checkpoints.save(path, params, **config, ...)``). ``ensemble`` is the number of models
 trained together; for more than one their params are stacked along a leading axis.
-``validation`` is the number of training examples held out to validate on; ``data_dir`` the
-folder the data was read from when one was named (``None``: the default locations), so that the
-model can be scored on the same data later.
+``lr_decay`` is the factor the learning rate is multiplied by per epoch (1: constant; see
+``optimizer_of``). ``validation`` is the number of training examples held out to validate on;
+``data_dir`` the folder the data was read from when one was named (``None``: the default
+locations), so that the model can be scored on the same data later. Metadata written before a
+key existed lacks it; ``LEGACY`` says what it means there.
 
-``model_from_metadata`` rebuilds the network, ``mlp(layers, activation, output)``, and the model
-count from the ``MODEL_KEYS`` of such metadata, refusing what the command line would refuse;
+``model`` is the kind of network (``MODELS``):
+
+- ``"mlp"``: ``mlp(layers, activation, output)`` on flat images ``(N, 784)``; ``architecture``
+  is ``None``. Checkpoints written before there was a choice have no ``model`` key: they are MLPs.
+- ``"cnn"``: ``cnn(IMAGE_SHAPE, NUM_CLASSES, **architecture)`` on images ``(N, 28, 28, 1)``
+  (NHWC); ``architecture`` holds ``fnnet.cnn``'s keyword arguments (``CNN_ARCHITECTURE``: its
+  defaults), so that the checkpoint rebuilds the same network whatever ``cnn``'s defaults become.
+  ``layers`` is ``None`` (the CNN's layers are not a list of widths), ``activation`` ``"relu"``,
+  ``output`` ``"softmax"``, and the loss must be cross-entropy.
+
+``model_from_metadata`` rebuilds the network and the model count from the ``MODEL_KEYS`` of such
+metadata (and ``model``, ``architecture``), refusing what the command line would refuse;
+``takes_images`` says which input layout it takes, ``describe`` names it in one line, and
 ``param_template`` gives the shapes and dtypes to load the params with (``load(path, like=...)``).
 
 Losses and outputs that make no sense together are refused (``LOSS_OUTPUTS``):
@@ -35,20 +48,29 @@ Losses and outputs that make no sense together are refused (``LOSS_OUTPUTS``):
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 
 from . import checks, optim
 from .datasets import DATASETS
-from .networks import Sequential, mlp
+from .networks import Sequential, cnn, mlp
 
-__all__ = ["CONFIG_KEYS", "HIDDEN_ACTIVATIONS", "IMAGE_PIXELS", "LOSSES", "LOSS_OUTPUTS",
-           "MODEL_KEYS", "MetadataError", "NUM_CLASSES", "OUTPUTS", "RESUME_KEYS",
-           "check_image_layers", "check_loss_output", "check_model_settings", "model_from_metadata",
-           "param_template", "resume_differences", "train_config"]
+__all__ = ["CNN_ARCHITECTURE", "CONFIG_KEYS", "HIDDEN_ACTIVATIONS", "IMAGE_PIXELS", "IMAGE_SHAPE",
+           "LEGACY", "LOSSES", "LOSS_OUTPUTS", "MODELS", "MODEL_KEYS", "MetadataError",
+           "NUM_CLASSES", "OUTPUTS", "RESUME_KEYS", "check_image_layers", "check_loss_output",
+           "check_model_settings", "describe", "model_from_metadata", "optimizer_of",
+           "param_template", "resume_differences", "takes_images", "train_config"]
 
 IMAGE_PIXELS = 784
+IMAGE_SHAPE = (28, 28, 1)  # (H, W, C) of one image as the CNN takes it
 NUM_CLASSES = 10
+MODELS = ("mlp", "cnn")
+# fnnet.cnn's keyword arguments but the image shape and class count, at its defaults (JSON-ready).
+CNN_ARCHITECTURE = {name: list(p.default) if isinstance(p.default, tuple) else p.default
+                    for name, p in inspect.signature(cnn).parameters.items()
+                    if name not in ("input_shape", "classes")}
 HIDDEN_ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear")
 OUTPUTS = ("softmax", "sigmoid", "tanh", "linear")
 LOSSES = ("cross-entropy", "mse", "binary-cross-entropy")
@@ -59,10 +81,13 @@ LOSS_OUTPUTS = {
     "mse": OUTPUTS,
 }
 # Every key of a training configuration, in the order written.
-CONFIG_KEYS = ("dataset", "layers", "activation", "output", "loss", "optimizer", "lr", "epochs",
-               "batch_size", "grads", "seed", "ensemble", "validation", "data_dir")
-# The keys ``model_from_metadata`` needs to rebuild the network.
+CONFIG_KEYS = ("dataset", "model", "layers", "activation", "output", "architecture", "loss",
+               "optimizer", "lr", "lr_decay", "epochs", "batch_size", "grads", "seed", "ensemble",
+               "validation", "data_dir")
+# The keys ``model_from_metadata`` needs to rebuild the network (and ``LEGACY``'s, if present).
 MODEL_KEYS = ("dataset", "layers", "activation", "output", "loss", "ensemble")
+# What a key added since the first checkpoints means where it is absent.
+LEGACY = {"model": "mlp", "architecture": None, "lr_decay": 1.0}
 # Settings a resumed run must share with the run it continues (``epochs`` may grow, and the
 # data may have moved to another folder).
 RESUME_KEYS = tuple(key for key in CONFIG_KEYS if key not in ("epochs", "data_dir"))
@@ -72,17 +97,16 @@ class MetadataError(ValueError):
     """Metadata (or a configuration) that does not describe a network ``fnnet train`` builds."""
 
 
-def train_config(*, dataset: str, layers, activation: str, output: str, loss: str,
-                 optimizer: str, lr: float, epochs: int, batch_size: int | None, grads: str,
-                 seed: int, ensemble: int, validation: int = 0, data_dir=None) -> dict:
+def train_config(*, dataset: str, loss: str, optimizer: str, lr: float, epochs: int,
+                 batch_size: int | None, grads: str, seed: int, ensemble: int, model: str = "mlp",
+                 layers=None, activation: str | None = None, output: str | None = None,
+                 architecture: dict | None = None, lr_decay: float = 1.0, validation: int = 0,
+                 data_dir=None) -> dict:
     """The configuration of a training run, as saved in ``config.json`` and checkpoint metadata.
 
     Args:
         dataset: one of ``fnnet.datasets.DATASETS``.
-        layers: layer sizes, input first.
-        activation: the hidden-layer activation, one of ``HIDDEN_ACTIVATIONS``.
-        output: the output activation, one of ``OUTPUTS``.
-        loss: one of ``LOSSES``, accepting ``output`` (``LOSS_OUTPUTS``).
+        loss: one of ``LOSSES``, accepting ``output`` (``LOSS_OUTPUTS``); cross-entropy for a CNN.
         optimizer: an ``fnnet.optim.NAMES`` entry (a name: an optimizer object is refused).
         lr: the learning rate, a finite number > 0.
         epochs: the number of epochs.
@@ -90,11 +114,20 @@ def train_config(*, dataset: str, layers, activation: str, output: str, loss: st
         grads: ``"manual"`` or ``"autodiff"``.
         seed: the random seed.
         ensemble: the number of models trained together.
+        model: one of ``MODELS``.
+        layers: the MLP's layer sizes, input first (required for an MLP; ``None`` for a CNN).
+        activation: the MLP's hidden-layer activation, one of ``HIDDEN_ACTIVATIONS`` (required for
+            an MLP; a CNN's is ``"relu"``).
+        output: the output activation, one of ``OUTPUTS`` (required for an MLP; a CNN's is
+            ``"softmax"``).
+        architecture: a CNN's ``fnnet.cnn`` keyword arguments (default ``CNN_ARCHITECTURE``);
+            ``None`` for an MLP.
+        lr_decay: the factor ``0 < lr_decay <= 1`` the learning rate is multiplied by per epoch.
         validation: the number of training examples held out for validation.
         data_dir: the folder the data was read from, or ``None`` for the default locations.
 
     Returns:
-        A dict with the ``CONFIG_KEYS`` in that order; ``layers`` as a list of ints,
+        A dict with the ``CONFIG_KEYS`` in that order; ``layers`` as a list of ints (or ``None``),
         ``data_dir`` as a string.
 
     Raises:
@@ -104,11 +137,18 @@ def train_config(*, dataset: str, layers, activation: str, output: str, loss: st
     try:
         checks.choice("train_config", "optimizer", optimizer, optim.NAMES)
         checks.real("train_config", "lr", lr, low=0, low_open=True)
+        checks.real("train_config", "lr_decay", lr_decay, low=0, high=1, low_open=True)
         checks.integer("train_config", "validation", validation, minimum=0)
     except ValueError as e:
         raise MetadataError(str(e)) from None
-    config = {"dataset": dataset, "layers": list(layers), "activation": activation,
-              "output": output, "loss": loss, "optimizer": optimizer, "lr": lr, "epochs": epochs,
+    if model == "cnn":
+        activation = "relu" if activation is None else activation
+        output = "softmax" if output is None else output
+        architecture = dict(CNN_ARCHITECTURE) if architecture is None else architecture
+    config = {"dataset": dataset, "model": model,
+              "layers": None if layers is None else list(layers), "activation": activation,
+              "output": output, "architecture": architecture, "loss": loss,
+              "optimizer": optimizer, "lr": lr, "lr_decay": lr_decay, "epochs": epochs,
               "batch_size": batch_size, "grads": grads, "seed": seed, "ensemble": ensemble,
               "validation": validation, "data_dir": None if data_dir is None else str(data_dir)}
     check_model_settings(config)
@@ -150,7 +190,8 @@ def check_image_layers(layers, dataset: str) -> None:
 
 
 def check_model_settings(metadata: dict) -> None:
-    """Check the ``MODEL_KEYS`` of ``metadata``: present, each valid, and consistent together.
+    """Check the ``MODEL_KEYS`` of ``metadata`` (and ``model``, ``architecture`` where present):
+    present, each valid, and consistent together.
 
     Raises:
         MetadataError: naming the missing keys, or the invalid values as ``key=value``, or why
@@ -162,40 +203,115 @@ def check_model_settings(metadata: dict) -> None:
     if missing:
         raise MetadataError(f"not a model checkpoint written by fnnet train (its metadata lacks "
                             f"{', '.join(missing)})")
-    layers, num_models = metadata["layers"], metadata["ensemble"]
+    kind = metadata.get("model", LEGACY["model"])
+    if kind not in MODELS:
+        raise MetadataError(f"invalid metadata (model={kind!r}; expected one of "
+                            f"{', '.join(MODELS)})")
+    num_models = metadata["ensemble"]
     valid = {
         "dataset": metadata["dataset"] in DATASETS,
+        "loss": metadata["loss"] in LOSSES,
+        "ensemble": type(num_models) is int and num_models >= 1,
+        **(_cnn_validity(metadata) if kind == "cnn" else _mlp_validity(metadata)),
+    }
+    bad = [f"{key}={metadata.get(key)!r}" for key, ok in valid.items() if not ok]
+    if bad:
+        raise MetadataError(f"invalid metadata ({', '.join(bad)})")
+    if kind == "mlp":
+        check_image_layers(metadata["layers"], metadata["dataset"])
+    check_loss_output(metadata["loss"], metadata["output"])
+
+
+def _mlp_validity(metadata):
+    """Whether each MLP setting is valid: ``{key: ok}``."""
+    layers = metadata["layers"]
+    return {
         "layers": isinstance(layers, list) and len(layers) >= 2
         and all(type(size) is int and size > 0 for size in layers),
         "activation": metadata["activation"] in HIDDEN_ACTIVATIONS,
         "output": metadata["output"] in OUTPUTS,
-        "loss": metadata["loss"] in LOSSES,
-        "ensemble": type(num_models) is int and num_models >= 1,
+        "architecture": metadata.get("architecture") is None,
     }
-    bad = [f"{key}={metadata[key]!r}" for key, ok in valid.items() if not ok]
-    if bad:
-        raise MetadataError(f"invalid metadata ({', '.join(bad)})")
-    check_image_layers(layers, metadata["dataset"])
-    check_loss_output(metadata["loss"], metadata["output"])
+
+
+def _cnn_validity(metadata):
+    """Whether each CNN setting is valid: ``{key: ok}``; the architecture must build a network
+    for the dataset's images."""
+    architecture = metadata.get("architecture")
+    builds = isinstance(architecture, dict) and set(architecture) == set(CNN_ARCHITECTURE)
+    if builds:
+        try:
+            _build_cnn(architecture)
+        except (ValueError, TypeError):
+            builds = False
+    return {"layers": metadata["layers"] is None, "activation": metadata["activation"] == "relu",
+            "output": metadata["output"] == "softmax", "architecture": builds,
+            "loss": metadata["loss"] == "cross-entropy"}
+
+
+def _build_cnn(architecture):
+    settings = dict(architecture, channels=tuple(architecture["channels"]))
+    return cnn(IMAGE_SHAPE, NUM_CLASSES, **settings)
 
 
 def model_from_metadata(metadata: dict) -> tuple[Sequential, int]:
     """The network a checkpoint holds, rebuilt from its metadata.
 
     Args:
-        metadata: a checkpoint's metadata (or a ``train_config`` dict); only the ``MODEL_KEYS``
-            are read.
+        metadata: a checkpoint's metadata (or a ``train_config`` dict); only the ``MODEL_KEYS``,
+            ``model`` and ``architecture`` are read.
 
     Returns:
-        ``(model, num_models)``: ``mlp(layers, activation, output)`` and the number of models
-        whose params are stacked in the checkpoint (1: not stacked).
+        ``(model, num_models)``: ``mlp(layers, activation, output)`` or
+        ``cnn(IMAGE_SHAPE, NUM_CLASSES, **architecture)``, and the number of models whose params
+        are stacked in the checkpoint (1: not stacked).
 
     Raises:
         MetadataError: as ``check_model_settings``.
     """
     check_model_settings(metadata)
+    if takes_images(metadata):
+        return _build_cnn(metadata["architecture"]), metadata["ensemble"]
     model = mlp(metadata["layers"], metadata["activation"], metadata["output"])
     return model, metadata["ensemble"]
+
+
+def takes_images(metadata: dict) -> bool:
+    """Whether the network of ``metadata`` takes images ``(N, 28, 28, 1)`` (a CNN) rather than
+    flat rows ``(N, 784)`` (an MLP)."""
+    return metadata.get("model", LEGACY["model"]) == "cnn"
+
+
+def describe(metadata: dict) -> str:
+    """The network of ``metadata`` in a few words: ``"784-128-10 relu/softmax"`` or
+    ``"cnn conv 32-64 (3x3, pool 2), dense 128, dropout 0.5"``."""
+    if not takes_images(metadata):
+        return (f"{'-'.join(map(str, metadata['layers']))} "
+                f"{metadata['activation']}/{metadata['output']}")
+    arch = metadata["architecture"]
+    size = arch["kernel_size"]
+    head = f", dense {arch['hidden']}" if arch["hidden"] else ""
+    drop = f", dropout {arch['dropout']:g}" if arch["dropout"] else ""
+    return (f"cnn conv {'-'.join(map(str, arch['channels']))} ({size}x{size}, pool "
+            f"{arch['pool']}){head}{drop}")
+
+
+def optimizer_of(config: dict, steps_per_epoch: int) -> optim.Optimizer:
+    """The optimizer a configuration trains with: ``optim.get(optimizer, lr)``, and for
+    ``lr_decay < 1`` the schedule ``lr_t = lr · lr_decay^(t / steps_per_epoch)`` at update ``t``
+    (smooth, so the rate is ``lr · lr_decay^e`` at the start of epoch ``e + 1``). The schedule
+    depends on neither the epoch count nor the epoch, so a resumed run with more epochs follows
+    the same rates as an uninterrupted one.
+
+    Args:
+        config: a ``train_config`` dict (``lr_decay`` absent: 1).
+        steps_per_epoch: the updates per epoch (``N // batch_size``; 1 for full batch).
+    """
+    decay = config.get("lr_decay", LEGACY["lr_decay"])
+    if decay == 1:
+        return optim.get(config["optimizer"], config["lr"])
+    schedule = optim.exponential_decay(decay, every=steps_per_epoch)
+    return optim.get(config["optimizer"], config["lr"], schedule=schedule)
 
 
 def param_template(model, num_models: int, dtype=jnp.float32):
@@ -223,7 +339,8 @@ def resume_differences(saved: dict, config: dict) -> list[str]:
         config: the configuration of the continuing run.
 
     Returns:
-        One ``"key saved -> new"`` line per differing setting; empty when the run may resume.
+        One ``"key saved -> new"`` line per differing setting; empty when the run may resume. A
+        key ``saved`` lacks counts as its ``LEGACY`` value (a run from before the key existed).
 
     Raises:
         MetadataError: ``saved`` is not a dict.
@@ -231,5 +348,6 @@ def resume_differences(saved: dict, config: dict) -> list[str]:
     if not isinstance(saved, dict):
         raise MetadataError(f"a saved configuration must be a JSON object, got "
                             f"{type(saved).__name__}")
-    return [f"{key} {saved.get(key)!r} -> {config[key]!r}" for key in RESUME_KEYS
-            if saved.get(key) != config[key]]
+    value = lambda key: saved.get(key, LEGACY.get(key))
+    return [f"{key} {value(key)!r} -> {config[key]!r}" for key in RESUME_KEYS
+            if value(key) != config[key]]

@@ -9,6 +9,10 @@ models' outputs, ``p̄ = (1/K) Σ_k p_k``, with predicted class ``argmax p̄`` a
                                               x_test, y_test)
     results = summarize_test("cross-entropy", y_test, model_loss, model_accuracy, probs)
 
+Inputs are rows ``(N, features)`` (an MLP) or images ``(N, H, W, C)`` (a CNN). They are scored
+``ROWS`` at a time, images ``IMAGE_ROWS`` at a time: a convolution's activations and patches take
+about a hundred times the memory of its input, so the whole test set at once would need gigabytes.
+
 Every function here is pure: it reads its arguments and returns new values.
 """
 
@@ -23,7 +27,16 @@ from .datasets import one_hot
 from .training import evaluate
 from .training.inputs import check_targets
 
-__all__ = ["model_scores", "predict", "score_prediction", "summarize_test", "targets"]
+__all__ = ["IMAGE_ROWS", "ROWS", "chunk_rows", "model_scores", "predict", "score_prediction",
+           "summarize_test", "targets"]
+
+ROWS = 10_000  # rows scored at once, flat inputs
+IMAGE_ROWS = 1_000  # rows scored at once, images
+
+
+def chunk_rows(x) -> int:
+    """How many rows of ``x`` are scored at once: ``ROWS``, or ``IMAGE_ROWS`` for images."""
+    return IMAGE_ROWS if np.ndim(x) == 4 else ROWS
 
 
 def targets(loss, labels, num_classes: int) -> np.ndarray:
@@ -64,14 +77,20 @@ def predict(model, params, num_models: int, x) -> np.ndarray:
         model: the network (``fnnet.mlp(...)``).
         params: its params; for ``num_models > 1``, stacked along a leading axis.
         num_models: how many models ``params`` holds (1: not stacked).
-        x: inputs ``(N, features)``.
+        x: inputs ``(N, features)`` or images ``(N, H, W, C)``.
 
     Returns:
         ``(N, outputs)``: ``model.apply(params, x)`` for one model, else
-        ``p̄ = (1/K) Σ_k p_k`` over the ``K = num_models`` models.
+        ``p̄ = (1/K) Σ_k p_k`` over the ``K = num_models`` models (computed ``chunk_rows(x)`` rows
+        at a time).
     """
-    outputs = jax.jit(_stacked_apply(model, num_models))(params, jnp.asarray(x))
-    return np.asarray(outputs if num_models == 1 else jnp.mean(outputs, axis=0))
+    apply = _stacked_apply(model, num_models)
+    average = jax.jit(lambda p, xs: apply(p, xs) if num_models == 1
+                      else jnp.mean(apply(p, xs), axis=0))
+    rows = chunk_rows(x)
+    parts = [np.asarray(average(params, jnp.asarray(x[start:start + rows])))
+             for start in range(0, max(len(x), 1), rows)]
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def model_scores(model, loss, params, num_models: int, x, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +101,7 @@ def model_scores(model, loss, params, num_models: int, x, labels) -> tuple[np.nd
         loss: a loss name or ``fnnet.losses.Loss``.
         params: its params; for ``num_models > 1``, stacked along a leading axis.
         num_models: how many models ``params`` holds (1: not stacked).
-        x: inputs ``(N, features)``.
+        x: inputs ``(N, features)`` or images ``(N, H, W, C)``.
         labels: integer class labels ``(N,)`` (turned into the loss's ``targets``).
 
     Returns:
@@ -92,8 +111,9 @@ def model_scores(model, loss, params, num_models: int, x, labels) -> tuple[np.nd
     objective = losses.get(loss)
     x = jnp.asarray(x)
     num_classes = jax.eval_shape(_stacked_apply(model, num_models), params, x).shape[-1]
+    rows = chunk_rows(x)
     score = lambda model_params, inputs, wanted: evaluate(model, objective, model_params, inputs,
-                                                          wanted)
+                                                          wanted, batch_size=rows)
     if num_models > 1:
         score = jax.vmap(score, in_axes=(0, None, None))
     value, accuracy = jax.jit(score)(params, x, jnp.asarray(targets(objective, labels, num_classes)))

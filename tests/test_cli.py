@@ -31,9 +31,10 @@ SMALL = ["--layers", "784,16,10", "--epochs", "2", "--batch-size", "50", "--quie
 TRAIN_KEYS = {"config", "history", "test_accuracy", "test_loss", "train_accuracy", "train_loss",
               "epochs_trained", "seconds", "diverged", "divergence", "examples",
               "validation_accuracy", "validation_loss"}
-MODEL_METADATA = {"dataset", "layers", "activation", "output", "loss", "optimizer", "lr", "epochs",
-                  "batch_size", "grads", "seed", "ensemble", "validation", "data_dir",
-                  "test_accuracy", "test_loss", "train_accuracy", "dtype"}
+MODEL_METADATA = {"dataset", "model", "layers", "activation", "output", "architecture", "loss",
+                  "optimizer", "lr", "lr_decay", "epochs", "batch_size", "grads", "seed",
+                  "ensemble", "validation", "data_dir", "test_accuracy", "test_loss",
+                  "train_accuracy", "dtype"}
 
 
 @pytest.fixture(scope="module")
@@ -176,14 +177,21 @@ def test_ensemble_trains_k_models_and_evaluates_each_and_the_average(data_root, 
     params, meta = fnnet.load(out / "model.npz")
     assert meta["ensemble"] == 2 and params[0].W.shape == (2, 16, 784)
 
-    code, stdout, err = run(capsys, "evaluate", out / "model.npz", "--data-dir", data_root,
-                            "--no-download", "--out", tmp_path / "ev")
+    assert_evaluate_scores_the_ensemble(capsys, data_root, out, tmp_path / "ev", metrics)
+
+
+def assert_evaluate_scores_the_ensemble(capsys, data_root, run_folder, out, metrics):
+    """``fnnet evaluate`` of the two-model checkpoint in ``run_folder`` scores each model and
+    the ensemble as training did (``metrics``), and draws its figures into ``out``."""
+    code, stdout, err = run(capsys, "evaluate", run_folder / "model.npz", "--data-dir", data_root,
+                            "--no-download", "--out", out)
     assert code == 0, err
-    ev = read_json(tmp_path / "ev" / "metrics.json")
+    ev = read_json(out / "metrics.json")
     assert ev["model_test_accuracy"] == pytest.approx(metrics["model_test_accuracy"], abs=1e-6)
     assert ev["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     assert "ensemble of 2 (averaged probabilities)" in stdout
-    assert_png(tmp_path / "ev" / "misclassified.png")
+    assert_png(out / "misclassified.png")
+    assert_png(out / "confusion.png")
 
 
 def test_one_hot_loss_adam_autodiff_full_batch_fashion(data_root, tmp_path, capsys):
@@ -191,11 +199,12 @@ def test_one_hot_loss_adam_autodiff_full_batch_fashion(data_root, tmp_path, caps
     out = tmp_path / "run"
     flags = ["--dataset", "fashion-mnist", "--loss", "mse", "--output", "linear", "--activation",
              "tanh", "--optimizer", "adam", "--grads", "autodiff", "--batch-size", "full",
-             "--epochs", "1"]
+             "--epochs", "1", "--lr-decay", "0.5"]
     code, _, err = run(capsys, *train_argv(data_root, out, *flags))
     assert code == 0, err
     metrics = read_json(out / "metrics.json")
     assert metrics["history"]["epoch"] == [1]
+    assert metrics["config"]["lr_decay"] == 0.5 and metrics["config"]["model"] == "mlp"
     assert 0 <= metrics["test_accuracy"] <= 1
     code, _, err = run(capsys, "evaluate", out / "model.npz", "--data-dir", data_root,
                        "--no-download", "--out", tmp_path / "ev")
@@ -316,6 +325,8 @@ BAD_FLAGS = [
     (["train", "--lr", "-1"], "--lr"),
     (["train", "--lr", "0"], "--lr"),
     (["train", "--lr", "nan"], "--lr"),
+    (["train", "--lr-decay", "0"], "--lr-decay"),
+    (["train", "--lr-decay", "1.5"], "--lr-decay"),
     (["train", "--epochs", "0"], "--epochs"),
     (["train", "--epochs", "-3"], "--epochs"),
     (["train", "--epochs", "1.5"], "--epochs"),

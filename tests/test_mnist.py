@@ -1,5 +1,5 @@
 """Real MNIST: 784-128-10 trained for two epochs reaches 96% test accuracy, and ``fnnet train``
-runs on the real files.
+runs on the real files, with the MLP and with the CNN (``--model cnn``, one epoch).
 
 The data is ``$FNNET_DATA_DIR/mnist`` or, when that variable is unset or incomplete,
 ``../shared/data/mnist`` beside the repository. When it is in neither place the tests fail under CI
@@ -94,3 +94,20 @@ def test_fnnet_train_runs_on_real_mnist(real_mnist, tmp_path, capsys):
     assert metrics["examples"] == {"train": 55000, "validation": cli.DEFAULT_VALIDATION,
                                    "test": 10000}
     assert (out / "model.npz").is_file() and (out / "curves.png").stat().st_size > 0
+
+
+def test_fnnet_train_model_cnn_runs_on_real_mnist(real_mnist, tmp_path, capsys):
+    """One epoch of ``--model cnn`` with its defaults: NHWC images, past 97% already."""
+    out = tmp_path / "cnn"
+    code = cli.main(["train", "--model", "cnn", "--epochs", "1", "--no-download", "--quiet",
+                     "--out", str(out)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["model"] == "cnn" and metrics["config"]["layers"] is None
+    assert metrics["test_accuracy"] > 0.97, stdout
+    code = cli.main(["evaluate", str(out / "model.npz"), "--no-download"])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    evaluated = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert evaluated["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)

@@ -37,6 +37,13 @@ def problem():
     return model, stacked, single, x, labels
 
 
+def random_params(template, seed=0):
+    """Params of ``template``'s shapes and dtypes drawn by numpy (no init program to compile)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(lambda leaf: rng.normal(size=leaf.shape).astype(leaf.dtype),
+                                  template)
+
+
 def one_of(stacked, index):
     return jax.tree_util.tree_map(lambda leaf: leaf[index], stacked)
 
@@ -111,6 +118,32 @@ def test_model_scores_are_each_models_evaluate(problem, loss):
         assert accuracies[i] == pytest.approx(float(one[1]))
 
 
+@pytest.mark.parametrize("num_models", [1, 2])
+def test_images_are_scored_in_chunks_with_the_same_result(monkeypatch, num_models):
+    """A CNN's inputs ``(N, H, W, C)`` go through ``IMAGE_ROWS`` at a time (20 rows in chunks
+    of 7 here): the prediction and the scores are those of the whole batch at once."""
+    model = fnnet.cnn(input_shape=(6, 6, 1), classes=3, channels=(2,), hidden=None, dropout=0.25)
+    params = random_params(model_config.param_template(model, num_models))
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(20, 6, 6, 1)).astype(np.float32)
+    labels = rng.integers(0, 3, size=20).astype(np.int32)
+    assert scoring.chunk_rows(x) == scoring.IMAGE_ROWS and scoring.chunk_rows(x[:, :, 0, 0]) == \
+        scoring.ROWS
+    whole_probs = scoring.predict(model, params, num_models, x)
+    whole_scores = scoring.model_scores(model, "cross-entropy", params, num_models, x, labels)
+    monkeypatch.setattr(scoring, "IMAGE_ROWS", 7)
+    probs = scoring.predict(model, params, num_models, x)
+    assert probs.shape == (20, 3)
+    np.testing.assert_allclose(probs, whole_probs, rtol=1e-6, atol=1e-7)
+    apply = model.apply if num_models == 1 else jax.vmap(model.apply, in_axes=(0, None))
+    outputs = np.asarray(apply(params, jnp.asarray(x)))
+    np.testing.assert_allclose(probs, outputs if num_models == 1 else outputs.mean(axis=0),
+                               rtol=1e-5, atol=1e-6)
+    for got, want in zip(scoring.model_scores(model, "cross-entropy", params, num_models, x,
+                                              labels), whole_scores):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_summarize_test_one_model():
     results = scoring.summarize_test("cross-entropy", np.array([0, 1]), np.float32(0.25),
                                      np.float32(0.5))
@@ -171,6 +204,8 @@ def test_train_config_has_every_key_in_order():
     ({"lr": float("nan")}, "lr"),
     ({"lr": "0.1"}, "lr"),
     ({"validation": -1}, "validation"),
+    ({"lr_decay": 0}, "lr_decay"),
+    ({"lr_decay": 1.01}, "lr_decay"),
 ])
 def test_train_config_refuses_a_bad_optimizer_rate_or_split(changes, named):
     with pytest.raises(MetadataError, match=f"train_config: {named} must be"):
@@ -191,7 +226,13 @@ def test_metadata_round_trip_rebuilds_the_same_model(tmp_path, num_models):
     for want, got in zip(jax.tree_util.tree_leaves(template), jax.tree_util.tree_leaves(params)):
         assert (want.shape, want.dtype) == (got.shape, got.dtype)
 
-    path = fnnet.save(tmp_path / "model.npz", params, **made, test_accuracy=0.5)
+    assert_checkpoint_round_trip(tmp_path / "model.npz", params, made, model, num_models)
+
+
+def assert_checkpoint_round_trip(path, params, config, model, num_models):
+    """Saved with ``config`` as metadata, ``params`` load back unchanged into the network that
+    metadata rebuilds, ``model``."""
+    path = fnnet.save(path, params, **config, test_accuracy=0.5)
     _, meta = fnnet.load(path)
     rebuilt, rebuilt_count = model_config.model_from_metadata(meta)
     assert rebuilt == model and rebuilt_count == num_models

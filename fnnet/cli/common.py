@@ -1,6 +1,6 @@
 """What the commands share: the parser that raises instead of exiting, the two errors ``main``
-reports, flag-value types, the network and data flags, the output-folder check, data loading and
-the results lines."""
+reports, flag-value types, the network and data flags (``--model mlp|cnn`` and the flags only the
+MLP takes), the output-folder check, data loading and the results lines."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 
 from .. import checks, datasets
-from ..model_config import HIDDEN_ACTIVATIONS, LOSSES, OUTPUTS, MetadataError, check_loss_output
+from ..model_config import (
+    CNN_ARCHITECTURE,
+    HIDDEN_ACTIVATIONS,
+    LOSSES,
+    MODELS,
+    OUTPUTS,
+    MetadataError,
+    check_loss_output,
+)
 
 MAX_SEED = 2**31 - 1  # every PRNG here accepts seeds 0 .. 2**31 - 1
 FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -97,6 +105,12 @@ def positive_float(text):
                                                            low_open=True), "a finite number > 0")
 
 
+def decay_rate(text):
+    """A factor in ``(0, 1]``."""
+    return _convert(text, float, lambda value: checks.real("fnnet", "value", value, low=0, high=1,
+                                                           low_open=True), "a number in (0, 1]")
+
+
 def batch_size(text):
     """A positive integer, or ``full`` (``None``) for full-batch gradient descent."""
     if text == "full":
@@ -119,17 +133,54 @@ def layers(text):
 # Flags shared by commands
 
 
+MLP_ONLY = ("layers", "activation", "output")  # flags --model cnn refuses when given
+_ARCH = CNN_ARCHITECTURE
+CNN_SUMMARY = (f"fnnet.cnn(): {len(_ARCH['channels'])} stages of {_ARCH['kernel_size']}x"
+               f"{_ARCH['kernel_size']} convolution, ReLU and {_ARCH['pool']}x{_ARCH['pool']} max "
+               f"pooling ({' and '.join(map(str, _ARCH['channels']))} channels), dropout "
+               f"{_ARCH['dropout']:g}, dense {_ARCH['hidden']}, ReLU, dense 10, softmax")
+
+
 def add_network_flags(parser, default_layers):
-    """``--layers`` (default ``default_layers``), ``--activation``, ``--output``, ``--loss``."""
-    parser.add_argument("--layers", type=layers, default=layers(default_layers), metavar="N,N,...",
-                        help=f"layer sizes, input first (default: {default_layers})")
-    parser.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="relu",
-                        help="hidden-layer activation (default: relu)")
-    parser.add_argument("--output", choices=OUTPUTS, default="softmax",
-                        help="output activation (default: softmax)")
+    """``--model``, ``--layers`` (default ``default_layers``), ``--activation``, ``--output``,
+    ``--loss``. The three MLP flags parse to ``None`` when not given, so that ``--model cnn``
+    can tell them apart from their defaults; ``resolve_network`` fills them in."""
+    parser.add_argument("--model", choices=MODELS, default="mlp",
+                        help=f"the network: mlp, a multilayer perceptron on flat images (--layers, "
+                             f"--activation, --output), or cnn, {CNN_SUMMARY}, on 28x28x1 images "
+                             f"(default: mlp)")
+    parser.add_argument("--layers", type=layers, metavar="N,N,...",
+                        help=f"MLP layer sizes, input first (default: {default_layers})")
+    parser.add_argument("--activation", choices=HIDDEN_ACTIVATIONS,
+                        help="MLP hidden-layer activation (default: relu)")
+    parser.add_argument("--output", choices=OUTPUTS,
+                        help="MLP output activation (default: softmax)")
     parser.add_argument("--loss", choices=LOSSES, default="cross-entropy",
                         help="loss (default: cross-entropy); cross-entropy needs --output softmax, "
-                             "binary-cross-entropy --output sigmoid or softmax")
+                             "binary-cross-entropy --output sigmoid or softmax; --model cnn "
+                             "trains with cross-entropy only")
+
+
+def resolve_network(args, default_layers):
+    """Fill in the MLP flags' defaults (``default_layers``, relu, softmax); for ``--model cnn``
+    refuse the MLP flags given and a loss other than cross-entropy, and set ``layers`` to
+    ``None``, ``activation`` and ``output`` to the CNN's (relu, softmax). ``UsageError`` for a
+    refusal, or a loss and output that do not go together."""
+    if args.model == "cnn":
+        given = [f"--{name}" for name in MLP_ONLY if getattr(args, name) is not None]
+        if given:
+            raise UsageError(args.prog, f"argument {', '.join(given)}: only for --model mlp; the "
+                                        f"CNN is {CNN_SUMMARY}")
+        if args.loss != "cross-entropy":
+            raise UsageError(args.prog, f"argument --loss: --model cnn trains with cross-entropy "
+                                        f"only (its output is a softmax), got --loss {args.loss}")
+        args.activation, args.output = "relu", "softmax"
+        return
+    if args.layers is None:
+        args.layers = layers(default_layers)
+    args.activation = args.activation or "relu"
+    args.output = args.output or "softmax"
+    check_flags_loss_output(args.prog, args.loss, args.output)
 
 
 def add_data_flags(parser):
@@ -190,11 +241,6 @@ def load_data(prog, name, data_dir, download, given_as="--data-dir", remedy=None
         raise DataUnavailable(prog, e.message("cli", given_as, remedy)) from None
     except (OSError, datasets.IDXError, datasets.DatasetError, datasets.ChecksumError) as e:
         raise DataUnavailable(prog, " ".join(str(e).split())) from None
-
-
-def dash(sizes):
-    """``[784, 128, 10]`` -> ``"784-128-10"``."""
-    return "-".join(map(str, sizes))
 
 
 def print_results(results, num_models):

@@ -9,14 +9,20 @@ import numpy as np
 
 from .. import checkpoints, datasets, metrics
 from ..io import write_json
-from ..model_config import NUM_CLASSES, MetadataError, model_from_metadata, param_template
+from ..model_config import (
+    NUM_CLASSES,
+    MetadataError,
+    describe,
+    model_from_metadata,
+    param_template,
+    takes_images,
+)
 from ..scoring import model_scores, predict, summarize_test
 from .common import (
     FORMATTER,
     UsageError,
     add_data_flags,
     check_out,
-    dash,
     load_data,
     print_results,
 )
@@ -24,10 +30,11 @@ from .common import (
 MISCLASSIFIED_SHOWN = 40
 
 DESCRIPTION = """\
-Rebuild the network from a checkpoint's metadata, score it on the test set, and write
-confusion.png, misclassified.png and metrics.json (classes named as the dataset names them). For
-a checkpoint of several models (train --ensemble K), each model is scored alone and the ensemble
-by its averaged probabilities.
+Rebuild the network from a checkpoint's metadata (an MLP fed flat images, or the CNN of train
+--model cnn fed 28x28x1 images), score it on the test set, and write confusion.png,
+misclassified.png and metrics.json (classes named as the dataset names them). For a checkpoint
+of several models (train --ensemble K), each model is scored alone and the ensemble by its
+averaged probabilities.
 
 The data: from --data-dir when given; else from the folder the model was trained on, when the
 checkpoint records one (train --data-dir); else from the default locations."""
@@ -80,8 +87,9 @@ def _plot(out, meta, num_models, results, x_test, y_test, probs):
 
 
 def _test_data(args, meta):
-    """The test split the checkpoint's model is scored on, as model inputs: from ``--data-dir``,
-    else the data folder the checkpoint records, else the default locations."""
+    """The test split the checkpoint's model is scored on, as model inputs (flat rows for an MLP,
+    NHWC images for a CNN): from ``--data-dir``, else the data folder the checkpoint records,
+    else the default locations."""
     name, recorded = meta["dataset"], meta.get("data_dir")
     if args.data_dir is not None or not isinstance(recorded, str):
         _, test = load_data(args.prog, name, args.data_dir, not args.no_download)
@@ -89,7 +97,7 @@ def _test_data(args, meta):
         _, test = load_data(args.prog, name, recorded, not args.no_download,
                             given_as="the data folder the checkpoint records",
                             remedy="pass --data-dir with the folder that holds them now")
-    return datasets.prepare(*test)
+    return datasets.prepare(*test, images=takes_images(meta))
 
 
 def run(args):
@@ -110,8 +118,8 @@ def run(args):
         "misclassified": len(wrong), "misclassified_shown": shown, "confusion_matrix": confusion,
         "config": meta,
     })
-    print(f"{path}: {meta['dataset']} {dash(meta['layers'])} {meta['activation']}/{meta['output']}, "
-          f"{meta['loss']}" + (f", {num_models} models" if num_models > 1 else ""))
+    print(f"{path}: {meta['dataset']} {describe(meta)}, {meta['loss']}"
+          + (f", {num_models} models" if num_models > 1 else ""))
     print_results(results, num_models)
     print(f"{len(wrong)} of {len(y_test)} test images misclassified; wrote {out / 'confusion.png'}, "
           f"{out / 'misclassified.png'}, {out / 'metrics.json'}")

@@ -8,20 +8,23 @@ import numpy as np
 
 from .. import losses
 from ..gradcheck import check_grads
-from ..networks import mlp
+from ..model_config import CNN_ARCHITECTURE, IMAGE_SHAPE, NUM_CLASSES, describe
+from ..networks import cnn, mlp
 from .common import (
     FORMATTER,
     add_network_flags,
-    check_flags_loss_output,
-    dash,
     positive_float,
     positive_int,
+    resolve_network,
     seed,
 )
 
 DESCRIPTION = """\
 Compare the hand-derived backward with jax.grad per parameter, in float32 and float64, on random
-parameters and data. Exit status 0 when both dtypes pass their tolerance, 1 otherwise."""
+parameters and data. Exit status 0 when both dtypes pass their tolerance, 1 otherwise.
+
+--model cnn checks fnnet.cnn() on random 28x28x1 images, in training mode: its dropout draws
+the same mask (from --seed) in both gradients."""
 
 
 def add_parser(subparsers):
@@ -46,22 +49,30 @@ def add_parser(subparsers):
     parser.set_defaults(run=run)
 
 
-def _problem(model, sizes, loss, batch, seed_value):
+def _network(args):
+    """``(model, input shape of one example, number of outputs)`` of the flags."""
+    if args.model == "cnn":
+        return cnn(IMAGE_SHAPE, NUM_CLASSES), IMAGE_SHAPE, NUM_CLASSES
+    return mlp(args.layers, args.activation, args.output), (args.layers[0],), args.layers[-1]
+
+
+def _problem(model, shape, outputs, loss, batch, seed_value):
     """Random ``params, x, y`` as numpy arrays, to be cast to each dtype checked.
 
-    ``params`` come from ``model.init`` (float32, compiled once); pixel-like inputs ``x ~ U[0, 1)``;
-    targets are integer labels (cross-entropy), 0/1 entries (binary cross-entropy) or ``U[0, 1)``
-    (MSE), drawn with numpy so that no random-number kernel is compiled per array and dtype.
+    ``params`` come from ``model.init`` (float32, compiled once); pixel-like inputs
+    ``x ~ U[0, 1)`` of shape ``(batch, *shape)``; targets are integer labels (cross-entropy), 0/1
+    entries (binary cross-entropy) or ``U[0, 1)`` (MSE), drawn with numpy so that no
+    random-number kernel is compiled per array and dtype.
     """
     params = jax.tree_util.tree_map(np.asarray, jax.jit(model.init)(jax.random.PRNGKey(seed_value)))
     rng = np.random.default_rng(seed_value)
-    x = rng.uniform(size=(batch, sizes[0]))
+    x = rng.uniform(size=(batch, *shape))
     if loss == "cross-entropy":
-        y = rng.integers(0, sizes[-1], size=batch).astype(np.int32)
+        y = rng.integers(0, outputs, size=batch).astype(np.int32)
     elif loss == "binary-cross-entropy":
-        y = (rng.uniform(size=(batch, sizes[-1])) < 0.5).astype(np.float64)
+        y = (rng.uniform(size=(batch, outputs)) < 0.5).astype(np.float64)
     else:
-        y = rng.uniform(size=(batch, sizes[-1]))
+        y = rng.uniform(size=(batch, outputs))
     return params, x, y
 
 
@@ -92,17 +103,20 @@ def run(args):
 
     Exit status 0 when both dtypes pass their tolerance, 1 otherwise.
     """
-    check_flags_loss_output(args.prog, args.loss, args.output)
-    model = mlp(args.layers, args.activation, args.output)
-    problem = _problem(model, args.layers, args.loss, args.batch, args.seed)
-    print(f"gradcheck: {dash(args.layers)} {args.activation}/{args.output}, {args.loss}, "
-          f"batch {args.batch}, seed {args.seed}")
+    resolve_network(args, "784,32,10")
+    model, shape, outputs = _network(args)
+    problem = _problem(model, shape, outputs, args.loss, args.batch, args.seed)
+    # the dropout key of the CNN; the MLP draws nothing
+    key = jax.random.PRNGKey(args.seed) if args.model == "cnn" else None
+    what = describe({"model": args.model, "layers": args.layers, "activation": args.activation,
+                     "output": args.output, "architecture": CNN_ARCHITECTURE})
+    print(f"gradcheck: {what}, {args.loss}, batch {args.batch}, seed {args.seed}")
     verdicts = []
     settings = (("float32", args.tol32, args.fd_tol32), ("float64", args.tol64, args.fd_tol64))
     for dtype, tol, fd_tol in settings:
         with jax.enable_x64(dtype == "float64"):
             params, x, y = _as_dtype(problem, dtype)
-            report = check_grads(model, losses.get(args.loss), params, x, y,
+            report = check_grads(model, losses.get(args.loss), params, x, y, key=key,
                                  finite_differences=args.finite_differences)
         print()
         print(report)

@@ -76,16 +76,27 @@ def one_hot(labels: np.ndarray, num_classes: int = 10, dtype=np.float32) -> np.n
     return np.eye(num_classes, dtype=dtype)[labels]
 
 
-def prepare(x: np.ndarray, y: np.ndarray, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """Model-ready arrays: ``(scale(flatten(x), dtype), y as int32)``.
+def prepare(x: np.ndarray, y: np.ndarray, dtype=np.float32,
+            images: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Model-ready arrays: ``(scale(flatten(x), dtype), y as int32)``, or with ``images=True``
+    the images themselves, channels last.
 
-    ``x`` uint8 ``(N, 28, 28)`` becomes ``(N, 784)`` floats in ``[0, 1]``; labels stay integer
-    class indices (int32, JAX's default integer), not one-hot — use ``one_hot`` for that.
+    ``x`` uint8 ``(N, 28, 28)`` becomes ``(N, 784)`` floats in ``[0, 1]``, or ``(N, 28, 28, 1)``
+    (NHWC, the layout of ``fnnet.Conv2D``) with ``images=True``; images that already have a
+    channel axis ``(N, H, W, C)`` keep it. Either way the array is 64-byte aligned (a reshape
+    of ``scale``'s output is a view of it). Labels stay integer class indices (int32, JAX's
+    default integer), not one-hot — use ``one_hot`` for that.
     """
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
         raise ValueError(f"prepare: {len(x)} images but {len(y)} labels")
-    return scale(flatten(x), dtype), y.astype(np.int32)
+    if not images:
+        return scale(flatten(x), dtype), y.astype(np.int32)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"prepare: images=True expects images (N, H, W) or (N, H, W, C), got "
+                         f"shape {x.shape}")
+    pixels = scale(x, dtype)
+    return (pixels[..., None] if x.ndim == 3 else pixels), y.astype(np.int32)
 
 
 def hold_out(x: np.ndarray, y: np.ndarray, rows: int, seed: int = 0):

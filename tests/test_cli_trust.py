@@ -247,3 +247,13 @@ def test_fashion_mnist_figures_name_the_classes(data_root, tmp_path, capsys, mon
     assert code == 0, err
     names = list(datasets.CLASS_NAMES["fashion-mnist"])
     assert seen == {"plot_confusion": names, "plot_digits": names}
+
+
+def test_a_network_too_large_for_memory_is_one_line_with_the_figure(data_root, tmp_path, capsys):
+    from fnnet import cli as fnnet_cli
+    for argv in (["gradcheck", "--layers", "784,99999999,10"],
+                 train_argv(data_root, tmp_path / "o", "--layers", "784,99999999,10")):
+        status = fnnet_cli.main([str(a) for a in argv])
+        err = capsys.readouterr().err
+        assert status == 1 and len(err.strip().splitlines()) == 1, err
+        assert re.search(r"needs about [\d,.]+ GiB .* only [\d,.]+ GiB is available", err)

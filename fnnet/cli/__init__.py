@@ -104,6 +104,9 @@ def main(argv=None) -> int:
     except DataUnavailable as e:
         print(f"{e.prog}: error: {e}", file=sys.stderr)
         return 1
+    except MemoryError as e:  # refused before allocating: the figures are in the message
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
     except SystemExit as e:  # --help and --version
         return exit_code(e.code)
     except KeyboardInterrupt:

@@ -10,6 +10,8 @@ from .. import losses
 from ..gradcheck import check_grads
 from ..model_config import CNN_ARCHITECTURE, IMAGE_SHAPE, NUM_CLASSES, describe
 from ..networks import cnn, mlp
+from ..optim import sgd
+from ..training.inputs import check_memory, training_bytes
 from .common import (
     FORMATTER,
     add_network_flags,
@@ -105,6 +107,10 @@ def run(args):
     """
     resolve_network(args, "784,32,10")
     model, shape, outputs = _network(args)
+    # float64 params and their copies (manual, autodiff, finite differences): refuse, with the
+    # figure, a network that cannot fit before allocating any of it
+    check_memory(2 * training_bytes(model, sgd(0.1), np.zeros(shape), args.batch, None,
+                                    jnp.float32), "the gradient check")
     problem = _problem(model, shape, outputs, args.loss, args.batch, args.seed)
     # the dropout key of the CNN; the MLP draws nothing
     key = jax.random.PRNGKey(args.seed) if args.model == "cnn" else None

@@ -626,3 +626,15 @@ def test_scaled_images_are_64_byte_aligned_and_exact():
     for shape in [(), (5,), (3, 7, 2)]:
         a = aligned_empty(shape, np.int32)
         assert a.shape == shape and a.dtype == np.int32 and a.ctypes.data % 64 == 0
+
+
+def test_hold_out_keeps_both_parts_aligned_for_a_copy_free_device_put():
+    from fnnet.datasets import ALIGNMENT, hold_out
+    x = np.arange(200 * 6, dtype=np.float32).reshape(200, 6)
+    y = np.arange(200, dtype=np.int32)
+    (xk, yk), (xh, yh) = hold_out(x, y, 37, seed=3)
+    for part in (xk, yk, xh, yh):
+        assert part.ctypes.data % ALIGNMENT == 0
+    assert len(xh) == 37 and np.array_equal(np.sort(np.concatenate([yk, yh])), y)
+    np.testing.assert_array_equal(xk, x[yk])
+    np.testing.assert_array_equal(xh, x[yh])

@@ -115,4 +115,16 @@ def hold_out(x: np.ndarray, y: np.ndarray, rows: int, seed: int = 0):
                          f"fewer, so that some are left to train on")
     held = np.zeros(len(x), bool)
     held[np.random.default_rng(seed).permutation(len(x))[:rows]] = True
-    return (x[~held], y[~held]), (x[held], y[held])
+    return _aligned_rows(x, y, ~held), _aligned_rows(x, y, held)
+
+
+def _aligned_rows(x, y, mask):
+    """``(x[mask], y[mask])`` into 64-byte-aligned arrays, so the split is still held once on
+    the device (``fnnet.to_device`` takes such an array without copying it)."""
+    index = np.flatnonzero(mask)
+    parts = []
+    for array in (x, y):
+        out = aligned_empty((len(index),) + array.shape[1:], array.dtype)
+        np.take(array, index, axis=0, out=out)
+        parts.append(out)
+    return tuple(parts)

@@ -29,6 +29,7 @@ import ml_dtypes
 import numpy as np
 
 from fnnet.layers import ConvParams, DenseParams, NormParams
+from fnnet.precision import LossScaleState
 
 __all__ = ["MAX_DEPTH", "ManifestError", "check_like", "from_manifest", "register_namedtuple",
            "to_manifest"]
@@ -74,6 +75,7 @@ def register_namedtuple(cls: type) -> type:
 register_namedtuple(DenseParams)
 register_namedtuple(NormParams)
 register_namedtuple(ConvParams)
+register_namedtuple(LossScaleState)
 
 
 def is_typed_key(x) -> bool:

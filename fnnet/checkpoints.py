@@ -226,6 +226,25 @@ def _tree(path: Path, manifest: dict, leaf):
         raise CheckpointError(f"{path}: the manifest is malformed ({e!r})") from e
 
 
+def metadata(path) -> dict:
+    """The metadata ``save`` stored with the checkpoint at ``path``, read from its manifest
+    without reading any array (errors as for :func:`load`)."""
+    path = _existing(Path(path))
+    npz, manifest, _ = _read(path)
+    with npz:
+        if not isinstance(manifest.get("metadata"), dict):
+            raise CheckpointError(f"{path}: the manifest is malformed (no metadata object)")
+        return dict(manifest["metadata"])
+
+
+def _existing(path: Path) -> Path:
+    if not path.exists() and path.suffix != ".npz" and _npz_path(path).exists():
+        path = _npz_path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return path
+
+
 def load(path, like=None) -> tuple[Any, dict]:
     """Read the checkpoint at ``path``; return ``(tree, metadata)``.
 
@@ -240,11 +259,7 @@ def load(path, like=None) -> tuple[Any, dict]:
     version, or holds an array other than its manifest (or ``like``) describes; such an array is
     refused before it is decompressed.
     """
-    path = Path(path)
-    if not path.exists() and path.suffix != ".npz" and _npz_path(path).exists():
-        path = _npz_path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    path = _existing(Path(path))
     npz, manifest, leaf = _read(path)
     with npz:
         if like is not None:  # compared with the manifest's description: nothing read yet

@@ -17,6 +17,7 @@ from __future__ import annotations
 import jax
 
 from . import losses as _losses
+from . import precision as _precision
 from .networks import Sequential
 
 
@@ -61,19 +62,25 @@ def has_state(state):
     return bool(jax.tree_util.tree_leaves(state))
 
 
+def _seed(dy, scale):
+    """The backward's starting gradient, times the loss scale ``S`` (``None``: no scaling)."""
+    return dy if scale is None else dy * scale.astype(dy.dtype)
+
+
 def _manual(model, loss, fused):
-    """``(params, x, y_true, state, key) -> (loss, y_pred, grads, new_state)`` by the
-    hand-derived backward only; ``new_state`` by ``next_state`` from the forward's cache."""
+    """``(params, x, y_true, state, key, scale) -> (loss, y_pred, grads, new_state)`` by the
+    hand-derived backward only; ``new_state`` by ``next_state`` from the forward's cache. The
+    grads are those of ``scale · loss`` (the loss scaling of ``fnnet.precision``)."""
     parts = _fused_parts(model, loss, fused)
     if parts is not None:
         body, leaf, split, join = parts
 
-        def fused_rule(params, x, y_true, state, key):
+        def fused_rule(params, x, y_true, state, key, scale):
             body_params, leaf_params = split(params)
             body_state, leaf_state = split(state) if has_state(state) else ((), ())
             z, cache = body.forward(body_params, x, state=body_state, key=key, train=True)
             a = leaf.apply(leaf_params, z)
-            dz = loss.fused_grad(a, y_true)
+            dz = _seed(loss.fused_grad(a, y_true), scale)
             body_grads, _ = body.backward(body_params, cache, dz)
             new_state = (join(body.next_state(body_state, cache), leaf_state)
                          if has_state(state) else state)
@@ -81,9 +88,9 @@ def _manual(model, loss, fused):
 
         return fused_rule
 
-    def chain_rule(params, x, y_true, state, key):
+    def chain_rule(params, x, y_true, state, key, scale):
         y_pred, cache = model.forward(params, x, state=state, key=key, train=True)
-        grads, _ = model.backward(params, cache, loss.grad(y_pred, y_true))
+        grads, _ = model.backward(params, cache, _seed(loss.grad(y_pred, y_true), scale))
         new_state = model.next_state(state, cache) if has_state(state) else state
         return loss.value(y_pred, y_true), y_pred, grads, new_state
 
@@ -93,11 +100,16 @@ def _manual(model, loss, fused):
 def _autodiff(model, loss, fused):
     """The same function by ``jax.value_and_grad`` of ``apply`` (the reference). The new state,
     which no gradient flows through, comes from a training ``forward`` and ``next_state``."""
-    value_and_grad_fn = jax.value_and_grad(objective(model, loss, fused, with_output=True),
-                                           has_aux=True)
+    with_output = objective(model, loss, fused, with_output=True)
 
-    def reference(params, x, y_true, state, key):
-        (value, y_pred), grads = value_and_grad_fn(params, x, y_true, state=state, key=key)
+    def scaled(params, x, y_true, state, key, scale):
+        value, y_pred = with_output(params, x, y_true, state=state, key=key)
+        return (value if scale is None else value * scale.astype(value.dtype)), (value, y_pred)
+
+    value_and_grad_fn = jax.value_and_grad(scaled, has_aux=True)
+
+    def reference(params, x, y_true, state, key, scale):
+        (_, (value, y_pred)), grads = value_and_grad_fn(params, x, y_true, state, key, scale)
         new_state = state
         if has_state(state):
             _, cache = model.forward(params, x, state=state, key=key, train=True)
@@ -110,7 +122,15 @@ def _autodiff(model, loss, fused):
 GRADS = {"manual": _manual, "autodiff": _autodiff}
 
 
-def loss_output_and_grad(model, loss, fused=True, *, grads="manual", with_state=False):
+def unscale(grads, scale):
+    """The gradients of ``S · loss`` divided by ``S`` (in the gradients' float32)."""
+    if scale is None:
+        return grads
+    return jax.tree_util.tree_map(lambda g: g / scale.astype(g.dtype), grads)
+
+
+def loss_output_and_grad(model, loss, fused=True, *, grads="manual", with_state=False,
+                         precision=None):
     """The one place that chooses how gradients are computed.
 
     Args:
@@ -120,31 +140,38 @@ def loss_output_and_grad(model, loss, fused=True, *, grads="manual", with_state=
         grads: ``"manual"``, the hand-derived backward, or ``"autodiff"``, ``jax.value_and_grad``
             of ``apply`` (the reference, which never touches a backward rule of fnnet's).
         with_state: also return the model's state after this training step.
+        precision: the products' policy (``fnnet.precision``: ``"f32"``, ``"bf16"``, ``"f16"``),
+            applied to ``model`` (``with_precision``) on both paths.
 
     Returns:
-        A pure ``(params, x, y_true, *, state=(), key=None) -> (loss, y_pred, grads)``, with
+        A pure ``(params, x, y_true, *, state=(), key=None, scale=None) -> (loss, y_pred,
+        grads)``, with
         ``new_state`` appended when ``with_state``. ``y_pred`` is the network's output, returned
         so a training step can score it for free. ``key`` draws dropout masks (the same key draws
         the same masks on both paths); ``state`` holds running statistics (``init_state()``).
+        ``scale``, a float32 loss scale ``S``: the backward runs on ``S · loss`` and the grads
+        come back divided by ``S`` (non-finite if a scaled product overflowed).
     """
     if grads not in GRADS:
         raise ValueError(f"grads must be one of {tuple(GRADS)}, got {grads!r}")
-    compute = GRADS[grads](model, _losses.get(loss), fused)
+    compute = GRADS[grads](_precision.with_precision(model, precision), _losses.get(loss), fused)
 
-    def loss_output_and_grad_fn(params, x, y_true, *, state=(), key=None):
-        out = compute(params, x, y_true, state, key)
+    def loss_output_and_grad_fn(params, x, y_true, *, state=(), key=None, scale=None):
+        value, y_pred, g, new_state = compute(params, x, y_true, state, key, scale)
+        out = (value, y_pred, unscale(g, scale), new_state)
         return out if with_state else out[:3]
 
     return loss_output_and_grad_fn
 
 
-def value_and_grad(model, loss, fused=True):
-    """A pure ``(params, x, y_true, *, state=(), key=None) -> (loss, grads)`` computed by the
-    hand-derived backward only."""
-    compute = _manual(model, _losses.get(loss), fused)
+def value_and_grad(model, loss, fused=True, *, precision=None):
+    """A pure ``(params, x, y_true, *, state=(), key=None, scale=None) -> (loss, grads)``
+    computed by the hand-derived backward only, its products under ``precision``
+    (``fnnet.precision``; ``scale`` as for ``loss_output_and_grad``)."""
+    compute = loss_output_and_grad(model, loss, fused, precision=precision)
 
-    def value_and_grad_fn(params, x, y_true, *, state=(), key=None):
-        value, _, grads, _ = compute(params, x, y_true, state, key)
+    def value_and_grad_fn(params, x, y_true, *, state=(), key=None, scale=None):
+        value, _, grads = compute(params, x, y_true, state=state, key=key, scale=scale)
         return value, grads
 
     return value_and_grad_fn
@@ -180,11 +207,11 @@ def objective(model, loss, fused=True, *, with_output=False):
     return loss_only
 
 
-def autodiff_value_and_grad(model, loss, fused=True):
+def autodiff_value_and_grad(model, loss, fused=True, *, precision=None):
     """The same ``(params, x, y_true, *, state=(), key=None) -> (loss, grads)`` by
-    ``jax.value_and_grad`` of ``apply``: the reference path, which never touches a backward rule
-    of fnnet's."""
-    return jax.value_and_grad(objective(model, loss, fused))
+    ``jax.value_and_grad`` of ``apply`` (its products under ``precision``): the reference
+    path, which never touches a backward rule of fnnet's."""
+    return jax.value_and_grad(objective(_precision.with_precision(model, precision), loss, fused))
 
 
 def manual_vjp(model):

@@ -56,6 +56,8 @@ import jax.numpy as jnp
 from . import checks, optim
 from .datasets import DATASETS
 from .networks import Sequential, cnn, mlp
+from .precision import NAMES as precision_names
+from .precision import with_precision
 
 __all__ = ["CNN_ARCHITECTURE", "CONFIG_KEYS", "HIDDEN_ACTIVATIONS", "IMAGE_PIXELS", "IMAGE_SHAPE",
            "LEGACY", "LOSSES", "LOSS_OUTPUTS", "MODELS", "MODEL_KEYS", "MetadataError",
@@ -82,12 +84,12 @@ LOSS_OUTPUTS = {
 }
 # Every key of a training configuration, in the order written.
 CONFIG_KEYS = ("dataset", "model", "layers", "activation", "output", "architecture", "loss",
-               "optimizer", "lr", "lr_decay", "epochs", "batch_size", "grads", "seed", "ensemble",
-               "validation", "data_dir")
+               "optimizer", "lr", "lr_decay", "epochs", "batch_size", "grads", "precision", "seed",
+               "ensemble", "validation", "data_dir")
 # The keys ``model_from_metadata`` needs to rebuild the network (and ``LEGACY``'s, if present).
 MODEL_KEYS = ("dataset", "layers", "activation", "output", "loss", "ensemble")
 # What a key added since the first checkpoints means where it is absent.
-LEGACY = {"model": "mlp", "architecture": None, "lr_decay": 1.0}
+LEGACY = {"model": "mlp", "architecture": None, "lr_decay": 1.0, "precision": "f32"}
 # Settings a resumed run must share with the run it continues (``epochs`` may grow, and the
 # data may have moved to another folder).
 RESUME_KEYS = tuple(key for key in CONFIG_KEYS if key not in ("epochs", "data_dir"))
@@ -101,7 +103,7 @@ def train_config(*, dataset: str, loss: str, optimizer: str, lr: float, epochs: 
                  batch_size: int | None, grads: str, seed: int, ensemble: int, model: str = "mlp",
                  layers=None, activation: str | None = None, output: str | None = None,
                  architecture: dict | None = None, lr_decay: float = 1.0, validation: int = 0,
-                 data_dir=None) -> dict:
+                 data_dir=None, precision: str = "f32") -> dict:
     """The configuration of a training run, as saved in ``config.json`` and checkpoint metadata.
 
     Args:
@@ -112,6 +114,7 @@ def train_config(*, dataset: str, loss: str, optimizer: str, lr: float, epochs: 
         epochs: the number of epochs.
         batch_size: the minibatch size, ``None`` for full-batch gradient descent.
         grads: ``"manual"`` or ``"autodiff"``.
+        precision: the products' policy, one of ``fnnet.precision.NAMES``.
         seed: the random seed.
         ensemble: the number of models trained together.
         model: one of ``MODELS``.
@@ -139,6 +142,7 @@ def train_config(*, dataset: str, loss: str, optimizer: str, lr: float, epochs: 
         checks.real("train_config", "lr", lr, low=0, low_open=True)
         checks.real("train_config", "lr_decay", lr_decay, low=0, high=1, low_open=True)
         checks.integer("train_config", "validation", validation, minimum=0)
+        checks.choice("train_config", "precision", precision, precision_names)
     except ValueError as e:
         raise MetadataError(str(e)) from None
     if model == "cnn":
@@ -149,7 +153,8 @@ def train_config(*, dataset: str, loss: str, optimizer: str, lr: float, epochs: 
               "layers": None if layers is None else list(layers), "activation": activation,
               "output": output, "architecture": architecture, "loss": loss,
               "optimizer": optimizer, "lr": lr, "lr_decay": lr_decay, "epochs": epochs,
-              "batch_size": batch_size, "grads": grads, "seed": seed, "ensemble": ensemble,
+              "batch_size": batch_size, "grads": grads, "precision": precision, "seed": seed,
+              "ensemble": ensemble,
               "validation": validation, "data_dir": None if data_dir is None else str(data_dir)}
     check_model_settings(config)
     return config
@@ -259,21 +264,27 @@ def model_from_metadata(metadata: dict) -> tuple[Sequential, int]:
 
     Args:
         metadata: a checkpoint's metadata (or a ``train_config`` dict); only the ``MODEL_KEYS``,
-            ``model`` and ``architecture`` are read.
+            ``model``, ``architecture`` and ``precision`` are read.
 
     Returns:
         ``(model, num_models)``: ``mlp(layers, activation, output)`` or
-        ``cnn(IMAGE_SHAPE, NUM_CLASSES, **architecture)``, and the number of models whose params
-        are stacked in the checkpoint (1: not stacked).
+        ``cnn(IMAGE_SHAPE, NUM_CLASSES, **architecture)``, its products under the run's
+        ``precision`` (``fnnet.precision``), and the number of models whose params are stacked
+        in the checkpoint (1: not stacked).
 
     Raises:
-        MetadataError: as ``check_model_settings``.
+        MetadataError: as ``check_model_settings``, or an unknown ``precision``.
     """
     check_model_settings(metadata)
+    policy = metadata.get("precision", LEGACY["precision"])
+    if policy not in precision_names:
+        raise MetadataError(f"invalid metadata (precision={policy!r}; expected one of "
+                            f"{', '.join(precision_names)})")
     if takes_images(metadata):
-        return _build_cnn(metadata["architecture"]), metadata["ensemble"]
-    model = mlp(metadata["layers"], metadata["activation"], metadata["output"])
-    return model, metadata["ensemble"]
+        model = _build_cnn(metadata["architecture"])
+    else:
+        model = mlp(metadata["layers"], metadata["activation"], metadata["output"])
+    return with_precision(model, policy), metadata["ensemble"]
 
 
 def takes_images(metadata: dict) -> bool:

@@ -50,6 +50,12 @@ class Sequential:
         """Whether a layer draws random numbers in training (and so needs ``key=``)."""
         return any(getattr(layer, "stochastic", False) for layer in self.layers)
 
+    def with_precision(self, precision):
+        """The network with every layer that has products under ``precision``
+        (``fnnet.precision``); layers without a ``with_precision`` are kept as they are."""
+        return Sequential(*(layer.with_precision(precision) if hasattr(layer, "with_precision")
+                            else layer for layer in self.layers))
+
     def init(self, key, dtype=jnp.float32):
         keys = jax.random.split(key, max(len(self.layers), 1))
         return tuple(layer.init(layer_key, dtype) for layer, layer_key in zip(self.layers, keys))

@@ -26,6 +26,10 @@ Data parallel (``fit(..., devices=...)``)
     crosses hosts, and every process ends with the same params. The batch size must be divisible
     by the total number of devices.
 
+Models across devices (``fit(..., ensemble=K, devices=..., shard="models")``)
+    Each device trains ``K/D`` whole models instead of a part of every minibatch:
+    ``fnnet.placement``, which also chooses between the two for ``fit``.
+
 Chunked full-batch gradient (``chunked``)
     Full-batch gradient descent over ``X`` (``N × n_in``) reads ``X`` twice per iteration: in the
     forward ``Z = X Wᵀ`` and again in the backward ``dW = dZᵀ X`` (note 004). When ``X`` is much
@@ -98,9 +102,10 @@ def _names(devices):
     return "[" + ", ".join(str(d) for d in devices) + "]"
 
 
-def make_mesh(devices):
-    """A one-axis ``Mesh`` named ``"batch"`` over ``resolve_devices(devices)``."""
-    return Mesh(np.array(resolve_devices(devices), dtype=object), (AXIS,))
+def make_mesh(devices, axis=AXIS):
+    """A one-axis ``Mesh`` named ``axis`` (``"batch"``, or ``"models"``) over
+    ``resolve_devices(devices)``."""
+    return Mesh(np.array(resolve_devices(devices), dtype=object), (axis,))
 
 
 def replicated(mesh):
@@ -114,8 +119,23 @@ def batch_sharded(mesh):
 
 
 def replicate(tree, mesh):
-    """``tree`` (params, optimizer state, keys) copied onto every device of ``mesh``."""
-    return jax.device_put(tree, replicated(mesh))
+    """``tree`` (params, optimizer state, keys, data) copied onto every device of ``mesh``.
+
+    With several processes (``jax.distributed``) every process holds the same values, and each
+    global array is built from this process's copy (``jax.make_array_from_callback``):
+    ``jax.device_put`` would first all-gather every array to check that the processes agree,
+    which moves the whole dataset between processes and fails on a NaN (``NaN != NaN``), such
+    as ``TrainState.loss_limit`` before the first step.
+    """
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(leaf):
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree_util.tree_map(put, tree)
 
 
 def data_parallel(devices, batch_size, data):
@@ -142,7 +162,7 @@ def data_parallel(devices, batch_size, data):
     def shard_batch(a):
         return jax.lax.with_sharding_constraint(a, sharding)
 
-    return mesh, shard_batch, jax.device_put(data, replicated(mesh))
+    return mesh, shard_batch, replicate(data, mesh)
 
 
 setup = data_parallel  # the name of earlier releases

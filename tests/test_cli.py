@@ -32,8 +32,8 @@ TRAIN_KEYS = {"config", "history", "test_accuracy", "test_loss", "train_accuracy
               "epochs_trained", "seconds", "diverged", "divergence", "examples",
               "validation_accuracy", "validation_loss"}
 MODEL_METADATA = {"dataset", "model", "layers", "activation", "output", "architecture", "loss",
-                  "optimizer", "lr", "lr_decay", "epochs", "batch_size", "grads", "seed",
-                  "ensemble", "validation", "data_dir", "test_accuracy", "test_loss",
+                  "optimizer", "lr", "lr_decay", "epochs", "batch_size", "grads", "precision",
+                  "seed", "ensemble", "validation", "data_dir", "test_accuracy", "test_loss",
                   "train_accuracy", "dtype"}
 
 
@@ -227,6 +227,24 @@ def test_resume_continues_a_run(trained, data_root, tmp_path, capsys):
 
     code, _, err = run(capsys, *train_argv(data_root, out, "--seed", "1", "--resume", "--lr", "0.5"))
     assert_one_line_error(code, err, mentions="--resume")
+
+
+def test_precision_is_trained_recorded_scored_and_kept_on_resume(data_root, tmp_path, capsys):
+    """``--precision f16``: recorded in config.json and the checkpoint, loss scale in the
+    history, evaluate scores under it (the same test accuracy train printed), and a resume under
+    another precision is refused."""
+    out = tmp_path / "f16"
+    code, _, err = run(capsys, *train_argv(data_root, out, "--precision", "f16"))
+    assert code == 0, err
+    metrics = read_json(out / "metrics.json")
+    assert metrics["config"]["precision"] == "f16"
+    assert metrics["history"]["skipped_steps"] == [0, 0] and len(metrics["history"]["loss_scale"]) == 2
+    code, stdout, err = run(capsys, "evaluate", out / "model.npz", "--data-dir", data_root)
+    assert code == 0, err
+    assert f"test accuracy {100 * metrics['test_accuracy']:.2f}%" in stdout
+    code, _, err = run(capsys, *train_argv(data_root, out, "--resume", "--precision", "bf16",
+                                           "--epochs", "3"))
+    assert_one_line_error(code, err, mentions="precision 'f16' -> 'bf16'")
 
 
 def test_divergence_exits_3_with_one_line_and_outputs_still_written(data_root, tmp_path, capsys):

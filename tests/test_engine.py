@@ -39,7 +39,9 @@ def _leaves_equal(a, b):
 def test_train_state_is_a_pytree_with_the_documented_fields():
     opt = optim.momentum(0.1)
     state = fnnet.TrainState.create(MODEL, opt, jax.random.PRNGKey(0))
-    assert state._fields == ("params", "opt_state", "key", "stopped", "model_state", "loss_limit")
+    assert state._fields == ("params", "opt_state", "key", "stopped", "model_state", "loss_limit",
+                             "loss_scale")
+    assert state.loss_scale == ()  # no loss scaling outside a float16 policy
     assert state.num_models is None and state.model_state == ((),) * 4  # one () per layer
     assert state.stopped.shape == () and not bool(state.stopped)
     doubled = jax.jit(lambda s: jax.tree_util.tree_map(lambda v: v, s))(state)

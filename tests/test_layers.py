@@ -107,7 +107,9 @@ def test_dense_weight_init_and_repr():
     assert (he.weight_init, xavier.weight_init) == ("he", "xavier")
     assert repr(he) == "Dense(784, 128)" and repr(xavier) == "Dense(784, 128, init='xavier')"
     assert he != xavier and repr(he) != repr(xavier)
-    assert [field.name for field in dataclasses.fields(he)] == ["n_in", "n_out", "weight_init"]
+    assert [field.name for field in dataclasses.fields(he)] == ["n_in", "n_out", "weight_init",
+                                                                "precision"]
+    assert repr(fnnet.Dense(784, 128, precision="bf16")) == "Dense(784, 128, precision='bf16')"
     model = fnnet.mlp([4, 6, 3], activation="tanh")
     assert repr(model) == ("Sequential(Dense(4, 6, init='xavier'), Tanh(), "
                            "Dense(6, 3, init='xavier'), Softmax())")

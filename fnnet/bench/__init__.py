@@ -69,7 +69,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import baselines, cnn, harness, memory, profile, report, workload
+from . import baselines, cnn, harness, memory, mixed, profile, report, workload
 from .harness import FULL, QUICK, WORKLOADS
 
 __all__ = ["build_parser", "main"]
@@ -98,6 +98,8 @@ def build_parser(prog=None):
                    help="skip the per-operation profile of one W3 epoch (CPU)")
     p.add_argument("--no-memory", action="store_true",
                    help="skip the peak-memory measurement of W3 (a separate process)")
+    p.add_argument("--no-bf16", action="store_true",
+                   help="time float32 only: leave out fnnet's bf16 programs and PyTorch autocast")
     p.add_argument("--no-time-to-accuracy", action="store_true",
                    help="skip W4's time to 99%% test accuracy on MNIST (up to 15 epochs; off "
                         "with --quick)")
@@ -131,13 +133,13 @@ def measure_one(name, conf, x, y, args, repeats, log):
     log(f"{name}: {harness.DESCRIPTION[name]} ...")
     if name == "W4":
         out = cnn.measure_cnn(name, cfg, x, y, repeats, args.seed, args.baseline_threads, log,
-                              conf["matmul_n"])
+                              conf["matmul_n"], not args.no_bf16)
         if not args.no_time_to_accuracy:
             out["time_to_accuracy"] = cnn.time_to_accuracy(cfg, args.seed, log)
         return out
     reps = 3 * repeats if cfg["batch"] is None else repeats
     return workload.measure_workload(name, cfg, x, y, reps, args.seed, args.baseline_threads, log,
-                                     conf["matmul_n"], conf["bandwidth_mib"])
+                                     conf["matmul_n"], conf["bandwidth_mib"], not args.no_bf16)
 
 
 def measure(args, names, repeats, log=_log):
@@ -152,8 +154,10 @@ def measure(args, names, repeats, log=_log):
     log(f"  matmul {roofs[0]['gflops']:.1f} GFLOP/s, read bandwidth {bandwidth['gbs']:.1f} GB/s")
     workloads = {name: measure_one(name, conf, x, y, args, repeats, log) for name in names}
     roofs.append(harness.matmul_roof(conf["matmul_n"], max(repeats, 5)))
+    cpu = mixed.cpu_description()
     out = {
         "devices": devices, "platform": jax.devices()[0].platform, "cpu_count": os.cpu_count(),
+        "cpu": cpu,
         "host": platform.processor() or platform.machine(),
         "versions": {"jax": jax.__version__, "numpy": np.__version__,
                      "python": platform.python_version(), "torch": baselines.torch_version()},
@@ -173,7 +177,7 @@ def measure(args, names, repeats, log=_log):
             out["profile"] = {"skipped": f"{type(e).__name__}: {e}"}
     if "W3" in names and not args.no_memory:
         out["peak_memory"] = memory.measure_peak_rss(conf["W3"], conf["n"], args.seed, log)
-    out["targets"] = report.targets(workloads)
+    out["targets"] = report.targets(workloads, cpu=cpu)
     if "peak_memory" in out and "error" not in out["peak_memory"]:
         out["targets"][report.MEMORY_TARGET] = report.memory_target(out["peak_memory"])
     return out

@@ -90,18 +90,28 @@ def numpy_runner(cfg, x, y, seed):
                        lambda idx: numpy_step(params, x[idx], onehot[idx], lr), rng.permutation)
 
 
-def torch_loop(model, opt, x, y, batch):
+def torch_loop(model, opt, x, y, batch, autocast=None):
     """The textbook PyTorch loop over ``model`` and ``opt``: ``model(xb)``, ``F.cross_entropy`` on
     the logits, ``backward()``, ``opt.step()`` (``loop_runner``'s ``(unit, info)``, full batch when
     ``batch`` is ``None``). No per-step loss or accuracy bookkeeping (fnnet keeps both), so the
-    comparison leans, if anything, in PyTorch's favour."""
+    comparison leans, if anything, in PyTorch's favour. ``autocast`` (``torch.bfloat16``): the
+    forward and loss under ``torch.autocast("cpu", dtype=autocast)``, PyTorch's mixed
+    precision (bfloat16 products, float32 master weights), the backward outside it as its
+    documentation says."""
+    import contextlib
+
     import torch
 
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.asarray(y, np.int64))
 
+    def context():
+        return (contextlib.nullcontext() if autocast is None
+                else torch.autocast("cpu", dtype=autocast))
+
     def step(xb, yb):
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        with context():
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
         loss.backward()
         opt.step()
         return loss.detach()
@@ -110,9 +120,9 @@ def torch_loop(model, opt, x, y, batch):
                        lambda idx: step(xt[idx], yt[idx]), torch.randperm)
 
 
-def torch_runner(cfg, x, y, seed):
+def torch_runner(cfg, x, y, seed, autocast=None):
     """PyTorch eager on the CPU: the MLP of ``cfg["sizes"]`` (``torch.nn.Linear`` and ReLU),
-    plain SGD, ``torch_loop``."""
+    plain SGD, ``torch_loop`` (``autocast``: its mixed-precision dtype)."""
     import torch
 
     torch.manual_seed(seed)
@@ -123,7 +133,14 @@ def torch_runner(cfg, x, y, seed):
             layers.append(torch.nn.ReLU())
     model = torch.nn.Sequential(*layers)
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"])
-    return torch_loop(model, opt, x, y, cfg["batch"])
+    return torch_loop(model, opt, x, y, cfg["batch"], autocast)
+
+
+def torch_autocast_runner(cfg, x, y, seed):
+    """``torch_runner`` under ``torch.autocast("cpu", dtype=torch.bfloat16)``."""
+    import torch
+
+    return torch_runner(cfg, x, y, seed, autocast=torch.bfloat16)
 
 
 def torch_layers(model):
@@ -151,17 +168,19 @@ def torch_layers(model):
     return out
 
 
-def torch_cnn_runner(cfg, x, y, seed):
+def torch_cnn_runner(cfg, x, y, seed, autocast=None):
     """PyTorch eager on the CPU: W4's CNN (``torch_layers`` of ``fnnet.cnn(**cfg["cnn"])``, in
     training mode: dropout on), momentum SGD as fnnet's (``lr``, ``momentum``; PyTorch's default
     init, not fnnet's He: this times the step only), ``torch_loop``. The NHWC images ``x`` are
-    turned into PyTorch's own NCHW layout once, before any timing."""
+    turned into PyTorch's own NCHW layout once, before any timing. ``autocast="bf16"``: under
+    ``torch.autocast("cpu", dtype=torch.bfloat16)``."""
     import torch
 
     torch.manual_seed(seed)
     model = torch.nn.Sequential(*torch_layers(fnnet.cnn(**cfg["cnn"]))).train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
-    return torch_loop(model, opt, np.asarray(x).transpose(0, 3, 1, 2), y, cfg["batch"])
+    return torch_loop(model, opt, np.asarray(x).transpose(0, 3, 1, 2), y, cfg["batch"],
+                      torch.bfloat16 if autocast == "bf16" else None)
 
 
 def torch_version():
@@ -178,4 +197,5 @@ def torch_available():
     return torch_version() is not None
 
 
-RUNNERS = {"numpy": numpy_runner, "torch eager": torch_runner}
+RUNNERS = {"numpy": numpy_runner, "torch eager": torch_runner,
+           "torch autocast bf16": torch_autocast_runner}

@@ -86,9 +86,11 @@ def images(x):
     return np.asarray(x).reshape(-1, *IMAGE)
 
 
-def measure_cnn(name, cfg, x, y, repeats, seed, threads_setting, log, matmul_n):
+def measure_cnn(name, cfg, x, y, repeats, seed, threads_setting, log, matmul_n, bf16=True):
     """W4: every implementation timed round-robin with the matmul roof (``fnnet.bench.workload``'s
-    rounds), on the first ``cfg["steps"] × batch`` images of ``x`` (``(N, 784)`` rows)."""
+    rounds), on the first ``cfg["steps"] × batch`` images of ``x`` (``(N, 784)`` rows); with
+    ``bf16`` also fnnet's manual program under ``precision="bf16"`` and PyTorch under autocast
+    (not ``jax.grad`` under bf16: its convolutions take minutes to compile on a CPU)."""
     imgs, batch = images(x), cfg["batch"]
     n, n_autodiff = cfg["steps"] * batch, cfg["autodiff_steps"] * batch
     if len(imgs) < n:
@@ -100,6 +102,12 @@ def measure_cnn(name, cfg, x, y, repeats, seed, threads_setting, log, matmul_n):
         "torch eager": lambda: baselines.torch_cnn_runner(cfg, imgs[:n], y[:n], seed),
     }
     examples = {"fnnet manual": n, "fnnet autodiff": n_autodiff, "torch eager": n}
+    if bf16:
+        makers["fnnet manual bf16"] = lambda: fnnet_runner(cfg, imgs[:n], y[:n], seed, "manual",
+                                                           precision="bf16")
+        makers["torch autocast bf16"] = lambda: baselines.torch_cnn_runner(
+            cfg, imgs[:n], y[:n], seed, autocast="bf16")
+        examples.update({"fnnet manual bf16": n, "torch autocast bf16": n})
     model = model_and_optimizer(cfg)[0]
     count = cnn_step_flops(model, IMAGE, batch)
     flops = {impl: count["total"] * e // batch for impl, e in examples.items()}

@@ -65,7 +65,9 @@ DESCRIPTION = {
     "W4": "fnnet.cnn() on NHWC images, minibatch momentum",
 }
 UNCHUNKED = "fnnet manual, unchunked"
-BASELINES = ("numpy", "torch eager")
+BASELINES = ("numpy", "torch eager", "torch autocast bf16")
+#: The mixed-precision implementations, timed beside the float32 ones (``--precision``).
+BF16 = ("fnnet manual bf16", "fnnet autodiff bf16", "torch autocast bf16")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,16 +184,17 @@ def model_and_optimizer(cfg):
     return fnnet.mlp(cfg["sizes"]), fnnet.optim.sgd(cfg["lr"])
 
 
-def fit_epoch(cfg, xd, yd, seed, grads="manual", chunk_size="auto"):
+def fit_epoch(cfg, xd, yd, seed, grads="manual", chunk_size="auto", precision="f32"):
     """``(program, state, chunk)``: the epoch program ``fnnet.fit`` compiles for ``cfg``
     (``fnnet.EpochRunner(...).program(keep_last_good=False)``, a pure ``(state, x, y) -> (state,
     stats)``), its first state (``fnnet.TrainState.create``) and the chunk size, resolved as ``fit``
     resolves it (``fnnet.parallel.resolve_chunk_size``), for data ``xd, yd`` already on the device
-    (``fnnet.to_device``)."""
+    (``fnnet.to_device``), the products under ``precision`` (``fnnet.precision``; no loss
+    scaling, so ``"f16"`` is not timed here)."""
     model, opt = model_and_optimizer(cfg)
     chunk = parallel.resolve_chunk_size(chunk_size, len(xd), cfg["batch"], xd)
     runner = fnnet.EpochRunner(model, "cross-entropy", opt, len(xd), cfg["batch"], grads=grads,
-                               chunk_size=chunk)
+                               chunk_size=chunk, precision=precision)
     return runner.program(keep_last_good=False), initial_state(cfg, model, opt, seed), chunk
 
 
@@ -239,7 +242,7 @@ def _openblas():
 def set_threads(impl, count):
     """Set the thread count of ``impl``'s library; return the count in effect (``None``:
     unknown)."""
-    if impl == "torch eager":
+    if impl.startswith("torch"):
         import torch
 
         torch.set_num_threads(count)

@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from fnnet.io import write_json
 from fnnet.plots import save_figure
 
+from . import mixed
 from .harness import WORKLOADS
 
 
@@ -43,7 +44,7 @@ OVER_TORCH = {"W2": 1.8, "W3": 1.5, "W4": 1.2}
 ACCURACY_SECONDS = 60.0
 
 
-def targets(workloads, compile_limit=1.0):
+def targets(workloads, compile_limit=1.0, cpu=None):
     """Each target: the measured value and whether it was met. Speed ratios are the paired ones
     (the median over rounds of the ratio within a round), the most robust to a shared machine's
     changing load; the ratio of medians is in ``ratios``. The compile target is the MLPs'
@@ -82,6 +83,7 @@ def targets(workloads, compile_limit=1.0):
     if "time_to_accuracy" in workloads.get("W4", {}):
         out[f"W4: 99% test accuracy in < {ACCURACY_SECONDS:g} s, compile included"] = \
             accuracy_target(workloads["W4"]["time_to_accuracy"])
+    out.update(mixed.targets(workloads, cpu or mixed.cpu_description()))
     return out
 
 
@@ -126,6 +128,8 @@ def print_report(report, log):
     log(f"devices: {report['devices']}   (jax {report['versions']['jax']}, "
         f"{report['cpu_count']} CPU cores, data: {report['data_source']}, baseline threads: "
         f"{report['baseline_threads']})")
+    if "cpu" in report:
+        log(mixed.describe_cpu(report["cpu"]))
     log(f"matmul roof: {m['matmul']['gflops']:.1f} GFLOP/s at the start, "
         f"{m['matmul_after']['gflops']:.1f} at the end (float32 {m['matmul']['n']}², median); "
         f"memory bandwidth: {m['bandwidth']['gbs']:.1f} GB/s (jitted sum over "
@@ -205,6 +209,11 @@ def print_workload(name, w, log):
                                             for b, v in paired["fnnet manual"].items()))
     if "manual_vs_autodiff" in w:
         log(_autodiff_line(w["manual_vs_autodiff"], "flops_per_step" in w))
+    if "manual_vs_autodiff_bf16" in w:
+        c = w["manual_vs_autodiff_bf16"]
+        log(f"bf16: fnnet manual bf16 / fnnet autodiff bf16 ranged {c['paired_ratio_range'][0]:.2f}"
+            f"-{c['paired_ratio_range'][1]:.2f} over the rounds")
+        mixed.print_products(name, w, log)
     if "floor" in w:
         print_floor(w["floor"], log)
     if "time_to_accuracy" in w:
@@ -244,7 +253,9 @@ def print_floor(f, log):
             f"single-read floor ({f['chunked_over_x_read_paired']:.2f}x the read of X, paired), "
             f"{f['chunked_over_binding_floor']:.2f}x the binding floor"
             + (f"; unchunked {f['unchunked_ms']:.1f} ms = {f['unchunked_over_memory_floor']:.2f}x"
-               if "unchunked_ms" in f else ""))
+               if "unchunked_ms" in f else "")
+            + (f"; bf16 chunked {f['bf16_chunked_ms']:.1f} ms = "
+               f"{f['bf16_chunked_over_memory_floor']:.2f}x" if "bf16_chunked_ms" in f else ""))
     log("       A full-batch step must stream all of X from memory at least once: that is the "
         "floor. Unchunked, X is read twice (X W1ᵀ, then dZ1ᵀ X); chunked, each chunk's second read "
         "hits the cache. That saves time only where the step runs at memory speed: where its "

@@ -28,6 +28,7 @@ import fnnet
 from . import baselines
 from .harness import (
     BASELINES,
+    BF16,
     DESCRIPTION,
     UNCHUNKED,
     bandwidth_array,
@@ -46,12 +47,12 @@ from .harness import (
 from .profile import dot_ops, dot_signatures
 
 
-def fnnet_runner(cfg, x, y, seed, grads="manual", chunk_size="auto"):
+def fnnet_runner(cfg, x, y, seed, grads="manual", chunk_size="auto", precision="f32"):
     """The program ``fnnet.fit`` runs (``fit_epoch``), the data put on the device by
     ``fnnet.to_device``, compiled once (its compile time, wall and CPU, and its matrix products
     noted), the epoch's stats fetched after each call. Returns ``(unit, info)``."""
     xd, yd = fnnet.to_device(x, y)
-    program, state, chunk = fit_epoch(cfg, xd, yd, seed, grads, chunk_size)
+    program, state, chunk = fit_epoch(cfg, xd, yd, seed, grads, chunk_size, precision)
     t, cpu = time.perf_counter(), time.process_time()
     compiled = jax.jit(program).lower(state, xd, yd).compile()
     info = {"compile_seconds": time.perf_counter() - t,
@@ -71,13 +72,21 @@ def fnnet_runner(cfg, x, y, seed, grads="manual", chunk_size="auto"):
     return unit, info
 
 
-def implementations(cfg, x, y, seed):
-    """``{name: make}``: ``make()`` sets the implementation up and returns ``(unit, info)``."""
+def implementations(cfg, x, y, seed, bf16=True):
+    """``{name: make}``: ``make()`` sets the implementation up and returns ``(unit, info)``;
+    with ``bf16`` also fnnet's two programs under ``precision="bf16"`` and PyTorch under
+    ``torch.autocast`` (``BF16``)."""
     makers = {
         "fnnet manual": lambda: fnnet_runner(cfg, x, y, seed, "manual"),
         "fnnet autodiff": lambda: fnnet_runner(cfg, x, y, seed, "autodiff"),
-        **{impl: (lambda run=run: run(cfg, x, y, seed)) for impl, run in baselines.RUNNERS.items()},
+        **{impl: (lambda run=run: run(cfg, x, y, seed)) for impl, run in baselines.RUNNERS.items()
+           if bf16 or impl not in BF16},
     }
+    if bf16:
+        makers["fnnet manual bf16"] = lambda: fnnet_runner(cfg, x, y, seed, "manual",
+                                                           precision="bf16")
+        makers["fnnet autodiff bf16"] = lambda: fnnet_runner(cfg, x, y, seed, "autodiff",
+                                                             precision="bf16")
     if cfg["batch"] is None:
         makers[UNCHUNKED] = lambda: fnnet_runner(cfg, x, y, seed, "manual", chunk_size=None)
     return makers
@@ -89,7 +98,7 @@ def set_up(name, makers, probe_steps, threads_setting, log):
     returns ``(units, infos, skipped, threads)``."""
     units, infos, skipped, threads = {}, {}, {}, {}
     for impl, make in makers.items():
-        if impl == "torch eager" and not baselines.torch_available():
+        if impl.startswith("torch") and not baselines.torch_available():
             skipped[impl] = "torch is not installed (pip install torch, or the 'bench' extra)"
             log(f"  {name} {impl}: skipped, {skipped[impl]}")
             continue
@@ -155,11 +164,13 @@ def results(units, infos, threads, times, matmul_flops, flops, examples, full_ba
     return out
 
 
-def manual_vs_autodiff(res, per_example):
-    """Whether fnnet's two programs do the same matrix products, and their paired ratio's range
-    (``per_example``: each round's seconds per example)."""
-    a, b = res["fnnet manual"], res["fnnet autodiff"]
-    within = [tb / ta for ta, tb in zip(per_example["fnnet manual"], per_example["fnnet autodiff"])]
+def manual_vs_autodiff(res, per_example, suffix=""):
+    """Whether fnnet's two programs (``suffix``: of a precision, ``" bf16"``) do the same matrix
+    products, and their paired ratio's range (``per_example``: each round's seconds per
+    example)."""
+    manual, autodiff = "fnnet manual" + suffix, "fnnet autodiff" + suffix
+    a, b = res[manual], res[autodiff]
+    within = [tb / ta for ta, tb in zip(per_example[manual], per_example[autodiff])]
     return {"same_matrix_products": a["matrix_products"] == b["matrix_products"],
             "matrix_products": len(a["matrix_products"]),
             "hlo_operations": [a["hlo_operations"], b["hlo_operations"]],
@@ -189,10 +200,13 @@ def time_implementations(name, makers, examples, flops, make_probes, repeats, th
            "skipped": skipped}
     if "fnnet manual" in res and "fnnet autodiff" in res:
         out["manual_vs_autodiff"] = manual_vs_autodiff(res, per_example)
+    if "fnnet manual bf16" in res and "fnnet autodiff bf16" in res:
+        out["manual_vs_autodiff_bf16"] = manual_vs_autodiff(res, per_example, " bf16")
     return out, times, probes
 
 
-def measure_workload(name, cfg, x, y, repeats, seed, threads_setting, log, matmul_n, bandwidth_mib):
+def measure_workload(name, cfg, x, y, repeats, seed, threads_setting, log, matmul_n, bandwidth_mib,
+                     bf16=True):
     """Every implementation on one MLP workload (W1–W3), timed round-robin, and in every round the
     matmul roof too (and, for full batch, the read of X and of a large array), so that each figure
     and the roof it is compared with come from the same minutes of a shared machine's load."""
@@ -201,7 +215,7 @@ def measure_workload(name, cfg, x, y, repeats, seed, threads_setting, log, matmu
     unit_examples = n if full_batch else (n // cfg["batch"]) * cfg["batch"]
     steps = 1 if full_batch else n // cfg["batch"]
     flops = train_step_flops(cfg["sizes"], n if full_batch else cfg["batch"]) * steps
-    makers = implementations(cfg, x, y, seed)
+    makers = implementations(cfg, x, y, seed, bf16)
     out, times, probes = time_implementations(
         name, makers, dict.fromkeys(makers, unit_examples), dict.fromkeys(makers, flops),
         lambda: roof_probes(x, full_batch, matmul_n, bandwidth_mib), repeats, threads_setting, log,
@@ -225,7 +239,8 @@ def w1_floor(w1, probes, times):
              "x_read_ms_measured": 1e3 * median(times["read X"]), "compute_floor_ms": compute_ms,
              "binding_floor_ms": max(memory_ms, compute_ms),
              "binding": "memory" if memory_ms >= compute_ms else "compute"}
-    for impl, key in (("fnnet manual", "chunked"), (UNCHUNKED, "unchunked")):
+    for impl, key in (("fnnet manual", "chunked"), (UNCHUNKED, "unchunked"),
+                      ("fnnet manual bf16", "bf16_chunked")):
         if impl in w1["results"]:
             ms = w1["results"][impl]["ms_per_iteration"]
             floor[f"{key}_ms"] = ms

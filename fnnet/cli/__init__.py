@@ -1,4 +1,4 @@
-"""The ``fnnet`` command line: ``train``, ``evaluate``, ``gradcheck`` and ``bench``.
+"""The ``fnnet`` command line: ``train``, ``evaluate``, ``gradcheck``, ``bench`` and ``launch``.
 
 ::
 
@@ -7,6 +7,7 @@
     fnnet evaluate runs/mnist/model.npz          # accuracy, confusion matrix, misclassified digits
     fnnet gradcheck --layers 784,32,10           # hand-derived backward vs jax.grad, f32 and f64
     fnnet bench --quick                          # fnnet.bench, arguments forwarded
+    fnnet launch -n 2 -- fnnet train --distributed   # two processes training as one
 
 ``main(argv) -> int`` never raises ``SystemExit`` and never prints a traceback for a bad command
 line: a wrong flag value, or an ``--out`` that is a file, lies under a file or cannot be written,
@@ -31,7 +32,12 @@ Losses and outputs that make no sense together are refused (exit status 2):
 ``--output sigmoid`` or ``softmax`` (why: ``fnnet.model_config``). Cross-entropy trains on integer
 labels; MSE and binary cross-entropy on one-hot rows.
 
-One module per command (``train``, ``evaluate``, ``gradcheck``, ``bench``), each with
+The commands that compile (``train``, ``evaluate``, ``gradcheck``) keep their compiled programs
+in JAX's persistent compilation cache, in ``~/.cache/fnnet/jax`` (``--compile-cache DIR``; off
+with ``--no-compile-cache``), for the time the command runs: ``main`` sets JAX's settings and puts
+the previous ones back (``common.compile_cache``); importing fnnet sets nothing.
+
+One module per command (``train``, ``evaluate``, ``gradcheck``, ``bench``, ``launch``), each with
 ``add_parser(subparsers)`` and ``run``; what they share is in ``common``. Scoring is
 ``fnnet.scoring``, the checkpoint metadata ``fnnet.model_config``.
 """
@@ -39,11 +45,12 @@ One module per command (``train``, ``evaluate``, ``gradcheck``, ``bench``), each
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from .._version import __version__
-from . import bench, evaluate, gradcheck, train
-from .common import FORMATTER, DataUnavailable, Parser, UsageError, exit_code
+from . import bench, evaluate, gradcheck, launch, train
+from .common import FORMATTER, DataUnavailable, Parser, UsageError, compile_cache, exit_code
 from .train import (
     CNN_DEFAULTS,
     DEFAULT_BATCH,
@@ -70,16 +77,18 @@ examples:
   fnnet train --optimizer adam --ensemble 5   five models, scored alone and averaged
   fnnet evaluate runs/mnist/model.npz         confusion matrix and misclassified digits
   fnnet gradcheck --layers 784,32,10          hand-derived backward vs jax.grad, float32 and float64
-  fnnet bench --help                          the benchmark's own flags"""
+  fnnet bench --help                          the benchmark's own flags
+  fnnet launch -n 2 -- fnnet train --distributed   two processes, each minibatch split across them"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``fnnet`` argument parser (``bench`` is listed; ``main`` forwards its arguments)."""
+    """The ``fnnet`` argument parser (``bench`` and ``launch`` are listed; ``main`` forwards their
+    arguments)."""
     parser = Parser(prog="fnnet", formatter_class=FORMATTER, description=DESCRIPTION,
                     epilog=EXAMPLES)
     parser.add_argument("--version", action="version", version=f"fnnet {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (train, evaluate, gradcheck, bench):
+    for command in (train, evaluate, gradcheck, bench, launch):
         command.add_parser(subparsers)
     return parser
 
@@ -87,16 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run ``fnnet`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
-    prog = "fnnet bench" if argv and argv[0] == "bench" else "fnnet"
+    prog = f"fnnet {argv[0]}" if argv and argv[0] in ("bench", "launch") else "fnnet"
     try:
         if prog == "fnnet bench":
             return bench.run(argv[1:])
+        if prog == "fnnet launch":
+            return launch.run(argv[1:])
         args, unknown = build_parser().parse_known_args(argv)
         args.prog, args.argv = f"fnnet {args.command}", argv
         prog = args.prog
         if unknown:
             raise UsageError(args.prog, f"unrecognized arguments: {' '.join(unknown)}")
-        return args.run(args)
+        compiles = hasattr(args, "no_compile_cache")
+        with compile_cache(args) if compiles else contextlib.nullcontext():
+            return args.run(args)
     except UsageError as e:
         message = " ".join(str(e).split("\n"))
         print(f"{e.prog}: error: {message} (see '{e.prog} --help')", file=sys.stderr)

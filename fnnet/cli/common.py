@@ -1,11 +1,16 @@
 """What the commands share: the parser that raises instead of exiting, the two errors ``main``
 reports, flag-value types, the network and data flags (``--model mlp|cnn`` and the flags only the
-MLP takes), the output-folder check, data loading and the results lines."""
+MLP takes), the output-folder check, data loading, the results lines, and the persistent
+compilation cache of the commands that compile (``--compile-cache DIR``, ``--no-compile-cache``)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import os
+import platform
+import stat
 import sys
 from pathlib import Path
 
@@ -256,3 +261,138 @@ def print_results(results, num_models):
           f"(test loss {results['mean_test_loss']:.4f})")
     print(f"ensemble of {num_models} (averaged probabilities): test accuracy "
           f"{results['test_accuracy']:.2%}  (test loss {results['test_loss']:.4f})")
+
+
+# ---------------------------------------------------------------------------------------------
+# The persistent compilation cache (the command line only: importing fnnet changes no setting)
+
+#: The JAX settings ``compile_cache`` sets while a command runs: the folder, and every program
+#: cached, however small or quick to compile (fnnet's MLP programs compile in well under JAX's
+#: default threshold of 1 s).
+CACHE_SETTINGS = {"jax_persistent_cache_min_compile_time_secs": 0.0,
+                  "jax_persistent_cache_min_entry_size_bytes": -1}
+
+
+def add_cache_flags(parser):
+    """``--compile-cache DIR`` and ``--no-compile-cache``."""
+    parser.add_argument("--compile-cache", type=Path, metavar="DIR",
+                        help="keep compiled programs in DIR, so that the next identical run "
+                             "starts without compiling (default: $JAX_COMPILATION_CACHE_DIR, else "
+                             "the jax/ folder of fnnet's per-user cache, ~/.cache/fnnet/jax); it "
+                             "must be yours and writable only by you")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="compile every program afresh and write no compile cache")
+
+
+def default_cache_folder():
+    """The compile cache folder when ``--compile-cache`` is not given:
+    ``$JAX_COMPILATION_CACHE_DIR`` if set, else ``jax/`` in fnnet's per-user cache
+    (``$FNNET_CACHE_DIR``, ``$XDG_CACHE_HOME/fnnet`` or ``~/.cache/fnnet``)."""
+    import jax
+
+    from ..datasets.sources import cache_dir
+
+    configured = jax.config.jax_compilation_cache_dir
+    return Path(configured).expanduser() if configured else cache_dir() / "jax"
+
+
+def machine_key():
+    """A short name for this machine's processor (architecture, model and feature flags):
+    compiled CPU code is kept per processor, so that a cache folder shared between machines (an
+    NFS home) never hands one CPU code built for another's instruction set."""
+    text = platform.machine()
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        text += "".join(sorted({line for line in lines
+                                if line.startswith(("model name", "flags", "Features"))}))
+    return f"{platform.machine() or 'cpu'}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def unsafe_folder_reason(folder):
+    """Why ``folder`` must not hold compiled code, or ``None`` when it is safe: it must be a
+    folder owned by the user running fnnet and writable by nobody else (group/other bits)."""
+    info = folder.stat()
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{folder} is not a folder"
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        return f"{folder} belongs to user id {info.st_uid}, not to you ({os.getuid()})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return (f"{folder} is writable by other users (mode {stat.S_IMODE(info.st_mode):o}; "
+                f"chmod 700 it)")
+    return None
+
+
+def _make_private(folder):
+    """Create ``folder`` and any missing parents with mode 0700."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for path in reversed(missing):
+        path.mkdir(mode=0o700)
+        path.chmod(0o700)  # whatever the umask
+
+
+def prepare_cache_folder(folder):
+    """``folder/<machine_key()>``, created with mode 0700, after checking that both are safe.
+
+    Args:
+        folder: the cache folder the user chose (or the default).
+
+    Returns:
+        ``(path, None)`` to use, or ``(None, reason)`` when the folder cannot be used safely
+        (another owner, writable by others, not a folder, cannot be created).
+    """
+    target = Path(folder).expanduser() / machine_key()
+    try:
+        for path in (target.parent, target):
+            if not path.exists():
+                _make_private(path)
+            reason = unsafe_folder_reason(path)
+            if reason:
+                return None, reason
+    except OSError as e:
+        return None, f"{e.filename or target}: {e.strerror or e}"
+    return target, None
+
+
+def cache_folder_of(args):
+    """The compile cache folder ``args`` asks for (``--compile-cache`` or the default), or
+    ``None`` with ``--no-compile-cache``."""
+    if getattr(args, "no_compile_cache", False):
+        return None
+    return args.compile_cache if args.compile_cache is not None else default_cache_folder()
+
+
+@contextlib.contextmanager
+def compile_cache(args):
+    """While the command runs, JAX's persistent compilation cache in the folder ``args`` asks for
+    (``cache_folder_of``), or no persistent cache at all with ``--no-compile-cache``; the previous
+    JAX settings are restored afterwards. A folder that is not safe is refused with a one-line
+    warning on stderr, and the command runs uncached. Sets ``args.compile_cache_path`` (``None``
+    when uncached).
+
+    Args:
+        args: the parsed command line (``args.prog`` names the command in the warning).
+    """
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    folder, path = cache_folder_of(args), None
+    if folder is not None:
+        path, reason = prepare_cache_folder(folder)
+        if reason:
+            print(f"{args.prog}: warning: not using the compile cache in {folder}: {reason}; "
+                  f"cached programs are code that fnnet runs, so the folder must be yours and "
+                  f"writable only by you; running uncached", file=sys.stderr, flush=True)
+    args.compile_cache_path = path
+    settings = {"jax_enable_compilation_cache": path is not None}
+    if path is not None:
+        settings.update(jax_compilation_cache_dir=str(path), **CACHE_SETTINGS)
+    saved = {name: getattr(jax.config, name) for name in settings}
+    try:
+        for name, value in settings.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()  # read the new settings at the next compile
+        yield
+    finally:
+        for name, value in saved.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()

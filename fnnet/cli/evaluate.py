@@ -21,6 +21,7 @@ from ..scoring import model_scores, predict, summarize_test
 from .common import (
     FORMATTER,
     UsageError,
+    add_cache_flags,
     add_data_flags,
     check_out,
     load_data,
@@ -48,6 +49,7 @@ def add_parser(subparsers):
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="output folder (default: evaluation/ beside the checkpoint)")
     add_data_flags(parser)
+    add_cache_flags(parser)
     parser.set_defaults(run=run)
 
 

@@ -14,6 +14,7 @@ from ..optim import sgd
 from ..training.inputs import check_memory, training_bytes
 from .common import (
     FORMATTER,
+    add_cache_flags,
     add_network_flags,
     positive_float,
     positive_int,
@@ -48,6 +49,7 @@ def add_parser(subparsers):
                         help="float32 finite-difference tolerance (default: 5e-2, ε = 1e-2)")
     parser.add_argument("--fd-tol64", type=positive_float, default=1e-5,
                         help="float64 finite-difference tolerance (default: 1e-5, ε = 1e-6)")
+    add_cache_flags(parser)
     parser.set_defaults(run=run)
 
 

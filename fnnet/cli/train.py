@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import checkpoints, datasets, optim
+from .. import checkpoints, datasets, distributed, optim
 from ..io import read_json, write_json
 from ..model_config import (
     NUM_CLASSES,
@@ -44,6 +44,7 @@ from .common import (
     CNN_SUMMARY,
     FORMATTER,
     UsageError,
+    add_cache_flags,
     add_data_flags,
     add_network_flags,
     batch_size,
@@ -58,6 +59,7 @@ from .common import (
     resolve_network,
     seed,
 )
+from .launch import check_split, join
 
 DEFAULT_OPTIMIZER = "momentum"
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.1, "adam": 1e-3, "rmsprop": 1e-3}
@@ -98,7 +100,10 @@ Exit status: 0 when training finished; 2 for a bad flag or an --out that cannot 
 1 when the data cannot be read; {EXIT_DIVERGED} when training diverged (the loss was not finite or grew
 past {DIVERGENCE_FACTOR:g} x max(first step's loss, 1): training stops, and the files are still
 written, with the last parameters whose loss was within that bound); {EXIT_INTERRUPTED} when interrupted
-with Ctrl-C, after printing the command that resumes the run."""
+with Ctrl-C, after printing the command that resumes the run.
+
+Many processes: fnnet launch -n N -- fnnet train --distributed .... Compiled programs are kept in
+~/.cache/fnnet/jax (--compile-cache DIR), so an identical second run starts without compiling."""
 
 
 def add_parser(subparsers):
@@ -133,6 +138,10 @@ def add_parser(subparsers):
                              f"{DEFAULT_VALIDATION}, at most a tenth of the training set)")
     parser.add_argument("--grads", choices=("manual", "autodiff"), default="manual",
                         help="hand-derived backward (manual) or jax.grad (default: manual)")
+    parser.add_argument("--precision", choices=("f32", "bf16", "f16"), default="f32",
+                        help="the matrix products' inputs: f32, or bf16/f16 with float32 "
+                             "accumulation and float32 params (f16 with dynamic loss scaling); "
+                             "evaluate scores under the same (default: f32)")
     parser.add_argument("--seed", type=seed, default=0,
                         help="random seed of the initial params, the shuffles and the validation "
                              "split (default: 0)")
@@ -144,7 +153,12 @@ def add_parser(subparsers):
                         help="continue the run in --out from its train_state.npz (saved every "
                              "epoch) up to --epochs; every other setting must be the same")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    parser.add_argument("--distributed", action="store_true",
+                        help="one process of a distributed run (fnnet launch -n N -- fnnet train "
+                             "--distributed ..., or SLURM): split each minibatch across the "
+                             "devices of all processes; process 0 prints and writes the files")
     add_data_flags(parser)
+    add_cache_flags(parser)
     parser.set_defaults(run=run)
 
 
@@ -181,7 +195,8 @@ def _config(args, validation, folder):
                         activation=args.activation, output=args.output, loss=args.loss,
                         optimizer=args.optimizer, lr=args.lr, lr_decay=args.lr_decay,
                         epochs=args.epochs,
-                        batch_size=args.batch_size, grads=args.grads, seed=args.seed,
+                        batch_size=args.batch_size, grads=args.grads,
+                        precision=args.precision, seed=args.seed,
                         ensemble=args.ensemble, validation=validation,
                         data_dir=None if folder is None else folder.resolve())
 
@@ -258,8 +273,12 @@ def _announce(args, config, out, examples):
     train, validation, test = examples
     print(f"fnnet train: {args.dataset} {describe(config)}, "
           f"{args.loss}, {_rate(config)}, {args.epochs} epochs of {batch}, "
-          f"{args.grads} gradients, seed {args.seed}{models}; {train} training, {validation} "
-          f"validation, {test} test examples -> {out}", flush=True)
+          f"{args.grads} gradients{_products(args)}, seed {args.seed}{models}; {train} training, "
+          f"{validation} validation, {test} test examples -> {out}", flush=True)
+
+
+def _products(args):
+    return "" if args.precision == "f32" else f", {args.precision} products"
 
 
 def _fit(model, args, config, train, validation, state_path):
@@ -277,7 +296,8 @@ def _fit(model, args, config, train, validation, state_path):
             validation=split(validation) if len(validation[0]) else None, grads=args.grads,
             ensemble=num_models if num_models > 1 else None, progress=not args.quiet,
             checkpoint=state_path, resume=state_path if args.resume else None,
-            dtype=jnp.float32)
+            devices="all" if args.distributed else None, dtype=jnp.float32,
+            precision=args.precision)
     for w in caught:
         if not (issubclass(w.category, RuntimeWarning) and history.get("diverged")):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -301,7 +321,8 @@ def _scores(args, model, params, num_models, history, test):
             "validation_accuracy": _last(history["val_accuracy"]), **results}
 
 
-def _summary(results, examples, num_models, seconds, out):
+def _summary(results, examples, num_models, seconds, compile_seconds, out):
+    """Print the validation and test scores and the time taken (compiling included)."""
     train, validation, test = examples
     if results["validation_accuracy"] is not None:
         mean = f"mean of {num_models} models, " if num_models > 1 else ""
@@ -310,52 +331,74 @@ def _summary(results, examples, num_models, seconds, out):
               f"training set)")
     print(f"test set ({test} examples, scored once after training):")
     print_results(results, num_models)
-    print(f"trained in {seconds:.1f} s; wrote {', '.join(WRITTEN)} into {out}")
+    print(f"trained in {seconds:.1f} s, {compile_seconds:.2f} s of it compiling; wrote "
+          f"{', '.join(WRITTEN)} into {out}")
 
 
 def run(args):
     """Train; write ``WRITTEN`` into ``--out``. Exit status: 0; ``EXIT_DIVERGED`` when training
-    diverged; ``EXIT_INTERRUPTED`` on Ctrl-C (see ``DESCRIPTION``)."""
-    prog, num_models = args.prog, args.ensemble
+    diverged; ``EXIT_INTERRUPTED`` on Ctrl-C (see ``DESCRIPTION``). With ``--distributed`` only
+    process 0 prints and writes; the others return 0 once training is done."""
+    prog = args.prog
     _check_flags(args)
+    if args.distributed:
+        join(prog)  # before any other JAX call
+    main = distributed.is_main()
     out = check_out(prog, args.out if args.out is not None else Path("runs") / args.dataset)
     state_path = out / "train_state.npz"
     if args.resume:
         _check_resume_state(prog, state_path)
     (train, validation, test), folder = _data(args)
+    if args.distributed:
+        check_split(prog, args.batch_size, len(train[0]))
     config = _config(args, len(validation[0]), folder)
     if args.resume:
         _check_resume_config(prog, out, config)
-    write_json(out / "config.json", config)
+    if main:
+        write_json(out / "config.json", config)
     examples = (len(train[0]), len(validation[0]), len(test[0]))
-    if not args.quiet:
+    if main and not args.quiet:
         _announce(args, config, out, examples)
     model, _ = model_from_metadata(config)
     started, started_ns = time.perf_counter(), time.time_ns()
     try:
         params, history = _fit(model, args, config, train, validation, state_path)
-    except KeyboardInterrupt:
-        return _interrupted(args, out, state_path, 0 if args.resume else started_ns)
+    except KeyboardInterrupt:  # the other processes leave the message to process 0
+        since = 0 if args.resume else started_ns
+        return _interrupted(args, out, state_path, since) if main else EXIT_INTERRUPTED
     seconds = time.perf_counter() - started
-    results = _scores(args, model, params, num_models, history, test)
-    diverged = divergence_message(history, num_models)
-    final = {"train_loss": history["loss"][-1], "train_accuracy": history["train_accuracy"][-1],
-             "epochs_trained": history["epoch"][-1]}
-    checkpoints.save(out / "model.npz", params, **config, **final, **results, dtype="float32",
-                     diverged=diverged is not None)
-    write_json(out / "metrics.json", {
-        "config": config, "examples": dict(zip(("train", "validation", "test"), examples)),
-        **results, **final, "seconds": seconds, "diverged": diverged is not None,
-        "divergence": history.get("diverged", []), "history": history})
-    from .. import plots  # matplotlib only once there is a figure to draw
-
-    plots.plot_history(history, out / "curves.png",
-                       title=f"{args.dataset} {describe(config)}, {_rate(config)}")
-    _summary(results, examples, num_models, seconds, out)
+    if not main:
+        return 0
+    if args.distributed:
+        params = distributed.to_host(params)  # replicated in every process: this one's copy
+    _write(args, model, config, params, history, test, examples, out, seconds)
+    diverged = divergence_message(history, args.ensemble)
     if diverged:
         print(f"{prog}: error: {diverged}", file=sys.stderr, flush=True)
         return EXIT_DIVERGED
     return 0
+
+
+def _write(args, model, config, params, history, test, examples, out, seconds):
+    """Score the test set once; write ``model.npz``, ``metrics.json``, ``curves.png``; print."""
+    results = _scores(args, model, params, args.ensemble, history, test)
+    diverged = divergence_message(history, args.ensemble) is not None
+    final = {"train_loss": history["loss"][-1], "train_accuracy": history["train_accuracy"][-1],
+             "epochs_trained": history["epoch"][-1]}
+    checkpoints.save(out / "model.npz", params, **config, **final, **results, dtype="float32",
+                     diverged=diverged)
+    cache = getattr(args, "compile_cache_path", None)  # set by main (common.compile_cache)
+    write_json(out / "metrics.json", {
+        "config": config, "examples": dict(zip(("train", "validation", "test"), examples)),
+        **results, **final, "seconds": seconds, "compile_seconds": history["compile_seconds"],
+        "compile_cache": cache and str(cache),
+        "processes": jax.process_count(), "devices": jax.device_count() if args.distributed else 1,
+        "diverged": diverged, "divergence": history.get("diverged", []), "history": history})
+    from .. import plots  # matplotlib only once there is a figure to draw
+
+    plots.plot_history(history, out / "curves.png",
+                       title=f"{args.dataset} {describe(config)}, {_rate(config)}")
+    _summary(results, examples, args.ensemble, seconds, history["compile_seconds"], out)
 
 
 def _interrupted(args, out, state_path, since_ns):

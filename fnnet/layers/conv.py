@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
+from .. import precision as _precision
 from ..checks import integer
 from .base import Stateless
 from .checks import check_floating, check_param, lookup
@@ -182,6 +182,8 @@ class Conv2D(Stateless):
         init: the weight initialisation (a name in ``INITS``), kept as ``weight_init``; ``he`` by
             default, with ``fan_in = kh·kw·in_channels`` (``fan_out = kh·kw·out_channels``).
             Biases start at zero.
+        precision: the products' policy (``fnnet.precision``): ``"f32"`` (the default, no
+            casts), ``"bf16"`` or ``"f16"`` (inputs cast, float32 accumulation).
 
     ``forward``/``backward`` run the im2col form, patches cached: of the forms tried, the
     fastest inside ``lax.scan`` on the CPU, where XLA's own convolutions are slow in loops
@@ -194,9 +196,10 @@ class Conv2D(Stateless):
     stride: tuple
     padding: Any
     weight_init: str
+    precision: _precision.Policy
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding="valid",
-                 init=DEFAULT_WEIGHT_INIT):
+                 init=DEFAULT_WEIGHT_INIT, *, precision=None):
         object.__setattr__(self, "in_channels", integer("Conv2D", "in_channels", in_channels))
         object.__setattr__(self, "out_channels", integer("Conv2D", "out_channels", out_channels))
         object.__setattr__(self, "kernel_size", pair("Conv2D", "kernel_size", kernel_size))
@@ -204,6 +207,12 @@ class Conv2D(Stateless):
         object.__setattr__(self, "padding", padding_spec("Conv2D", padding))
         lookup(INITS, init, "init", where="Conv2D")
         object.__setattr__(self, "weight_init", init)
+        object.__setattr__(self, "precision", _precision.get(precision))
+
+    def with_precision(self, precision):
+        """This layer with its products under ``precision``."""
+        return Conv2D(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                      self.padding, self.weight_init, precision=precision)
 
     def __repr__(self):
         kernel = self.kernel_size[0] if len(set(self.kernel_size)) == 1 else self.kernel_size
@@ -214,6 +223,8 @@ class Conv2D(Stateless):
             args.append(f"padding={self.padding!r}")
         if self.weight_init != DEFAULT_WEIGHT_INIT:
             args.append(f"init={self.weight_init!r}")
+        if self.precision.casts:
+            args.append(f"precision={self.precision!r}")
         return f"Conv2D({', '.join(args)})"
 
     def init(self, key, dtype=jnp.float32):
@@ -237,8 +248,12 @@ class Conv2D(Stateless):
         padding = ([(self.padding, self.padding)] * 2 if isinstance(self.padding, int)
                    else self.padding.upper())
         dtype = jnp.result_type(x, params.W)  # promoted as a matrix product would
+        if self.precision.casts:
+            dtype = self.precision.compute
+        accumulate = jnp.float32 if self.precision.casts else None
         y = lax.conv_general_dilated(x.astype(dtype), params.W.astype(dtype), self.stride, padding,
-                                     dimension_numbers=DIMENSIONS)
+                                     dimension_numbers=DIMENSIONS,
+                                     preferred_element_type=accumulate)
         return y + params.b
 
     def forward(self, params, x, *, state=(), key=None, train=True):
@@ -248,8 +263,10 @@ class Conv2D(Stateless):
         pads = self._check(params, x)
         xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
         out = out_size(x.shape[1:3], pads, self.kernel_size, self.stride)
+        policy = self.precision
+        xp = policy.cast(xp)
         P = jnp.concatenate(patches(xp, self.kernel_size, self.stride, out), axis=-1)
-        y = P @ params.W.reshape(-1, self.out_channels) + params.b
+        y = policy.dot(P, params.W.reshape(-1, self.out_channels), (3, 0)) + params.b
         return y, (P, ConvGeometry(self.kernel_size, self.stride, xp.shape[1:3], pads))
 
     def backward(self, params, cache, dy):
@@ -297,87 +314,36 @@ class Conv2D(Stateless):
         where ``col2im`` adds each entry ``dP[(n,i,j), (p,q,c)]`` back into ``dXp[n, i·s+p,
         j·s'+q, c]`` (the adjoint of building ``P``): for each offset ``(p, q)`` a strided slice.
         Written out, ``Σ_{(i,j,p,q) : i·s+p=h, …} dP[(n,i,j),(p,q,c)]`` is step 3's sum.
+
+        Under a casting policy the products read ``bf16``/``f16`` and accumulate in float32;
+        ``dWmat`` is computed from whichever of ``P`` and ``dY`` is narrower, written out
+        transposed (``fnnet.precision.transposed``): ``Pᵀ·dY``, or ``(dYᵀ·P)ᵀ``.
         """
         P, geometry = cache
-        W = params.W
+        W, policy = params.W, self.precision
         kh, kw, c, o = W.shape
         dyr = dy.reshape(-1, o)
-        dW = (P.reshape(-1, kh * kw * c).T @ dyr).reshape(W.shape)
-        dP = dy @ W.reshape(-1, o).T
+        dW = _kernel_grad(P.reshape(-1, kh * kw * c), dyr, policy).reshape(W.shape)
+        dP = policy.dot(policy.cast(dy), W.reshape(-1, o), (3, 1))
         cols = [dP[..., k * c:(k + 1) * c] for k in range(kh * kw)]
         dx = col2im(cols, geometry.window, geometry.stride, geometry.padded, geometry.pads)
         return ConvParams(W=dW, b=dyr.sum(axis=0)), dx
 
 
-# ---------------------------------------------------------------------------------------------
-# The other forms, for the experiment and the tests
+def _kernel_grad(P, dyr, policy):
+    """``dWmat = Pᵀ·dY`` (rows of ``P`` and ``dY`` are the output positions)."""
+    if not policy.casts:
+        return P.T @ dyr
+    dyc = policy.cast(dyr)
+    if P.shape[1] <= dyc.shape[1]:
+        return policy.dot(_precision.transposed(P, policy), dyc, (1, 0))
+    return _precision.transpose_result(policy.dot(_precision.transposed(dyc, policy), P, (1, 0)),
+                                       policy)
 
 
-def _geometry(where, x, W, stride, padding):
-    """Stride pair, padding, the padded input and the output size of a conv of ``x`` by ``W``."""
-    stride = pair(where, "stride", stride)
-    pads = conv_pads(padding_spec(where, padding), x.shape[1:3], W.shape[:2], stride)
-    return stride, pads, out_size(x.shape[1:3], pads, W.shape[:2], stride)
-
-
-def conv2d_naive(x, W, b, stride=1, padding="valid"):
-    """``Y`` by loops over the output positions, in numpy float64 (cs231n's
-    ``conv_forward_naive``): ``Y[:, i, j, :] = Σ_{p,q,c} window[:, p, q, c] · W[p, q, c, :] + b``."""
-    x, W, b = (np.asarray(a, np.float64) for a in (x, W, b))
-    (sh, sw), pads, (oh, ow) = _geometry("conv2d_naive", x, W, stride, padding)
-    xp = np.pad(x, ((0, 0), *pads, (0, 0)))
-    kh, kw = W.shape[:2]
-    y = np.zeros((x.shape[0], oh, ow, W.shape[3]))
-    for i in range(oh):
-        for j in range(ow):
-            window = xp[:, i * sh:i * sh + kh, j * sw:j * sw + kw, :]
-            y[:, i, j, :] = np.einsum("npqc,pqco->no", window, W) + b
-    return y
-
-
-def conv2d_backward_naive(x, W, dy, stride=1, padding="valid"):
-    """``(ConvParams(dW, db), dX)`` by loops over the output positions, numpy float64 (cs231n's
-    ``conv_backward_naive``): each position ``(i, j)`` adds ``window ⊗ dY[:, i, j]`` to ``dW`` and
-    ``dY[:, i, j]·Wᵀ`` to the window's place in ``dXp``; ``db = Σ dY``."""
-    x, W, dy = (np.asarray(a, np.float64) for a in (x, W, dy))
-    (sh, sw), pads, (oh, ow) = _geometry("conv2d_backward_naive", x, W, stride, padding)
-    xp = np.pad(x, ((0, 0), *pads, (0, 0)))
-    kh, kw = W.shape[:2]
-    dW, dxp = np.zeros_like(W), np.zeros_like(xp)
-    for i in range(oh):
-        for j in range(ow):
-            rows, cols = slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw)
-            dW += np.einsum("npqc,no->pqco", xp[:, rows, cols, :], dy[:, i, j])
-            dxp[:, rows, cols, :] += np.einsum("no,pqco->npqc", dy[:, i, j], W)
-    (top, _), (left, _) = pads
-    dx = dxp[:, top:top + x.shape[1], left:left + x.shape[2], :]
-    return ConvParams(W=dW, b=dy.sum(axis=(0, 1, 2))), dx
-
-
-def conv2d_backward_correlation(x, W, dy, stride=1, padding="valid"):
-    """``(ConvParams(dW, db), dX)`` in the correlation/convolution form of ``Conv2D.backward``'s
-    derivation (TheIndependentCode's ``dK = X ⋆ dY``, ``dX = dY ∗ K`` full), by
-    ``lax.conv_general_dilated`` used as the derivation's own operations (no autodiff):
-
-    - ``dW``: the padded input correlated with ``dY`` as the kernel, the kernel dilated by the
-      stride (``rhs_dilation``); batch and channels trade places (``CHWN``/``IHWO``), so the sum
-      runs over ``n`` and the output is ``(kh, kw, C, O)``;
-    - ``dX``: ``dY`` dilated by the stride (``lhs_dilation``), padded with ``kh − 1`` and ``kw − 1``
-      zeros (the full convolution), correlated with ``W`` flipped in both spatial axes and its
-      channel axes swapped; the padding then cropped.
-    """
-    stride, ((top, bottom), (left, right)), _ = _geometry("conv2d_backward_correlation", x, W,
-                                                          stride, padding)
-    kh, kw = W.shape[:2]
-    oh, ow = dy.shape[1:3]
-    used = ((oh - 1) * stride[0] + kh, (ow - 1) * stride[1] + kw)  # rows and columns read
-    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    dW = lax.conv_general_dilated(xp[:, :used[0], :used[1], :], dy, (1, 1), "VALID",
-                                  rhs_dilation=stride, dimension_numbers=("CHWN", "IHWO", "HWNC"))
-    extra = (xp.shape[1] - used[0], xp.shape[2] - used[1])  # rows no window reads: zero gradient
-    flipped = jnp.flip(W, (0, 1)).transpose(0, 1, 3, 2)
-    dxp = lax.conv_general_dilated(dy, flipped, (1, 1),
-                                   [(kh - 1, kh - 1 + extra[0]), (kw - 1, kw - 1 + extra[1])],
-                                   lhs_dilation=stride, dimension_numbers=DIMENSIONS)
-    dx = dxp[:, top:top + x.shape[1], left:left + x.shape[2], :]
-    return ConvParams(W=dW, b=dy.sum(axis=(0, 1, 2))), dx
+# The other forms live in conv_forms.py (imported here, where the docstring lists them).
+from .conv_forms import (  # noqa: E402, F401  (re-exported)
+    conv2d_backward_correlation,
+    conv2d_backward_naive,
+    conv2d_naive,
+)

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
+from .. import precision as _precision
 from ..checks import integer
 from .base import Stateless
 from .checks import check_features, check_param, lookup
@@ -34,21 +35,32 @@ class Dense(Stateless):
             (normal, std √(2/n_in), the default, for ReLU), ``he_uniform``, ``xavier``/``glorot``
             (uniform ±√(6/(n_in+n_out)), for tanh and sigmoid), ``xavier_normal``, ``lecun`` or
             ``uniform`` (U(−0.5, 0.5), as note 002). Biases start at zero.
+        precision: the products' policy (``fnnet.precision``): ``"f32"`` (the default, no
+            casts), ``"bf16"`` or ``"f16"`` (inputs cast, float32 accumulation).
     """
 
     n_in: int
     n_out: int
     weight_init: str
+    precision: _precision.Policy
 
-    def __init__(self, n_in: int, n_out: int, init: str = DEFAULT_WEIGHT_INIT):
+    def __init__(self, n_in: int, n_out: int, init: str = DEFAULT_WEIGHT_INIT, *,
+                 precision=None):
         object.__setattr__(self, "n_in", integer("Dense", "n_in", n_in))
         object.__setattr__(self, "n_out", integer("Dense", "n_out", n_out))
         lookup(INITS, init, "init", where="Dense")
         object.__setattr__(self, "weight_init", init)
+        object.__setattr__(self, "precision", _precision.get(precision))
 
     def __repr__(self):
         init_arg = "" if self.weight_init == DEFAULT_WEIGHT_INIT else f", init={self.weight_init!r}"
+        if self.precision.casts:
+            init_arg += f", precision={self.precision!r}"
         return f"Dense({self.n_in}, {self.n_out}{init_arg})"
+
+    def with_precision(self, precision):
+        """This layer with its products under ``precision``."""
+        return Dense(self.n_in, self.n_out, self.weight_init, precision=precision)
 
     def init(self, key, dtype=jnp.float32):
         shape = (self.n_out, self.n_in)
@@ -62,10 +74,13 @@ class Dense(Stateless):
 
     def apply(self, params, x, *, state=(), key=None, train=False):
         self._check(params, x)
-        return x @ params.W.T + params.b
+        if not self.precision.casts:
+            return x @ params.W.T + params.b
+        return self.precision.dot(x, params.W, (x.ndim - 1, 1)) + params.b
 
     def forward(self, params, x, *, state=(), key=None, train=True):
-        return self.apply(params, x), x
+        """``Z = X Wᵀ + b``; the cache is ``X`` (in the products' input type)."""
+        return self.apply(params, x), self.precision.cast(x)
 
     def backward(self, params, cache, dy):
         """Note 000 (experiments/NOTES.md), samples as columns: ``dE/dW = dE/dY Xᵀ``,
@@ -76,10 +91,18 @@ class Dense(Stateless):
             dW = dYᵀ X        (n_out, n_in)
             db = Σ_n dY_n     (n_out,)
             dX = dY W         (N, n_in)
+
+        Under a casting policy each product reads ``bf16``/``f16`` inputs and accumulates in
+        float32, and ``dYᵀ`` is written out row-major first (``fnnet.precision.transposed``).
         """
-        x = cache
+        x, policy = cache, self.precision
+        if not policy.casts:
+            if x.ndim == 1:
+                return DenseParams(W=jnp.outer(dy, x), b=dy), dy @ params.W
+            return DenseParams(W=dy.T @ x, b=dy.sum(axis=0)), dy @ params.W
+        dyc = policy.cast(dy)
         if x.ndim == 1:
-            dW, db = jnp.outer(dy, x), dy
-        else:
-            dW, db = dy.T @ x, dy.sum(axis=0)
-        return DenseParams(W=dW, b=db), dy @ params.W
+            dW = policy.dot(dyc[:, None], x[None, :], (1, 0))
+            return DenseParams(W=dW, b=dy), policy.dot(dyc, params.W, (0, 0))
+        dW = policy.dot(_precision.transposed(dyc, policy), x, (1, 0))
+        return DenseParams(W=dW, b=dy.sum(axis=0)), policy.dot(dyc, params.W, (1, 0))

@@ -4,6 +4,10 @@ An ``EpochRecord`` describes one finished epoch; ``fit`` appends it to ``history
 per-epoch lists) and then calls each callback as ``callback(record, state, history)``.
 ``print_progress``, ``save_checkpoint`` and ``warn_diverged`` are the ones ``fit`` builds from its
 ``progress`` and ``checkpoint`` arguments; pass your own in ``fit(..., callbacks=[...])``.
+
+In a program of several processes (``fnnet.distributed``), ``print_progress`` prints and
+``save_checkpoint`` writes in process 0 only (``jax.process_index() == 0``): every process holds
+the same replicated state, so one line per epoch and one checkpoint file are written, once.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 
+import jax
 import numpy as np
 
 from .. import checkpoints
@@ -114,10 +119,23 @@ def format_record(record, epochs, models=None):
 
 def print_progress(epochs, first_epoch=1, models=None, lines=30, file=None):
     """A callback printing a progress line for the first and last epoch and about ``lines`` in
-    between (to ``file``, standard error by default)."""
+    between (to ``file``, standard error by default); in process 0 only.
+
+    Args:
+        epochs: the last epoch's number.
+        first_epoch: the first epoch of this run (``> 1`` when resumed).
+        models: ``K`` for ``K`` models (the line shows their mean), ``None`` for one.
+        lines: about how many lines to print in all.
+        file: where to print (default ``sys.stderr``).
+
+    Returns:
+        ``callback(record, state, history)``.
+    """
     every = max(1, math.ceil(epochs / lines))
 
     def callback(record, state, history):
+        if jax.process_index() != 0:
+            return
         if record.epoch % every == 0 or record.epoch in (epochs, first_epoch):
             print(format_record(record, epochs, models), file=file or sys.stderr, flush=True)
 
@@ -126,10 +144,20 @@ def print_progress(epochs, first_epoch=1, models=None, lines=30, file=None):
 
 def save_checkpoint(path, config=None):
     """A callback saving the ``TrainState``, the epoch, the history and the run's ``config``
-    (what a resumed run must match) to ``path`` after each epoch, atomically;
-    ``fit(resume=path)`` continues from it."""
+    (what a resumed run must match) to ``path`` after each epoch, atomically, in process 0 only;
+    ``fit(resume=path)`` continues from it (in every process: all read the same file).
+
+    Args:
+        path: the checkpoint file (``.npz``).
+        config: the run's settings, saved with it (``fit``'s ``run_config``).
+
+    Returns:
+        ``callback(record, state, history)``.
+    """
 
     def callback(record, state, history):
+        if jax.process_index() != 0:
+            return
         checkpoints.save(path, state._asdict(), epoch=record.epoch,
                          history=saved_history(history), config=config or {})
 

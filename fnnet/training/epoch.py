@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import losses as _losses
 from .. import metrics, parallel
+from .. import precision as _precision
 from ..gradients import loss_output_and_grad
 from .state import TrainState
 
@@ -30,22 +31,45 @@ from .state import TrainState
 DIVERGENCE_FACTOR = 1e3
 
 
-def train_step(model, loss, optimizer, grads="manual", fused=True, *, with_state=False):
+def train_step(model, loss, optimizer, grads="manual", fused=True, *, with_state=False,
+               precision=None):
     """A pure ``(params, opt_state, x, y, *, state=(), key=None) -> (params, opt_state, loss)``.
 
     ``grads="manual"`` uses the hand-derived backward; ``grads="autodiff"`` swaps in ``jax.grad``
     for comparisons. ``key`` draws the step's dropout masks; ``state`` is the model's state
     (``init_state()``), and ``with_state=True`` appends the state after the step to the result.
+    ``precision`` is the products' policy (``fnnet.precision``). A float16 policy scales the
+    loss: the step then takes ``scale_state=`` (``policy.loss_scale.init()`` at first), skips
+    the update when a gradient is not finite, and appends the new scale state to the result.
     Jittable, and vmappable over a leading model axis of params and state.
     """
-    grad_fn = loss_output_and_grad(model, loss, fused, grads=grads, with_state=True)
+    policy = _precision.get(precision)
+    grad_fn = loss_output_and_grad(model, loss, fused, grads=grads, with_state=True,
+                                   precision=policy)
+    scaler = policy.loss_scale
 
-    def step(params, opt_state, x, y, *, state=(), key=None):
-        value, _, g, new_state = grad_fn(params, x, y, state=state, key=key)
-        params, opt_state = optimizer.update(g, opt_state, params)
-        return (params, opt_state, value, new_state) if with_state else (params, opt_state, value)
+    def step(params, opt_state, x, y, *, state=(), key=None, scale_state=None):
+        if scaler is not None and scale_state is None:
+            raise TypeError(f"train_step: precision={policy.name!r} scales the loss; pass "
+                            f"scale_state= (policy.loss_scale.init() at the first step)")
+        scale = None if scaler is None else scale_state.scale
+        value, _, g, new_state = grad_fn(params, x, y, state=state, key=key, scale=scale)
+        new_params, new_opt_state = optimizer.update(g, opt_state, params)
+        out = (new_params, new_opt_state, value)
+        if scaler is not None:
+            finite = all_finite(g)
+            out = (*select(finite, (new_params, new_opt_state), (params, opt_state)), value)
+            new_state = select(finite, new_state, state)
+        out = (*out, new_state) if with_state else out
+        return out if scaler is None else (*out, scaler.update(scale_state, finite))
 
     return step
+
+
+def all_finite(tree):
+    """Whether every entry of every leaf of ``tree`` is finite (a scalar bool)."""
+    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def select(flag, if_true, if_false):
@@ -61,14 +85,17 @@ def float_dtype(params):
 
 def _empty_stats(dtype):
     return {"loss_sum": jnp.zeros((), dtype), "correct": jnp.zeros((), jnp.int32),
+            "skipped": jnp.zeros((), jnp.int32),
             "seen": jnp.zeros((), jnp.int32), "bad_step": jnp.array(-1, jnp.int32),
             "last_loss": jnp.array(jnp.nan, dtype), "bad_loss": jnp.array(jnp.nan, dtype),
             "step": jnp.zeros((), jnp.int32)}
 
 
-def _add_step(stats, ok, stopped, value, y_pred, yb, rows, dtype):
-    """The epoch's running statistics after one step (``ok``: the step's loss was finite)."""
+def _add_step(stats, ok, stopped, value, y_pred, yb, rows, dtype, skipped):
+    """The epoch's running statistics after one step (``ok``: the step's loss was finite;
+    ``skipped``: its update was skipped because a loss-scaled gradient overflowed)."""
     return {
+        "skipped": stats["skipped"] + skipped.astype(jnp.int32),
         "loss_sum": stats["loss_sum"] + jnp.where(ok, value, 0).astype(dtype),
         "correct": stats["correct"] + jnp.where(ok, metrics.correct(y_pred, yb), 0),
         "seen": stats["seen"] + jnp.where(ok, rows, 0),
@@ -79,21 +106,25 @@ def _add_step(stats, ok, stopped, value, y_pred, yb, rows, dtype):
     }
 
 
-def _step_gradient(model, loss, fused, grads, n, batch_size, chunk_size, shard_batch):
+def _step_gradient(model, loss, fused, grads, n, batch_size, chunk_size, shard_batch, policy):
     """``(params, x, y, *, state, key) -> (loss, y_pred, grads, new_state)`` for one step; over
     chunks of a full batch when ``chunk_size`` asks for it (models without state or randomness
     only: batch statistics and dropout masks would differ chunk by chunk)."""
     full_batch = batch_size is None or batch_size >= n
     if not (full_batch and chunk_size is not None and chunk_size < n):
-        return loss_output_and_grad(model, loss, fused, grads=grads, with_state=True)
+        return loss_output_and_grad(model, loss, fused, grads=grads, with_state=True,
+                                    precision=policy)
+    if policy.loss_scale is not None:
+        raise ValueError(f"chunk_size={chunk_size}: loss scaling (precision={policy.name!r}) is "
+                         f"not supported over chunks; use chunk_size=None")
     if getattr(model, "stochastic", False) or jax.tree_util.tree_leaves(model.init_state()):
         raise ValueError(f"chunk_size={chunk_size}: {model!r} keeps state or draws random numbers, "
                          f"so its full-batch gradient cannot be computed in chunks; use "
                          f"chunk_size=None")
-    chunked = parallel.chunked(loss_output_and_grad(model, loss, fused, grads=grads), n,
-                               chunk_size, shard_batch)
+    chunked = parallel.chunked(loss_output_and_grad(model, loss, fused, grads=grads,
+                                                    precision=policy), n, chunk_size, shard_batch)
 
-    def chunked_step(params, x, y, *, state, key):
+    def chunked_step(params, x, y, *, state, key, scale=None):
         return (*chunked(params, x, y), state)
 
     return chunked_step
@@ -101,7 +132,7 @@ def _step_gradient(model, loss, fused, grads, n, batch_size, chunk_size, shard_b
 
 def epoch_program(model, loss, optimizer, n, batch_size, grads="manual", fused=True,
                   shard_batch=None, chunk_size=None, keep_last_good=True,
-                  divergence_factor=DIVERGENCE_FACTOR):
+                  divergence_factor=DIVERGENCE_FACTOR, precision=None):
     """One epoch as a pure ``(state, x, y) -> (state, stats)`` over a ``TrainState``.
 
     The epoch splits ``state.key`` into the next run key, a shuffle key and a step key, shuffles
@@ -129,8 +160,15 @@ def epoch_program(model, loss, optimizer, n, batch_size, grads="manual", fused=T
     parallelism across devices). Full batch (``batch_size=None``) uses ``x, y`` as they are; with
     ``chunk_size`` rows it computes the gradient chunk by chunk (``fnnet.parallel.chunked``), so
     ``x`` is read from memory once per step instead of twice.
+
+    ``precision`` is the products' policy (``fnnet.precision``). Under a float16 policy the
+    state carries a dynamic loss scale: a step whose loss is finite but whose scaled gradients
+    overflowed is skipped (counted in ``stats["skipped"]``) and halves the scale; only a loss
+    that is not finite, or over the bound, counts as divergence.
     """
-    grad_fn = _step_gradient(model, loss, fused, grads, n, batch_size, chunk_size, shard_batch)
+    policy = _precision.get(precision)
+    grad_fn = _step_gradient(model, loss, fused, grads, n, batch_size, chunk_size, shard_batch,
+                             policy)
     full_batch = batch_size is None or batch_size >= n
     rows = n if full_batch else batch_size
     steps = n // rows
@@ -149,17 +187,23 @@ def epoch_program(model, loss, optimizer, n, batch_size, grads="manual", fused=T
             if shard_batch is not None:
                 xb, yb = shard_batch(xb), shard_batch(yb)
             step_key = jax.random.fold_in(steps_key, stats["step"])
+            scale = None if policy.loss_scale is None else current.loss_scale.scale
             value, y_pred, g, model_state = grad_fn(current.params, xb, yb,
-                                                    state=current.model_state, key=step_key)
+                                                    state=current.model_state, key=step_key,
+                                                    scale=scale)
             start = divergence_factor * jnp.maximum(value.astype(jnp.float32), 1.0)
             limit = jnp.where(jnp.isnan(current.loss_limit), start, current.loss_limit)
             ok = jnp.isfinite(value) & (value <= limit) & ~current.stopped
+            finite = jnp.array(True) if scale is None else all_finite(g)
             params, opt_state = optimizer.update(g, current.opt_state, current.params)
-            stats = _add_step(stats, ok, current.stopped, value, y_pred, yb, rows, dtype)
+            stats = _add_step(stats, ok, current.stopped, value, y_pred, yb, rows, dtype,
+                              ok & ~finite)
             last_good = select(ok, current.params, last_good) if keep_last_good else last_good
             updated = current._replace(params=params, opt_state=opt_state, model_state=model_state)
-            current = select(ok, updated, current)._replace(stopped=current.stopped | ~ok,
-                                                           loss_limit=limit)
+            current = select(ok & finite, updated, current)._replace(
+                stopped=current.stopped | ~ok, loss_limit=limit,
+                loss_scale=(current.loss_scale if scale is None else select(
+                    ok, policy.loss_scale.update(current.loss_scale, finite), current.loss_scale)))
             return (current, last_good, stats), None
 
         state = state._replace(loss_limit=jnp.asarray(state.loss_limit, jnp.float32))
@@ -209,14 +253,16 @@ class EpochRunner:
             ``epoch_program``.
         models: ``K`` to run ``K`` stacked models in one vmapped program, ``None`` for one.
         divergence_factor: the bound on the loss relative to the run's first loss.
+        precision: the products' policy (``fnnet.precision``).
     """
 
     def __init__(self, model, loss, optimizer, n, batch_size, *, grads="manual", fused=True,
                  chunk_size=None, shard_batch=None, models=None,
-                 divergence_factor=DIVERGENCE_FACTOR):
+                 divergence_factor=DIVERGENCE_FACTOR, precision=None):
         self._settings = (model, _losses.get(loss), optimizer, n, batch_size, grads, fused,
                           shard_batch, chunk_size)
         self.divergence_factor = divergence_factor
+        self.precision = _precision.get(precision)
         self.models = models
         self.compile_seconds = 0.0
         self._compiled = {}
@@ -224,7 +270,7 @@ class EpochRunner:
     def program(self, keep_last_good=False):
         """The pure ``(state, x, y) -> (state, stats)`` (vmapped over the models, if several)."""
         epoch = epoch_program(*self._settings, keep_last_good=keep_last_good,
-                              divergence_factor=self.divergence_factor)
+                              divergence_factor=self.divergence_factor, precision=self.precision)
         return jax.vmap(epoch, in_axes=(0, None, None)) if self.models else epoch
 
     def compile(self, state, x, y, keep_last_good=False):

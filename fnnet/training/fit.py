@@ -12,8 +12,9 @@ import time
 import jax
 import jax.numpy as jnp
 
-from .. import checkpoints, checks, parallel
+from .. import checkpoints, checks, parallel, placement
 from .. import losses as _losses
+from .. import precision as _precision
 from ..optim import Optimizer
 from . import callbacks as cb
 from . import inputs
@@ -71,7 +72,7 @@ def _resume(path, state, config):
     A resumed run continues the saved one exactly, so a configuration that differs from the
     saved one (another learning rate, batch size, model...) is refused rather than ignored.
     """
-    saved, meta = checkpoints.load(path, like=state._asdict())
+    meta = checkpoints.metadata(path)
     changed = {name: (meta["config"].get(name), value) for name, value in config.items()
                if name in meta.get("config", {}) and meta["config"][name] != value}
     if changed:
@@ -80,6 +81,7 @@ def _resume(path, state, config):
         raise ValueError(f"fit: resume={str(path)!r} was saved with another configuration "
                          f"({lines}); resume with the saved settings (only epochs may change), "
                          f"or start a new run")
+    saved, meta = checkpoints.load(path, like=state._asdict())
     history = {name: list(values) for name, values in meta["history"].items()}
     return TrainState(**saved), history, int(meta["epoch"]) + 1
 
@@ -98,10 +100,31 @@ def _validator(model, loss, fused, validation, dtype, models, state):
     return lambda s: tuple(cb._to_list(v) for v in compiled(s.params, s.model_state, vx, vy))
 
 
+def record_loss_scale(record, state, history):
+    """Callback: the steps skipped for an overflow (``history["skipped_steps"]``) and the loss
+    scale after the epoch (``history["loss_scale"]``), under a loss-scaling policy."""
+    history.setdefault("skipped_steps", []).append(cb._to_list(record.stats["skipped"]))
+    history.setdefault("loss_scale", []).append(cb._to_list(state.loss_scale.scale))
+
+
+def _callbacks(given, models, progress, checkpoint, config, policy):
+    """The callbacks ``fit`` runs after each epoch: the user's, then the divergence warning,
+    the loss scale's record, progress (``progress``: ``(epochs, first_epoch)`` or false) and the
+    checkpoint."""
+    callbacks = list(given) + [cb.warn_diverged(models)]
+    if policy.loss_scale is not None:
+        callbacks.append(record_loss_scale)
+    if progress:
+        callbacks.append(cb.print_progress(*progress, models))
+    if checkpoint is not None:
+        callbacks.append(cb.save_checkpoint(checkpoint, config))
+    return callbacks
+
+
 def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, validation=None,
         grads="manual", fused=True, params=None, ensemble=None, lrs=None, progress=True,
         checkpoint=None, resume=None, devices=None, dtype=jnp.float32, chunk_size="auto",
-        callbacks=(), return_state=False):
+        callbacks=(), return_state=False, shard=None, precision=None):
     """Train ``model`` on ``train = (x, y)``; return ``(params, history)``.
 
     - ``x`` has shape ``(N, features)``, floating; ``y`` holds integer labels ``(N,)`` or targets
@@ -114,10 +137,22 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
     - ``checkpoint=PATH`` saves the ``TrainState``, epoch and history after every epoch
       (atomically); ``resume=PATH`` continues such a run up to ``epochs`` and ends where an
       uninterrupted run would.
-    - ``devices``: a list of devices, a count or ``"all"``, to split each minibatch across
-      (``fnnet.parallel``); ``None`` trains on the default device.
+    - ``devices``: a list of devices, a count or ``"all"``, to train on; ``None`` trains on the
+      default device.
+    - ``shard``: what the devices split (``fnnet.placement``): ``"batch"``, the default with
+      ``devices``, splits each minibatch and replicates the params (``fnnet.parallel``);
+      ``"models"`` places the ``K`` models of ``ensemble``/``lrs`` on the ``D`` devices, ``K/D``
+      whole models each, with no communication between devices (``K`` divisible by ``D``).
+      Refused without ``devices``, and ``"models"`` for one model.
     - ``chunk_size``: full batch only, the gradient over chunks of this many rows
       (``fnnet.parallel.chunked``); ``"auto"`` chunks large batches, ``None`` never.
+    - ``precision``: ``"f32"`` (the default), ``"bf16"`` or ``"f16"``, or an
+      ``fnnet.precision.Policy``: the matrix products and convolutions read bfloat16/float16
+      inputs and accumulate in float32, on the manual and the autodiff path alike; params,
+      optimizer state, loss and statistics stay float32. ``"f16"`` scales the loss dynamically
+      (``history["skipped_steps"]`` counts the steps skipped because a scaled gradient
+      overflowed, ``history["loss_scale"]`` the scale after each epoch). Validation runs under
+      the same policy; it is recorded, so a resume under another policy is refused.
     - ``callbacks``: more ``callback(record, state, history)`` to call after each epoch.
     - ``return_state``: return the whole ``TrainState`` instead of the params; needed for a
       model that keeps state (batch norm's running statistics), which params alone would lose.
@@ -128,6 +163,8 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
     of K values for K models), ``compile_seconds``, and ``diverged`` if a loss went non-finite.
     """
     inputs.require_dtype(dtype, "fit")
+    policy = _precision.get(precision)
+    _precision.check_master_dtype(dtype, policy, "fit")
     loss = _losses.get(loss)
     x, y = to_device(*train, dtype, "train")
     n = x.shape[0]
@@ -142,32 +179,30 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
                                               dtype), "fit")
     if checkpoint is not None:
         inputs.check_writable(checkpoint, "fit: checkpoint")
-    mesh = shard_batch = None
-    if devices is not None:
-        mesh, shard_batch, (x, y) = parallel.data_parallel(devices, batch_size or n, (x, y))
-    chunk = parallel.resolve_chunk_size(chunk_size, n, batch_size, x, mesh)
+    where, (x, y) = placement.plan(devices, shard, batch_size or n, models, (x, y))
+    chunk = parallel.resolve_chunk_size(chunk_size, n, batch_size, x, where.batch_mesh)
     config = run_config(model, loss, optimizer, n, batch_size, grads, fused, dtype, ensemble, lrs,
                         chunk)
+    config["shard"] = where.recorded
+    config["precision"] = repr(policy).strip("'")
     key = jax.random.PRNGKey(0) if key is None else key
     state = TrainState.create(model, optimizer, key, params=params, ensemble=ensemble, lrs=lrs,
-                              dtype=dtype)
+                              dtype=dtype, precision=policy)
+    model = _precision.with_precision(model, policy)
     history, first_epoch = cb.new_history(), 1
     if resume is not None:
         state, history, first_epoch = _resume(resume, state, config)
-    if mesh is not None:
-        state = parallel.replicate(state, mesh)
+    state = where.place(state)
 
     runner = EpochRunner(model, loss, optimizer, n, batch_size, grads=grads, fused=fused,
-                         chunk_size=chunk, shard_batch=shard_batch, models=models)
+                         chunk_size=chunk, shard_batch=where.shard_batch, models=models,
+                         precision=policy)
     started = time.perf_counter()
     runner.compile(state, x, y)
     validate = _validator(model, loss, fused, validation, dtype, models, state)
     history["compile_seconds"] = time.perf_counter() - started - runner.compile_seconds
-    callbacks = list(callbacks) + [cb.warn_diverged(models)]
-    if progress:
-        callbacks.append(cb.print_progress(epochs, first_epoch, models))
-    if checkpoint is not None:
-        callbacks.append(cb.save_checkpoint(checkpoint, config))
+    callbacks = _callbacks(callbacks, models, progress and (epochs, first_epoch), checkpoint,
+                           config, policy)
 
     rows = n if batch_size is None else batch_size
     for epoch in range(first_epoch, epochs + 1):

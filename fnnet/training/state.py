@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import checks
+from .. import precision as _precision
 
 
 def _model_state(model, dtype):
@@ -33,11 +34,12 @@ def _model_state(model, dtype):
     return () if init_state is None else init_state(dtype)
 
 
-def _create_one(model, optimizer, key, lr, params, dtype):
+def _create_one(model, optimizer, key, lr, params, dtype, policy):
     init_key, run_key = jax.random.split(key)
     params = model.init(init_key, dtype) if params is None else params
+    loss_scale = () if policy.loss_scale is None else policy.loss_scale.init()
     return TrainState(params, optimizer.init(params, lr), run_key, jnp.zeros((), bool),
-                      _model_state(model, dtype), jnp.array(jnp.nan, jnp.float32))
+                      _model_state(model, dtype), jnp.array(jnp.nan, jnp.float32), loss_scale)
 
 
 def model_count(ensemble=None, lrs=None, where="fit"):
@@ -75,6 +77,8 @@ class TrainState(NamedTuple):
         loss_limit: float32, shape ``()`` or ``(K,)``: a step whose loss exceeds it counts as
             diverged (see ``fnnet.training.epoch.DIVERGENCE_FACTOR``); NaN until the run's first
             step sets it, ``inf`` for no bound.
+        loss_scale: the dynamic loss scale of a float16 policy (``fnnet.precision``,
+            ``LossScaleState``), ``()`` for none.
     """
 
     params: Any
@@ -83,6 +87,7 @@ class TrainState(NamedTuple):
     stopped: Any
     model_state: Any = ()
     loss_limit: Any = float("inf")
+    loss_scale: Any = ()
 
     @property
     def num_models(self):
@@ -91,7 +96,7 @@ class TrainState(NamedTuple):
 
     @classmethod
     def create(cls, model, optimizer, key, *, params=None, ensemble=None, lrs=None,
-               dtype=jnp.float32):
+               dtype=jnp.float32, precision=None):
         """A fresh state for one model, or for ``K`` stacked models.
 
         Args:
@@ -104,14 +109,19 @@ class TrainState(NamedTuple):
             lrs: one model per learning rate; without ``ensemble`` every model starts from the
                 same ``key`` (same initial parameters and shuffles), so only the rate differs.
             dtype: the parameters' floating dtype.
+            precision: the policy training will use (``fnnet.precision``): a float16 policy
+                starts its dynamic loss scale here; a casting one needs float32 parameters.
 
         Returns:
             A ``TrainState``; for ``K`` models every leaf has a leading axis of size ``K``.
         """
         models = model_count(ensemble, lrs, "TrainState.create")
+        policy = _precision.get(precision)
+        _precision.check_master_dtype(dtype, policy, "TrainState.create")
+        _precision.check_params_dtype(params, policy, "TrainState.create")
 
         def create_one(run_key, lr, start_params):
-            return _create_one(model, optimizer, run_key, lr, start_params, dtype)
+            return _create_one(model, optimizer, run_key, lr, start_params, dtype, policy)
 
         if models is None:
             return jax.jit(create_one)(key, None, params)

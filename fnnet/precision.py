@@ -1,0 +1,190 @@
+"""Mixed precision: the type each matrix product reads and accumulates in, and loss scaling.
+
+A policy keeps the parameters, the optimizer's state, the loss, the softmax, normalisation
+statistics and every reduction in float32 (the master copy), and gives the matrix products and
+convolutions ``bfloat16`` or ``float16`` inputs with float32 accumulation::
+
+    Z = X Wᵀ + b        computed as   Z = f32( bf16(X) · bf16(W)ᵀ ) + b
+
+``Dense`` and ``Conv2D`` carry the policy (``layer.with_precision("bf16")``, or
+``with_precision(model, "bf16")`` for a whole network); every other layer works on the float32
+products it is given. The hand-derived backward writes its three products the same way, with
+the casts and layouts chosen by hand (``dot``, ``transposed``)::
+
+    dW = f32( bf16(dY)ᵀ · bf16(X) )      dX = f32( bf16(dY) · bf16(W) )      db = Σ_n dY_n (f32)
+
+``apply`` uses the same casting products, so ``jax.grad`` of it (the reference) runs under the
+same policy and the two paths stay comparable.
+
+Layouts on the CPU. XLA:CPU runs a product with bfloat16 inputs and a float32 result in its
+matrix library only when the left operand is contracted over its last axis in row-major memory;
+otherwise an early pass (the operand upcaster) converts both inputs to float32 and the product
+runs at float32 speed. ``dW = dYᵀ X`` contracts both operands over the batch axis, their first,
+and a ``transpose`` inside a program is only a change of layout, so ``dYᵀ`` must be written out
+row-major: ``transposed`` does it, with an optimisation barrier that keeps XLA from folding the
+copy back into the product. README.md ("Mixed precision") has the measurements.
+
+float16 needs loss scaling: its smallest normal number is 6.1e-5, and gradients of a mean over a
+batch are smaller than that. ``DynamicLossScale``: the backward starts from ``S · dL/dZ``, the
+gradients are divided by ``S`` in float32, and a step whose gradients are not finite is skipped
+and halves ``S``; after ``growth_interval`` finite steps in a row ``S`` doubles. bfloat16 has
+float32's exponent range and needs none.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+@dataclass(frozen=True)
+class DynamicLossScale:
+    """Dynamic loss scaling (float16): start at ``initial``; after a step with non-finite
+    gradients multiply by ``backoff`` and skip the step; after ``growth_interval`` finite steps
+    in a row multiply by ``growth``. The defaults are PyTorch's ``GradScaler``'s."""
+
+    initial: float = 2.0 ** 15
+    growth: float = 2.0
+    backoff: float = 0.5
+    growth_interval: int = 2000
+
+    def __post_init__(self):
+        if not (self.initial > 0 and math.isfinite(self.initial)):
+            raise ValueError(f"DynamicLossScale: initial must be a finite number > 0, got "
+                             f"{self.initial!r}")
+        if not self.growth >= 1 or not 0 < self.backoff < 1:
+            raise ValueError(f"DynamicLossScale: expected growth >= 1 and 0 < backoff < 1, got "
+                             f"growth={self.growth!r}, backoff={self.backoff!r}")
+        if int(self.growth_interval) != self.growth_interval or self.growth_interval < 1:
+            raise ValueError(f"DynamicLossScale: growth_interval must be a positive integer, "
+                             f"got {self.growth_interval!r}")
+
+    def init(self):
+        """The scale's state at the first step."""
+        return LossScaleState(jnp.asarray(self.initial, jnp.float32), jnp.zeros((), jnp.int32))
+
+    def update(self, scale_state, finite):
+        """The state after a step whose gradients were (``finite``) or were not all finite."""
+        scale, good = scale_state
+        grow = finite & (good + 1 >= self.growth_interval)
+        new_scale = jnp.where(finite, jnp.where(grow, scale * self.growth, scale),
+                              jnp.maximum(scale * self.backoff, 1.0))
+        new_scale = jnp.where(jnp.isfinite(new_scale), new_scale, scale)
+        return LossScaleState(new_scale.astype(jnp.float32),
+                              jnp.where(finite & ~grow, good + 1, 0).astype(jnp.int32))
+
+
+class LossScaleState(NamedTuple):
+    """The scale ``S`` and the count of finite steps since it last changed (a pytree)."""
+
+    scale: Any
+    good_steps: Any
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A precision policy: ``name`` (``"f32"``, ``"bf16"``, ``"f16"``), the products' input
+    dtype ``compute`` (``None``: no casts, products in the operands' own dtype, float32 or the
+    float64 of gradient checks), and ``loss_scale`` (a ``DynamicLossScale`` or ``None``)."""
+
+    name: str
+    compute: Any = None
+    loss_scale: DynamicLossScale | None = None
+
+    def __repr__(self):
+        return repr(self.name) if self == POLICIES.get(self.name) else (
+            f"Policy({self.name!r}, loss_scale={self.loss_scale!r})")
+
+    @property
+    def casts(self):
+        """Whether the products read a narrower type than the parameters."""
+        return self.compute is not None
+
+    def cast(self, a):
+        """``a`` in the products' input type (unchanged for ``f32``)."""
+        return a if self.compute is None else a.astype(self.compute)
+
+    def dot(self, a, b, contract):
+        """``lax.dot_general`` of ``a`` and ``b`` contracting ``contract = (axis_a, axis_b)``,
+        inputs cast to ``compute`` and accumulated in float32."""
+        dims = (((contract[0],), (contract[1],)), ((), ()))
+        if self.compute is None:
+            return lax.dot_general(a, b, dims)
+        return lax.dot_general(self.cast(a), self.cast(b), dims,
+                               preferred_element_type=jnp.float32)
+
+
+POLICIES = {
+    "f32": Policy("f32"),
+    "bf16": Policy("bf16", jnp.bfloat16),
+    "f16": Policy("f16", jnp.float16, DynamicLossScale()),
+}
+NAMES = tuple(POLICIES)
+
+
+def get(precision):
+    """The ``Policy`` that ``precision`` names (``"f32"``, ``"bf16"``, ``"f16"``, ``None`` for
+    ``"f32"``), or ``precision`` itself if it is a ``Policy``."""
+    if precision is None:
+        return POLICIES["f32"]
+    if isinstance(precision, Policy):
+        return precision
+    if isinstance(precision, str) and precision.lower() in POLICIES:
+        return POLICIES[precision.lower()]
+    raise ValueError(f"precision must be one of {NAMES} or an fnnet.precision.Policy, got "
+                     f"{precision!r}")
+
+
+def transposed(a, policy):
+    """``aᵀ`` of a matrix, written out row-major when the policy casts (see the module
+    docstring: a transposed layout would send the product back to float32).
+
+    Two optimisation barriers: the outer keeps XLA from folding the copy into the product
+    that reads it, the inner from moving the transpose into the product that made ``a`` (a
+    product it would then build with a float32 result from narrow inputs and a leading
+    contracted axis, which XLA:CPU's fallback cannot run).
+    """
+    if not policy.casts:
+        return a.T
+    rows, cols = a.shape
+    flat = lax.optimization_barrier(a).T.reshape(rows * cols)
+    return lax.optimization_barrier(flat).reshape(cols, rows)
+
+
+def transpose_result(a, policy):
+    """``aᵀ`` of a product's result, behind a barrier when the policy casts (XLA would
+    otherwise move the transpose into the product; see ``transposed``)."""
+    return (lax.optimization_barrier(a) if policy.casts else a).T
+
+
+def with_precision(model, precision):
+    """``model`` with its products under ``precision``: each layer that has a
+    ``with_precision`` method (``Dense``, ``Conv2D``, ``Sequential``) is rebuilt with it;
+    other layers are kept as they are."""
+    policy = get(precision)
+    method = getattr(model, "with_precision", None)
+    return model if method is None else method(policy)
+
+
+def check_master_dtype(dtype, policy, where):
+    """A casting policy keeps a float32 master copy: refuse a narrower parameter dtype."""
+    if policy.casts and jnp.finfo(dtype).bits < 32:
+        raise ValueError(f"{where}: precision={policy.name!r} keeps a float32 master copy of the "
+                         f"parameters, got dtype={jnp.dtype(dtype).name} (use dtype=float32)")
+
+
+def check_params_dtype(params, policy, where):
+    """A casting policy keeps a float32 master copy: refuse narrower parameters."""
+    if not policy.casts:
+        return
+    for leaf in jax.tree_util.tree_leaves(params):
+        if jnp.issubdtype(leaf.dtype, jnp.floating) and jnp.finfo(leaf.dtype).bits < 32:
+            raise ValueError(f"{where}: precision={policy.name!r} keeps the parameters in "
+                             f"float32 and casts only the products' inputs; got {leaf.dtype} "
+                             f"parameters (use dtype=float32, or precision='f32' to train "
+                             f"{leaf.dtype} parameters as they are)")

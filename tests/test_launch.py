@@ -1,0 +1,179 @@
+"""``fnnet launch``: N local processes with the distributed settings, their output prefixed with
+the rank, a failing process stopping the others with one line naming it, Ctrl-C passed on; and
+``fnnet launch -n 2 -- fnnet train --distributed`` training like one process, resuming in both.
+
+Everything runs in subprocesses with timeouts; the training run uses tiny synthetic data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fnnet import cli, datasets, distributed
+from fnnet.cli import launch
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 240
+TRAIN = ["--layers", "784,16,10", "--batch-size", "52", "--seed", "3"]
+
+
+def _env(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p), JAX_PLATFORMS="cpu",
+        FNNET_CACHE_DIR=str(tmp_path / "cache"))
+    for name in (*distributed.ENV_VARS, "XLA_FLAGS"):
+        env.pop(name, None)
+    return env
+
+
+def _fnnet(tmp_path, *argv, timeout=TIMEOUT_S):
+    """``(status, stdout, stderr, seconds)`` of ``python -m fnnet.cli argv...``."""
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "fnnet.cli", *map(str, argv)], cwd=ROOT,
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
+
+
+def _python(code):
+    return [sys.executable, "-c", code]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    train, test = datasets.synthetic_mnist(500, 200, seed=0)
+    datasets.write_mnist_files(root / "mnist", train, test)
+    return root
+
+
+def test_train_distributed_in_two_processes_resumes_and_equals_one(data_root, tmp_path):
+    """A one-process run of 1 epoch, resumed for a second epoch by two processes of two devices
+    each (both read its checkpoint), ends where a one-process run of 2 epochs does."""
+    data = ["--data-dir", data_root, "--no-download", *TRAIN]
+    runs = [subprocess.Popen([sys.executable, "-m", "fnnet.cli", "train", *data, "--out",
+                              tmp_path / out, "--epochs", epochs, "--quiet"], cwd=ROOT,
+                             env=_env(tmp_path), text=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+            for out, epochs in (("single", "2"), ("multi", "1"))]
+    try:
+        for run in runs:
+            _, run_err = run.communicate(timeout=TIMEOUT_S)
+            assert run.returncode == 0, run_err[-3000:]
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+    code, out, err, _ = _fnnet(tmp_path, "launch", "-n", "2", "--devices-per-process", "2", "--",
+                               "fnnet", "train", "--distributed", *data, "--out",
+                               tmp_path / "multi", "--epochs", "2", "--resume")
+    assert code == 0, err[-3000:]
+    # process 0 alone prints: the progress line of the resumed epoch, and the results (gloo
+    # says in every process that it connected)
+    assert "[0] epoch 2/2" in err and "[0] test accuracy" in out
+    ones = [line for line in (out + err).splitlines()
+            if line.startswith("[1]") and not line.startswith("[1] [Gloo]")]
+    assert not ones, ones
+    metrics = json.loads((tmp_path / "multi" / "metrics.json").read_text())
+    assert (metrics["processes"], metrics["devices"]) == (2, 4)
+    assert metrics["history"]["epoch"] == [1, 2]
+    multi = np.load(tmp_path / "multi" / "model.npz")
+    one = np.load(tmp_path / "single" / "model.npz")
+    leaves = [name for name in one.files if name.startswith("leaf_")]
+    assert leaves
+    for name in leaves:
+        np.testing.assert_allclose(multi[name], one[name], rtol=1e-4, atol=1e-5)
+
+
+def test_environment_and_prefixed_output(tmp_path):
+    code = ("import os; print(os.environ['FNNET_PROCESS_ID'], os.environ['FNNET_NUM_PROCESSES'], "
+            "os.environ['FNNET_COORDINATOR'], os.environ['XLA_FLAGS'])")
+    status, out, err, _ = _fnnet(tmp_path, "launch", "-n", "3", "--port", launch.free_port(),
+                                 "--devices-per-process", "4", "--", *_python(code), timeout=60)
+    assert status == 0, err
+    lines = sorted(out.splitlines())
+    assert len(lines) == 3
+    for rank, line in enumerate(lines):
+        prefix, got_rank, count, coordinator, flags = line.split()
+        assert (prefix, got_rank, count) == (f"[{rank}]", str(rank), "3")
+        assert coordinator.startswith("127.0.0.1:")
+        assert flags == "--xla_force_host_platform_device_count=4"
+
+
+@pytest.mark.parametrize("death, status, says", [
+    ("sys.exit(5)", 5, "exited with status 5"),
+    ("os.kill(os.getpid(), signal.SIGKILL)", 128 + 9, "was killed by signal 9 (SIGKILL)"),
+])
+def test_a_failing_process_stops_the_others(tmp_path, death, status, says):
+    code = ("import os, sys, time, signal\n"
+            "if os.environ['FNNET_PROCESS_ID'] == '1':\n"
+            f"    time.sleep(0.5); {death}\n"
+            "time.sleep(120)\n")
+    got, out, err, seconds = _fnnet(tmp_path, "launch", "-n", "3", "--", *_python(code),
+                                    timeout=100)
+    assert got == status
+    assert seconds < 30, f"took {seconds:.1f} s"  # the others were stopped, not waited for
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("fnnet launch: error: process 1 of 3 (pid ")
+    assert says in lines[0]
+
+
+def test_ctrl_c_reaches_every_process(tmp_path):
+    code = ("import os, signal, sys, time\n"
+            "def stop(*a):\n"
+            "    print('interrupted', os.environ['FNNET_PROCESS_ID'], flush=True); sys.exit(130)\n"
+            "signal.signal(signal.SIGINT, stop)\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "fnnet.cli", "launch", "-n", "2", "--",
+                             *_python(code)], cwd=ROOT, env=_env(tmp_path), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        seen = ""
+        deadline = time.monotonic() + 60
+        while seen.count("ready") < 2 and time.monotonic() < deadline:
+            seen += proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "[0] interrupted 0" in out and "[1] interrupted 1" in out
+    assert "fnnet launch: interrupted" in err
+
+
+@pytest.mark.parametrize("argv, mentions", [
+    (["launch", "-n", "2", "fnnet", "train"], "expected -- and then the command"),
+    (["launch", "-n", "0", "--", "true"], "argument -n/--processes"),
+    (["launch", "-n", "2", "--"], "no command after --"),
+    (["launch", "-n", "2", "--", "fnnet", "train", "--epochs", "1"], "needs --distributed"),
+    (["launch", "-n", "2", "--port", "70000", "--", "true"], "expected a port in 1..65535"),
+    (["launch", "-n", "2", "--", "no-such-program-fnnet"], "cannot run 'no-such-program-fnnet'"),
+])
+def test_bad_launch_command_lines_are_one_line_errors(capsys, argv, mentions):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("fnnet launch: error:") and mentions in err
+
+
+def test_train_distributed_without_a_run_to_join(tmp_path, data_root):
+    status, _, err, _ = _fnnet(tmp_path, "train", "--distributed", "--data-dir", data_root,
+                               "--out", tmp_path / "out", *TRAIN, timeout=120)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("fnnet train: error: argument --distributed: no distributed")
+    assert "FNNET_COORDINATOR" in lines[0]

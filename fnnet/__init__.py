@@ -12,7 +12,7 @@ and matplotlib are imported the first time ``fnnet.plots`` is used).
 
 import importlib
 
-from . import checks, datasets, io, losses, metrics, optim, parallel
+from . import checks, datasets, io, losses, metrics, optim, parallel, placement, precision
 from ._version import __version__
 from .checkpoints import load, save
 from .gradients import (
@@ -64,5 +64,5 @@ __all__ = [
     "losses", "value_and_grad", "autodiff_value_and_grad", "loss_output_and_grad", "check_grads",
     "manual_vjp", "GradReport", "optim", "metrics", "datasets", "save", "load", "fit", "parallel", "plots",
     "train_step", "make_epoch", "evaluate", "to_device", "TrainState", "EpochRunner", "EpochRecord",
-    "io", "checks", "__version__",
+    "io", "checks", "precision", "placement", "__version__",
 ]

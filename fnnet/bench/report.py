@@ -140,6 +140,10 @@ def print_report(report, log):
         print_profile(report["profile"], report["workloads"].get("W3", {}).get("roof_gflops"), log)
     if "peak_memory" in report:
         print_memory(report["peak_memory"], log)
+    if "startup" in report:
+        log("")
+        for line in startup_lines(report["startup"]):
+            log(line)
     log("")
     log("targets (speed ratios paired within rounds):")
     for what, t in report["targets"].items():
@@ -153,6 +157,16 @@ def print_report(report, log):
                 t.get("same_matrix_products"), "")
             note = f"  (rounds {lo:.2f}-{hi:.2f}{products})"
         log(f"  {what:<66} {shown:>8}  {verdict}{note}")
+
+
+def startup_lines(result):
+    """``fnnet train``'s compile time with an empty and a filled compile cache
+    (``fnnet.bench.startup``), as text lines."""
+    cold, warm = result["cold"]["compile_seconds"], result["warm"]["compile_seconds"]
+    return [f"fnnet train start-up (fnnet.bench.startup, {result['repeats']} repeat(s), fresh "
+            f"processes): compile {cold['median']:.2f} s with an empty cache, {warm['median']:.2f} "
+            f"s with the cache filled ({result['speedup']:.1f}x; {result['cache_entries']} "
+            f"programs, {result['cache_bytes'] / 1e6:.2f} MB)"]
 
 
 def _header(name, w):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 from .harness import median
+from .mixed import cpu_description, describe_cpu
 from .report import table
 
 #: Synthetic training and test images: a tenth of the training set is held out for validation.
@@ -36,29 +36,6 @@ N_TRAIN, N_TEST = 2560, 512
 #: The ``fnnet train`` flags of every run (besides data, output and cache folders).
 TRAIN_FLAGS = ("--epochs", "1", "--quiet", "--no-download")
 RUN_TIMEOUT_S = 600
-#: The processor features worth naming (as /proc/cpuinfo spells them).
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "neon", "sve")
-
-
-def cpu_description():
-    """``{"model", "machine", "flags", "cores"}`` of this machine's processor: the model name and
-    the vector features of ``/proc/cpuinfo`` where it exists (else ``platform.processor()``)."""
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and value.strip():
-            model = value.strip()
-        elif key.strip() in ("flags", "Features") and not flags:
-            present = set(value.split())
-            flags = [flag for flag in CPU_FLAGS if flag in present]
-    return {"model": model, "machine": platform.machine(), "flags": flags,
-            "cores": os.cpu_count()}
-
-
 def _train(data, out, cache, model):
     """One ``fnnet train`` in a fresh process: ``{"compile_seconds", "train_seconds",
     "wall_seconds"}``."""
@@ -127,13 +104,10 @@ def measure(repeats=3, model="mlp", log=None):
 
 def report(result):
     """The figures of ``measure`` as text lines."""
-    cpu = result["cpu"]
-    flags = ", ".join(cpu["flags"]) or "no AVX2/AVX-512/AMX"
     lines = [f"fnnet train start-up, --model {result['model']}, 1 epoch on "
              f"{result['examples']['train']} synthetic training images; {result['repeats']} "
              f"repeats, each two fresh processes sharing a new compile cache",
-             f"CPU: {cpu['model']} ({cpu['machine']}: {flags}), {cpu['cores']} cores; "
-             f"jax {result['versions']['jax']}", ""]
+             f"{describe_cpu(result['cpu'])}; jax {result['versions']['jax']}", ""]
     rows = []
     for kind, what in (("cold", "first run (empty cache)"), ("warm", "second run (cache filled)")):
         c, w = result[kind]["compile_seconds"], result[kind]["wall_seconds"]

@@ -101,6 +101,12 @@ class Policy:
             f"Policy({self.name!r}, loss_scale={self.loss_scale!r})")
 
     @property
+    def label(self):
+        """How a run's configuration records the policy: its name (``"bf16"``) for the
+        standard ones, the whole ``repr`` for a custom one."""
+        return self.name if self == POLICIES.get(self.name) else repr(self)
+
+    @property
     def casts(self):
         """Whether the products read a narrower type than the parameters."""
         return self.compute is not None

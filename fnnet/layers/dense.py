@@ -80,7 +80,8 @@ class Dense(Stateless):
 
     def forward(self, params, x, *, state=(), key=None, train=True):
         """``Z = X Wᵀ + b``; the cache is ``X`` (in the products' input type)."""
-        return self.apply(params, x), self.precision.cast(x)
+        xc = self.precision.cast(x)  # cast once: the product and the cache share it
+        return self.apply(params, xc), xc
 
     def backward(self, params, cache, dy):
         """Note 000 (experiments/NOTES.md), samples as columns: ``dE/dW = dE/dY Xᵀ``,

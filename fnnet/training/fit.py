@@ -184,7 +184,7 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
     config = run_config(model, loss, optimizer, n, batch_size, grads, fused, dtype, ensemble, lrs,
                         chunk)
     config["shard"] = where.recorded
-    config["precision"] = repr(policy).strip("'")
+    config["precision"] = policy.label
     key = jax.random.PRNGKey(0) if key is None else key
     state = TrainState.create(model, optimizer, key, params=params, ensemble=ensemble, lrs=lrs,
                               dtype=dtype, precision=policy)

@@ -96,7 +96,7 @@ def fit_and_test(model, optimizer, train, validation, test, *, epochs, batch_siz
     (params and the model's running statistics)."""
     state, history = fnnet.fit(model, loss, optimizer, train, epochs=epochs,
                                batch_size=batch_size, key=jax.random.PRNGKey(seed),
-                               validation=validation, dtype=jnp.float32, return_state=True)
+                               validation=validation, dtype=jnp.float32)
     x, y = fnnet.to_device(*test, jnp.float32, "test")
     test_loss, test_acc = fnnet.evaluate(model, loss, state.params, x, y, batch_size=2000,
                                          state=state.model_state)
@@ -195,10 +195,13 @@ def host_init(model, rng, dtype=np.float32):
 
 
 def run_mnist_classifier(argv, *, name, note, doc, model, loss, loss_label, description, config,
-                         lr, batch_size, epochs, quick_epochs=3):
+                         lr, batch_size, epochs, quick_epochs=3, validation=5000,
+                         quick_validation=200):
     """The experiment shared by the minibatch MNIST scripts: parse the flags (``--epochs``,
-    ``--lr``, ``--batch-size`` on top of ``parser``'s), train ``model`` with minibatch SGD on one-hot
-    targets, draw ``curves.png`` and ``confusion.png``, write and return ``metrics.json``.
+    ``--lr``, ``--batch-size`` on top of ``parser``'s), hold ``validation`` training images out
+    (``quick_validation`` with ``--quick``), train ``model`` with minibatch SGD on one-hot targets
+    of the rest, validating on the held-out images after every epoch, score the test set once at
+    the end, draw ``curves.png`` and ``confusion.png``, write and return ``metrics.json``.
 
     ``description`` names the network in titles (e.g. ``"784-40-10 tanh + MSE"``), ``loss_label``
     the loss in tables, ``config`` the network's settings recorded in the metrics.
@@ -208,21 +211,26 @@ def run_mnist_classifier(argv, *, name, note, doc, model, loss, loss_label, desc
     p.add_argument("--batch-size", type=int, default=batch_size,
                    help=f"minibatch size (default {batch_size})")
     args, epochs = parse_with_epochs(p, argv, epochs, quick_epochs)
-    (xtr, ytr), (xte, yte), source = load_mnist_flat(quick=args.quick)
-    ytr_hot, yte_hot = datasets.one_hot(ytr, 10, np.float32), datasets.one_hot(yte, 10, np.float32)
+    (xtr, ytr), (xval, yval), (xte, yte), source = load_mnist_split(
+        quick=args.quick, validation=quick_validation if args.quick else validation,
+        seed=args.seed)
+    ytr_hot, yval_hot, yte_hot = (datasets.one_hot(y, 10, np.float32) for y in (ytr, yval, yte))
     print(f"[{name}] {description}, SGD lr={args.lr}, batch {args.batch_size}, {epochs} epochs on "
-          f"{len(xtr)} images", flush=True)
-    params, history = fnnet.fit(model, loss, fnnet.optim.sgd(args.lr), (xtr, ytr_hot), epochs=epochs,
-                                batch_size=args.batch_size, key=jax.random.PRNGKey(args.seed),
-                                validation=(xte, yte_hot), dtype=jnp.float32)
+          f"{len(xtr)} images ({len(xval)} held out for validation)", flush=True)
+    state, history = fnnet.fit(model, loss, fnnet.optim.sgd(args.lr), (xtr, ytr_hot),
+                               epochs=epochs, batch_size=args.batch_size,
+                               key=jax.random.PRNGKey(args.seed), validation=(xval, yval_hot),
+                               dtype=jnp.float32)
+    params = state.params
     train_loss, train_acc = fnnet.evaluate(model, loss, params, xtr, ytr_hot)
-    # fit evaluated the final params on the test set after the last epoch
-    test_loss, test_acc = history["val_loss"][-1], history["val_accuracy"][-1]
+    # fit scored the final params on the validation images after the last epoch
+    val_loss, val_acc = history["val_loss"][-1], history["val_accuracy"][-1]
+    test_loss, test_acc = fnnet.evaluate(model, loss, params, xte, yte_hot)  # once, at the end
     outputs = model.apply(params, jnp.asarray(xte))
 
     out = Path(args.out)
     plots.plot_history(history, out / "curves.png", title=f"note {note}: {description}, SGD "
-                       f"lr={args.lr}, batch {args.batch_size}")
+                       f"lr={args.lr}, batch {args.batch_size} (validation: held out of training)")
     plots.plot_confusion(np.asarray(fnnet.metrics.confusion_matrix(outputs, yte, 10)),
                          out / "confusion.png", title=f"test set, {description}")
 
@@ -231,11 +239,14 @@ def run_mnist_classifier(argv, *, name, note, doc, model, loss, loss_label, desc
         "experiment": name,
         "note": note,
         **data_entries(args, source, len(xtr), len(xte)),
+        "n_validation": len(xval),
         "config": {**config, "loss": loss, "optimizer": "sgd", "lr": args.lr,
                    "batch_size": args.batch_size, "epochs": epochs},
         "train_accuracy": float(train_acc),
+        "val_accuracy": float(val_acc),
         "test_accuracy": float(test_acc),
         "train_loss": float(train_loss),
+        "val_loss": float(val_loss),
         "test_loss": float(test_loss),
         "train_seconds": train_seconds,
         "compile_seconds": float(history["compile_seconds"]),
@@ -245,16 +256,19 @@ def run_mnist_classifier(argv, *, name, note, doc, model, loss, loss_label, desc
         "figures": ["curves.png", "confusion.png"],
         "headline": {
             "train accuracy": float(train_acc),
+            "validation accuracy": float(val_acc),
             "test accuracy": float(test_acc),
             f"test loss ({loss_label})": float(test_loss),
             "optimizer": f"minibatch SGD, lr {args.lr}, batch {args.batch_size}",
             "epochs": epochs,
             "training seconds": train_seconds,
-            "data": f"{source}, {len(xtr)} train / {len(xte)} test",
+            "data": f"{source}, {len(xtr)} train / {len(xval)} validation / {len(xte)} test",
         },
     }
     write_metrics(out, metrics)
     print(table([["train", float(train_loss), float(train_acc)],
-                 ["test", float(test_loss), float(test_acc)]], ["split", loss_label, "accuracy"]))
+                 ["validation", float(val_loss), float(val_acc)],
+                 ["test (scored once)", float(test_loss), float(test_acc)]],
+                ["split", loss_label, "accuracy"]))
     print(f"{epochs} epochs in {train_seconds:.1f}s; outputs in {out}")
     return metrics

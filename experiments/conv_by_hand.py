@@ -49,7 +49,12 @@ from matplotlib.figure import Figure
 import fnnet
 from experiments import common
 from fnnet.bench.harness import median, paired
-from fnnet.layers.conv import ConvParams, conv2d_backward_correlation, conv2d_backward_naive, conv2d_naive
+from fnnet.layers.conv import ConvParams
+from fnnet.layers.conv_forms import (
+    conv2d_backward_correlation,
+    conv2d_backward_naive,
+    conv2d_naive,
+)
 from fnnet.plots import save_figure
 
 NAME = "conv_by_hand"
@@ -113,17 +118,17 @@ def agreement_table(seed, cases=CASES):
 
 
 def scan_runner(model, optimizer, grads, x, y, steps):
-    """A jitted ``(params, opt_state, key) -> params``: ``steps`` training steps of ``model`` on
-    the batch ``(x, y)`` inside one ``lax.scan``, with the ``grads`` backward."""
+    """A jitted ``(state, key) -> params``: ``steps`` training steps (``fnnet.train_step``, over
+    a ``TrainState``) of ``model`` on the batch ``(x, y)`` inside one ``lax.scan``, with the
+    ``grads`` backward."""
     step = fnnet.train_step(model, "cross-entropy", optimizer, grads=grads)
 
     @jax.jit
-    def run(params, opt_state, key):
-        def body(carry, i):
-            params, opt_state, _ = step(*carry, x, y, key=jax.random.fold_in(key, i))
-            return (params, opt_state), None
+    def run(state, key):
+        def body(state, i):
+            return step(state, x, y, jax.random.fold_in(key, i))[0], None
 
-        return jax.lax.scan(body, (params, opt_state), jnp.arange(steps))[0][0]
+        return jax.lax.scan(body, state, jnp.arange(steps))[0].params
 
     return run
 
@@ -131,11 +136,10 @@ def scan_runner(model, optimizer, grads, x, y, steps):
 def speed(model, images, labels, batch, steps, rounds, seed):
     """Examples per second of the manual and the autodiff step inside ``lax.scan`` (float32)."""
     optimizer = fnnet.optim.sgd(0.01)
-    params = model.init(jax.random.PRNGKey(seed), jnp.float32)
+    state = fnnet.TrainState.create(model, optimizer, jax.random.PRNGKey(seed))
     x, y = fnnet.to_device(images[:batch], labels[:batch], jnp.float32)
     fns = {g: scan_runner(model, optimizer, g, x, y, steps) for g in ("manual", "autodiff")}
-    times = common.interleaved_times(fns, params, optimizer.init(params), jax.random.PRNGKey(seed),
-                                     rounds=rounds)
+    times = common.interleaved_times(fns, state, jax.random.PRNGKey(seed), rounds=rounds)
     result = {"batch": batch, "steps_per_scan": steps, "rounds": rounds, "cpu": common.cpu_model(),
               "device": str(jax.devices()[0]), "seconds": times,
               "manual_over_autodiff": paired(times["manual"], times["autodiff"])}

@@ -107,20 +107,19 @@ def step_time(model, loss, grads, seed, x, y, steps, budget_s):
     opt = fnnet.optim.sgd(0.01)
     step = fnnet.train_step(model, loss, opt, grads=grads)
     params = common.host_init(model, np.random.default_rng(seed), jnp.float32)
-    state = opt.init(params)
+    key = jax.random.PRNGKey(seed)
+    state = fnnet.TrainState.create(model, opt, key, params=params)
     x = jnp.asarray(x, jnp.float32)
     y = jnp.asarray(y) if np.issubdtype(y.dtype, np.integer) else jnp.asarray(y, jnp.float32)
 
     @jax.jit
-    def run(params, state):
-        def body(carry, _):
-            p, s, _ = step(*carry, x, y)
-            return (p, s), None
+    def run(state):
+        def body(state, _):
+            return step(state, x, y, key)[0], None  # no dropout: the key draws nothing
 
-        (params, state), _ = jax.lax.scan(body, (params, state), None, length=steps)
-        return params
+        return jax.lax.scan(body, state, None, length=steps)[0].params
 
-    seconds, repeats = median_time(run, params, state, budget_s=budget_s)
+    seconds, repeats = median_time(run, state, budget_s=budget_s)
     return seconds / steps, repeats
 
 

@@ -22,10 +22,11 @@ Training: the note runs plain gradient descent in a loop over epochs; here it is
 (``fnnet.optim.sgd``, learning rate 0.5, minibatches of 32 shuffled every epoch, 20 epochs), which
 reaches in seconds what full-batch descent needs thousands of steps for. Xavier/Glorot uniform
 initialisation (fnnet's default for sigmoid layers). Accuracy is the argmax of the 10 sigmoid
-outputs against the label.
+outputs against the label. 5,000 of the 60,000 training images are held out at random as the
+validation set, scored after every epoch; the 10,000 test images are scored once, at the end.
 
-Outputs in ``--out``: ``curves.png`` (loss and accuracy per epoch), ``confusion.png`` and
-``metrics.json``.
+Outputs in ``--out``: ``curves.png`` (loss and accuracy per epoch, training and validation),
+``confusion.png`` (test set) and ``metrics.json``.
 
 Usage: ``python -m experiments.mnist_sigmoid_bce [--quick] [--out DIR] [--seed S]``.
 """

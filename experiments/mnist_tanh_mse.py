@@ -15,12 +15,13 @@ samples as rows (``dW = dYᵀ X``, ``dX = dY W``) and averages the MSE over the 
 
 Training: note 000's source updates after every single example with SGD, learning rate 0.1. Here
 it is minibatch SGD with the same learning rate 0.1 on minibatches of 16 (the update is the mean of
-the 16 per-example gradients), 20 epochs over all 60,000 images, shuffled every epoch. Weights use
-Xavier/Glorot uniform initialisation (the note's source draws standard normal weights, which
-saturate tanh with 784 inputs).
+the 16 per-example gradients), 20 epochs over 55,000 training images, shuffled every epoch; the
+other 5,000 are held out at random as the validation set, scored after every epoch, and the 10,000
+test images are scored once, at the end. Weights use Xavier/Glorot uniform initialisation (the
+note's source draws standard normal weights, which saturate tanh with 784 inputs).
 
-Outputs in ``--out``: ``curves.png`` (loss and accuracy per epoch), ``confusion.png`` and
-``metrics.json``.
+Outputs in ``--out``: ``curves.png`` (loss and accuracy per epoch, training and validation),
+``confusion.png`` (test set) and ``metrics.json``.
 
 Usage: ``python -m experiments.mnist_tanh_mse [--quick] [--out DIR] [--seed S]``.
 """

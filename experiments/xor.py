@@ -52,22 +52,20 @@ def network():
 
 def train(key, epochs, x=X, y=Y):
     """One run: the state ``fnnet.fit`` starts from (``fnnet.TrainState.create(model, sgd(0.1),
-    key)``), then ``epochs`` full-batch steps of ``fnnet.train_step`` in a ``lax.scan``. Returns the
-    params, the loss before every step and how many points are classified correctly after every
-    step."""
+    key)``), then ``epochs`` full-batch steps ``step(state, x, y, key) -> (state, stats)`` of
+    ``fnnet.train_step`` in a ``lax.scan``. Returns the params, the loss before every step (the
+    step's ``stats["loss"]``) and how many points are classified correctly after every step."""
     model, opt = network(), fnnet.optim.sgd(LR)
     state = fnnet.TrainState.create(model, opt, key)
     step = fnnet.train_step(model, fnnet.losses.mse, opt, grads="manual")
     x, y = jnp.asarray(x), jnp.asarray(y)
 
-    def body(carry, _):
-        params, opt_state = carry
-        params, opt_state, loss = step(params, opt_state, x, y)
-        return (params, opt_state), (loss, correct(params, x, y))
+    def body(state, i):
+        state, stats = step(state, x, y, jax.random.fold_in(key, i))  # no dropout: key unused
+        return state, (stats["loss"], correct(state.params, x, y))
 
-    (params, _), (losses, n_correct) = jax.lax.scan(body, (state.params, state.opt_state), None,
-                                                    length=epochs)
-    return params, losses, n_correct
+    state, (losses, n_correct) = jax.lax.scan(body, state, jnp.arange(epochs))
+    return state.params, losses, n_correct
 
 
 def epochs_to_solve(n_correct, n_points=4):
@@ -130,9 +128,9 @@ def plot_seeds(path, losses, solved):
 
 def fit_ensemble(key, epochs):
     """The same 10 runs through ``fnnet.fit(ensemble=10)``: returns stacked params."""
-    params, _ = fnnet.fit(network(), fnnet.losses.mse, fnnet.optim.sgd(LR), train=(X, Y),
-                          epochs=epochs, batch_size=None, key=key, ensemble=SEEDS, progress=False)
-    return params
+    state, _ = fnnet.fit(network(), fnnet.losses.mse, fnnet.optim.sgd(LR), (X, Y),
+                         epochs=epochs, batch_size=None, key=key, ensemble=SEEDS, progress=False)
+    return state.params
 
 
 def main(argv=None):

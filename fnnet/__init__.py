@@ -4,7 +4,8 @@
 Layers and networks are immutable descriptions with pure ``init``/``apply``/``forward``/``backward``
 methods; parameters are pytrees; losses give a value and a gradient; ``value_and_grad`` chains the
 hand-derived backward rules and ``autodiff_value_and_grad`` is the ``jax.grad`` reference.
-Training is a ``TrainState`` pytree moved along by an ``EpochRunner``; ``fit`` is its outline.
+Training is a ``TrainState`` pytree moved along by one pure ``train_step``, scanned over an epoch
+by an ``EpochRunner``; ``fit`` is its outline.
 
 Importing fnnet changes no global setting: no JAX flag, no matplotlib backend (``fnnet.plots``
 and matplotlib are imported the first time ``fnnet.plots`` is used).
@@ -12,13 +13,12 @@ and matplotlib are imported the first time ``fnnet.plots`` is used).
 
 import importlib
 
-from . import checks, datasets, io, losses, metrics, optim, parallel, placement, precision
+from . import checks, datasets, io, loss_scale, losses, metrics, optim, parallel, placement, precision
 from ._version import __version__
 from .checkpoints import load, save
+from .gradcheck import GradReport, check_grads
 from .gradients import (
-    GradReport,
     autodiff_value_and_grad,
-    check_grads,
     loss_output_and_grad,
     manual_vjp,
     value_and_grad,
@@ -43,10 +43,10 @@ from .networks import Sequential, cnn, mlp
 from .training import (
     EpochRecord,
     EpochRunner,
+    RunConfig,
     TrainState,
     evaluate,
     fit,
-    make_epoch,
     to_device,
     train_step,
 )
@@ -63,6 +63,6 @@ __all__ = [
     "MaxPool2D", "AvgPool2D", "Flatten", "Dropout", "BatchNorm", "LayerNorm", "Sequential", "mlp", "cnn",
     "losses", "value_and_grad", "autodiff_value_and_grad", "loss_output_and_grad", "check_grads",
     "manual_vjp", "GradReport", "optim", "metrics", "datasets", "save", "load", "fit", "parallel", "plots",
-    "train_step", "make_epoch", "evaluate", "to_device", "TrainState", "EpochRunner", "EpochRecord",
-    "io", "checks", "precision", "placement", "__version__",
+    "train_step", "RunConfig", "evaluate", "to_device", "TrainState", "EpochRunner", "EpochRecord",
+    "io", "checks", "precision", "loss_scale", "placement", "__version__",
 ]

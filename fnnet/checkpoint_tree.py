@@ -28,8 +28,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-from fnnet.layers import ConvParams, DenseParams, NormParams
-from fnnet.precision import LossScaleState
+from fnnet.pytrees import register_namedtuple, registered_namedtuple
 
 __all__ = ["MAX_DEPTH", "ManifestError", "check_like", "from_manifest", "register_namedtuple",
            "to_manifest"]
@@ -44,8 +43,6 @@ _EXTENDED_DTYPES = {
     if isinstance(t, type) and issubclass(t, np.generic)
 }
 
-_NAMEDTUPLES: dict[str, type] = {}
-
 # ``leaf(i, where, shape, dtype)``: stored array i, which must be a ``(shape, dtype)`` array.
 LeafReader = Callable[[int, str, tuple, np.dtype], np.ndarray]
 
@@ -53,29 +50,6 @@ LeafReader = Callable[[int, str, tuple, np.dtype], np.ndarray]
 class ManifestError(Exception):
     """A bad manifest node; ``fnnet.checkpoints.load`` turns it into a CheckpointError naming the
     file."""
-
-
-def register_namedtuple(cls: type) -> type:
-    """Allow NamedTuple class ``cls`` in checkpoints, under its ``__name__``. Usable as decorator.
-
-    Loading looks classes up here by name only, so registering is what makes a type loadable.
-    """
-    if not (isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")):
-        raise TypeError(f"register_namedtuple: {cls!r} is not a NamedTuple class")
-    other = _NAMEDTUPLES.get(cls.__name__)
-    if other is not None and other is not cls:
-        raise ValueError(
-            f"register_namedtuple: another NamedTuple named {cls.__name__!r} is already "
-            f"registered ({other.__module__}.{other.__qualname__})"
-        )
-    _NAMEDTUPLES[cls.__name__] = cls
-    return cls
-
-
-register_namedtuple(DenseParams)
-register_namedtuple(NormParams)
-register_namedtuple(ConvParams)
-register_namedtuple(LossScaleState)
 
 
 def is_typed_key(x) -> bool:
@@ -105,7 +79,7 @@ def _array_node(node, leaves: list[np.ndarray], where: str) -> dict:
 
 def _namedtuple_node(node, leaves: list[np.ndarray], path: str, depth: int) -> dict:
     name = type(node).__name__
-    if _NAMEDTUPLES.get(name) is not type(node):
+    if registered_namedtuple(name) is not type(node):
         raise TypeError(
             f"checkpoint: {path or '<root>'} is a {name}, which is not a registered NamedTuple; "
             f"call fnnet.checkpoints.register_namedtuple({name}) first"
@@ -185,7 +159,7 @@ def _scalar(node: dict, kind: str, where: str):
 
 def _namedtuple(node: dict, leaf: LeafReader | None, path: str, depth: int):
     name = node["name"]
-    cls = _NAMEDTUPLES.get(name)
+    cls = registered_namedtuple(name)
     if cls is None:
         raise ManifestError(
             f"{path or '<root>'}: NamedTuple {name!r} is not registered; register the class with "

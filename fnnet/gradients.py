@@ -62,25 +62,19 @@ def has_state(state):
     return bool(jax.tree_util.tree_leaves(state))
 
 
-def _seed(dy, scale):
-    """The backward's starting gradient, times the loss scale ``S`` (``None``: no scaling)."""
-    return dy if scale is None else dy * scale.astype(dy.dtype)
-
-
 def _manual(model, loss, fused):
-    """``(params, x, y_true, state, key, scale) -> (loss, y_pred, grads, new_state)`` by the
-    hand-derived backward only; ``new_state`` by ``next_state`` from the forward's cache. The
-    grads are those of ``scale · loss`` (the loss scaling of ``fnnet.precision``)."""
+    """``(params, x, y_true, state, key) -> (loss, y_pred, grads, new_state)`` by the
+    hand-derived backward only; ``new_state`` by ``next_state`` from the forward's cache."""
     parts = _fused_parts(model, loss, fused)
     if parts is not None:
         body, leaf, split, join = parts
 
-        def fused_rule(params, x, y_true, state, key, scale):
+        def fused_rule(params, x, y_true, state, key):
             body_params, leaf_params = split(params)
             body_state, leaf_state = split(state) if has_state(state) else ((), ())
             z, cache = body.forward(body_params, x, state=body_state, key=key, train=True)
             a = leaf.apply(leaf_params, z)
-            dz = _seed(loss.fused_grad(a, y_true), scale)
+            dz = loss.fused_grad(a, y_true)
             body_grads, _ = body.backward(body_params, cache, dz)
             new_state = (join(body.next_state(body_state, cache), leaf_state)
                          if has_state(state) else state)
@@ -88,9 +82,9 @@ def _manual(model, loss, fused):
 
         return fused_rule
 
-    def chain_rule(params, x, y_true, state, key, scale):
+    def chain_rule(params, x, y_true, state, key):
         y_pred, cache = model.forward(params, x, state=state, key=key, train=True)
-        grads, _ = model.backward(params, cache, _seed(loss.grad(y_pred, y_true), scale))
+        grads, _ = model.backward(params, cache, loss.grad(y_pred, y_true))
         new_state = model.next_state(state, cache) if has_state(state) else state
         return loss.value(y_pred, y_true), y_pred, grads, new_state
 
@@ -102,14 +96,13 @@ def _autodiff(model, loss, fused):
     which no gradient flows through, comes from a training ``forward`` and ``next_state``."""
     with_output = objective(model, loss, fused, with_output=True)
 
-    def scaled(params, x, y_true, state, key, scale):
-        value, y_pred = with_output(params, x, y_true, state=state, key=key)
-        return (value if scale is None else value * scale.astype(value.dtype)), (value, y_pred)
+    def value_and_output(params, x, y_true, state, key):
+        return with_output(params, x, y_true, state=state, key=key)
 
-    value_and_grad_fn = jax.value_and_grad(scaled, has_aux=True)
+    value_and_grad_fn = jax.value_and_grad(value_and_output, has_aux=True)
 
-    def reference(params, x, y_true, state, key, scale):
-        (_, (value, y_pred)), grads = value_and_grad_fn(params, x, y_true, state, key, scale)
+    def reference(params, x, y_true, state, key):
+        (value, y_pred), grads = value_and_grad_fn(params, x, y_true, state, key)
         new_state = state
         if has_state(state):
             _, cache = model.forward(params, x, state=state, key=key, train=True)
@@ -120,13 +113,6 @@ def _autodiff(model, loss, fused):
 
 
 GRADS = {"manual": _manual, "autodiff": _autodiff}
-
-
-def unscale(grads, scale):
-    """The gradients of ``S · loss`` divided by ``S`` (in the gradients' float32)."""
-    if scale is None:
-        return grads
-    return jax.tree_util.tree_map(lambda g: g / scale.astype(g.dtype), grads)
 
 
 def loss_output_and_grad(model, loss, fused=True, *, grads="manual", with_state=False,
@@ -141,37 +127,34 @@ def loss_output_and_grad(model, loss, fused=True, *, grads="manual", with_state=
             of ``apply`` (the reference, which never touches a backward rule of fnnet's).
         with_state: also return the model's state after this training step.
         precision: the products' policy (``fnnet.precision``: ``"f32"``, ``"bf16"``, ``"f16"``),
-            applied to ``model`` (``with_precision``) on both paths.
+            applied to ``model`` (``with_precision``) on both paths; ``None``: the model as it is.
 
     Returns:
-        A pure ``(params, x, y_true, *, state=(), key=None, scale=None) -> (loss, y_pred,
-        grads)``, with
+        A pure ``(params, x, y_true, *, state=(), key=None) -> (loss, y_pred, grads)``, with
         ``new_state`` appended when ``with_state``. ``y_pred`` is the network's output, returned
         so a training step can score it for free. ``key`` draws dropout masks (the same key draws
         the same masks on both paths); ``state`` holds running statistics (``init_state()``).
-        ``scale``, a float32 loss scale ``S``: the backward runs on ``S · loss`` and the grads
-        come back divided by ``S`` (non-finite if a scaled product overflowed).
+        For loss scaling, pass the scaled loss (``fnnet.loss_scale.scaled``).
     """
     if grads not in GRADS:
         raise ValueError(f"grads must be one of {tuple(GRADS)}, got {grads!r}")
     compute = GRADS[grads](_precision.with_precision(model, precision), _losses.get(loss), fused)
 
-    def loss_output_and_grad_fn(params, x, y_true, *, state=(), key=None, scale=None):
-        value, y_pred, g, new_state = compute(params, x, y_true, state, key, scale)
-        out = (value, y_pred, unscale(g, scale), new_state)
+    def loss_output_and_grad_fn(params, x, y_true, *, state=(), key=None):
+        out = compute(params, x, y_true, state, key)
         return out if with_state else out[:3]
 
     return loss_output_and_grad_fn
 
 
 def value_and_grad(model, loss, fused=True, *, precision=None):
-    """A pure ``(params, x, y_true, *, state=(), key=None, scale=None) -> (loss, grads)``
-    computed by the hand-derived backward only, its products under ``precision``
-    (``fnnet.precision``; ``scale`` as for ``loss_output_and_grad``)."""
+    """A pure ``(params, x, y_true, *, state=(), key=None) -> (loss, grads)`` computed by the
+    hand-derived backward only, its products under ``precision`` (``fnnet.precision``;
+    ``None``: the model as it is)."""
     compute = loss_output_and_grad(model, loss, fused, precision=precision)
 
-    def value_and_grad_fn(params, x, y_true, *, state=(), key=None, scale=None):
-        value, _, grads = compute(params, x, y_true, state=state, key=key, scale=scale)
+    def value_and_grad_fn(params, x, y_true, *, state=(), key=None):
+        value, _, grads = compute(params, x, y_true, state=state, key=key)
         return value, grads
 
     return value_and_grad_fn
@@ -209,8 +192,8 @@ def objective(model, loss, fused=True, *, with_output=False):
 
 def autodiff_value_and_grad(model, loss, fused=True, *, precision=None):
     """The same ``(params, x, y_true, *, state=(), key=None) -> (loss, grads)`` by
-    ``jax.value_and_grad`` of ``apply`` (its products under ``precision``): the reference
-    path, which never touches a backward rule of fnnet's."""
+    ``jax.value_and_grad`` of ``apply`` (its products under ``precision``; ``None``: the model as
+    it is): the reference path, which never touches a backward rule of fnnet's."""
     return jax.value_and_grad(objective(_precision.with_precision(model, precision), loss, fused))
 
 
@@ -235,8 +218,3 @@ def manual_vjp(model):
 
     apply.defvjp(fwd, bwd)
     return apply
-
-
-
-
-from .gradcheck import GradReport, GradRow, check_grads  # noqa: E402, F401  (re-exported)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from .layers import Sigmoid, Softmax, log_softmax
+from .layers import Sigmoid, Softmax
+from .layers.activations import log_softmax
 from .layers.checks import lookup
 
 

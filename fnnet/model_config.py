@@ -8,8 +8,11 @@ A training run is described by a configuration dict (``train_config``)::
      "lr": 0.1, "lr_decay": 1.0, "epochs": 10, "batch_size": 128, "grads": "manual", "seed": 0,
      "ensemble": 1, "validation": 5000, "data_dir": null}
 
-It is saved as the run's ``config.json`` and as the metadata of its ``model.npz`` checkpoint
-(``fnnet.checkpoints.save(path, params, **config, ...)``). ``ensemble`` is the number of models
+It is the ``recipe`` ``fnnet.fit`` records in the run's ``RunConfig``
+(``fnnet.training.config``), whose JSON form (these keys, and the engine's settings under
+``"run"``) is saved as the run's ``config.json`` and as the metadata of its ``model.npz``
+checkpoint (``fnnet.checkpoints.save(path, params, **config, ...)``); a resume compares it
+there (``RunConfig.differences``). ``ensemble`` is the number of models
 trained together; for more than one their params are stacked along a leading axis.
 ``lr_decay`` is the factor the learning rate is multiplied by per epoch (1: constant; see
 ``optimizer_of``). ``validation`` is the number of training examples held out to validate on;
@@ -61,9 +64,9 @@ from .precision import with_precision
 
 __all__ = ["CNN_ARCHITECTURE", "CONFIG_KEYS", "HIDDEN_ACTIVATIONS", "IMAGE_PIXELS", "IMAGE_SHAPE",
            "LEGACY", "LOSSES", "LOSS_OUTPUTS", "MODELS", "MODEL_KEYS", "MetadataError",
-           "NUM_CLASSES", "OUTPUTS", "RESUME_KEYS", "check_image_layers", "check_loss_output",
-           "check_model_settings", "describe", "model_from_metadata", "optimizer_of",
-           "param_template", "resume_differences", "takes_images", "train_config"]
+           "NUM_CLASSES", "OUTPUTS", "check_image_layers", "check_loss_output",
+           "check_model_settings", "describe", "model_from_metadata", "network", "optimizer_of",
+           "param_template", "takes_images", "train_config"]
 
 IMAGE_PIXELS = 784
 IMAGE_SHAPE = (28, 28, 1)  # (H, W, C) of one image as the CNN takes it
@@ -90,9 +93,6 @@ CONFIG_KEYS = ("dataset", "model", "layers", "activation", "output", "architectu
 MODEL_KEYS = ("dataset", "layers", "activation", "output", "loss", "ensemble")
 # What a key added since the first checkpoints means where it is absent.
 LEGACY = {"model": "mlp", "architecture": None, "lr_decay": 1.0, "precision": "f32"}
-# Settings a resumed run must share with the run it continues (``epochs`` may grow, and the
-# data may have moved to another folder).
-RESUME_KEYS = tuple(key for key in CONFIG_KEYS if key not in ("epochs", "data_dir"))
 
 
 class MetadataError(ValueError):
@@ -275,16 +275,25 @@ def model_from_metadata(metadata: dict) -> tuple[Sequential, int]:
     Raises:
         MetadataError: as ``check_model_settings``, or an unknown ``precision``.
     """
-    check_model_settings(metadata)
-    policy = metadata.get("precision", LEGACY["precision"])
+    policy = metadata.get("precision", LEGACY["precision"]) if isinstance(metadata, dict) else None
+    model = network(metadata)
     if policy not in precision_names:
         raise MetadataError(f"invalid metadata (precision={policy!r}; expected one of "
                             f"{', '.join(precision_names)})")
-    if takes_images(metadata):
-        model = _build_cnn(metadata["architecture"])
-    else:
-        model = mlp(metadata["layers"], metadata["activation"], metadata["output"])
     return with_precision(model, policy), metadata["ensemble"]
+
+
+def network(metadata: dict) -> Sequential:
+    """The network of ``metadata`` as built, before any precision policy: ``mlp(layers,
+    activation, output)`` or ``cnn(IMAGE_SHAPE, NUM_CLASSES, **architecture)``.
+
+    Raises:
+        MetadataError: as ``check_model_settings``.
+    """
+    check_model_settings(metadata)
+    if takes_images(metadata):
+        return _build_cnn(metadata["architecture"])
+    return mlp(metadata["layers"], metadata["activation"], metadata["output"])
 
 
 def takes_images(metadata: dict) -> bool:
@@ -340,25 +349,3 @@ def param_template(model, num_models: int, dtype=jnp.float32):
     if num_models == 1:
         return jax.eval_shape(init, jax.random.PRNGKey(0))
     return jax.eval_shape(jax.vmap(init), jax.random.split(jax.random.PRNGKey(0), num_models))
-
-
-def resume_differences(saved: dict, config: dict) -> list[str]:
-    """The ``RESUME_KEYS`` settings in which a saved configuration and a new one differ.
-
-    Args:
-        saved: the configuration of the run to continue (its ``config.json``).
-        config: the configuration of the continuing run.
-
-    Returns:
-        One ``"key saved -> new"`` line per differing setting; empty when the run may resume. A
-        key ``saved`` lacks counts as its ``LEGACY`` value (a run from before the key existed).
-
-    Raises:
-        MetadataError: ``saved`` is not a dict.
-    """
-    if not isinstance(saved, dict):
-        raise MetadataError(f"a saved configuration must be a JSON object, got "
-                            f"{type(saved).__name__}")
-    value = lambda key: saved.get(key, LEGACY.get(key))
-    return [f"{key} {value(key)!r} -> {config[key]!r}" for key in RESUME_KEYS
-            if value(key) != config[key]]

@@ -3,6 +3,7 @@ experiments/NOTES.md).
 
 Forward feeds each layer's output into the next and keeps every layer's cache; backward runs the
 list in reverse, handing each layer the ``dE/dY`` its successor returned as ``dE/dX``.
+``Sequential`` is a ``Layer`` (``fnnet.layers.base``) and takes only ``Layer`` instances.
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ import jax
 import jax.numpy as jnp
 
 from .checks import integer
-from .layers import Conv2D, Dense, Dropout, Flatten, Identity, MaxPool2D, ReLU, Softmax
+from .layers import (
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    Identity,
+    Layer,
+    MaxPool2D,
+    ReLU,
+    Softmax,
+)
 from .layers import get as get_activation
 
 
@@ -27,18 +38,15 @@ def _naming_layer(index):
         raise type(error)(f"layer {index}: {error}") from None
 
 
-LAYER_METHODS = ("init", "init_state", "apply", "forward", "backward", "next_state")
-
-
 @dataclass(frozen=True, init=False)
-class Sequential:
+class Sequential(Layer):
     """``Sequential(*layers)``: params are the tuple of the layers' params; networks nest."""
 
     layers: tuple
 
     def __init__(self, *layers):
         for index, layer in enumerate(layers):
-            if not all(hasattr(layer, method) for method in LAYER_METHODS):
+            if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: argument {index} ({layer!r}) is not a layer")
         object.__setattr__(self, "layers", tuple(layers))
 
@@ -48,13 +56,12 @@ class Sequential:
     @property
     def stochastic(self):
         """Whether a layer draws random numbers in training (and so needs ``key=``)."""
-        return any(getattr(layer, "stochastic", False) for layer in self.layers)
+        return any(layer.stochastic for layer in self.layers)
 
-    def with_precision(self, precision):
-        """The network with every layer that has products under ``precision``
-        (``fnnet.precision``); layers without a ``with_precision`` are kept as they are."""
-        return Sequential(*(layer.with_precision(precision) if hasattr(layer, "with_precision")
-                            else layer for layer in self.layers))
+    def with_precision(self, policy):
+        """The network with every layer's products under ``policy`` (``fnnet.precision``);
+        layers without products come back as they are."""
+        return Sequential(*(layer.with_precision(policy) for layer in self.layers))
 
     def init(self, key, dtype=jnp.float32):
         keys = jax.random.split(key, max(len(self.layers), 1))

@@ -24,87 +24,44 @@ and a ``transpose`` inside a program is only a change of layout, so ``dYᵀ`` mu
 row-major: ``transposed`` does it, with an optimisation barrier that keeps XLA from folding the
 copy back into the product. README.md ("Mixed precision") has the measurements.
 
-float16 needs loss scaling: its smallest normal number is 6.1e-5, and gradients of a mean over a
-batch are smaller than that. ``DynamicLossScale``: the backward starts from ``S · dL/dZ``, the
-gradients are divided by ``S`` in float32, and a step whose gradients are not finite is skipped
-and halves ``S``; after ``growth_interval`` finite steps in a row ``S`` doubles. bfloat16 has
-float32's exponent range and needs none.
+A policy says only what the products read. ``None`` means one thing wherever a precision is
+asked for (``fit``, ``train_step``'s model, the gradient functions, ``evaluate``): the model as it
+is, its layers under whatever policy they were built with. A policy is applied to a model once,
+by ``with_precision``, where the model is prepared (``fit`` does it before building anything).
+
+float16 also needs its loss scaled, which is not the policy's business: ``fnnet.loss_scale``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-
-@dataclass(frozen=True)
-class DynamicLossScale:
-    """Dynamic loss scaling (float16): start at ``initial``; after a step with non-finite
-    gradients multiply by ``backoff`` and skip the step; after ``growth_interval`` finite steps
-    in a row multiply by ``growth``. The defaults are PyTorch's ``GradScaler``'s."""
-
-    initial: float = 2.0 ** 15
-    growth: float = 2.0
-    backoff: float = 0.5
-    growth_interval: int = 2000
-
-    def __post_init__(self):
-        if not (self.initial > 0 and math.isfinite(self.initial)):
-            raise ValueError(f"DynamicLossScale: initial must be a finite number > 0, got "
-                             f"{self.initial!r}")
-        if not self.growth >= 1 or not 0 < self.backoff < 1:
-            raise ValueError(f"DynamicLossScale: expected growth >= 1 and 0 < backoff < 1, got "
-                             f"growth={self.growth!r}, backoff={self.backoff!r}")
-        if int(self.growth_interval) != self.growth_interval or self.growth_interval < 1:
-            raise ValueError(f"DynamicLossScale: growth_interval must be a positive integer, "
-                             f"got {self.growth_interval!r}")
-
-    def init(self):
-        """The scale's state at the first step."""
-        return LossScaleState(jnp.asarray(self.initial, jnp.float32), jnp.zeros((), jnp.int32))
-
-    def update(self, scale_state, finite):
-        """The state after a step whose gradients were (``finite``) or were not all finite."""
-        scale, good = scale_state
-        grow = finite & (good + 1 >= self.growth_interval)
-        new_scale = jnp.where(finite, jnp.where(grow, scale * self.growth, scale),
-                              jnp.maximum(scale * self.backoff, 1.0))
-        new_scale = jnp.where(jnp.isfinite(new_scale), new_scale, scale)
-        return LossScaleState(new_scale.astype(jnp.float32),
-                              jnp.where(finite & ~grow, good + 1, 0).astype(jnp.int32))
-
-
-class LossScaleState(NamedTuple):
-    """The scale ``S`` and the count of finite steps since it last changed (a pytree)."""
-
-    scale: Any
-    good_steps: Any
+# The products' input types a policy may cast to.
+NARROW = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
 @dataclass(frozen=True)
 class Policy:
-    """A precision policy: ``name`` (``"f32"``, ``"bf16"``, ``"f16"``), the products' input
+    """A precision policy: ``name`` (``"f32"``, ``"bf16"``, ``"f16"``) and the products' input
     dtype ``compute`` (``None``: no casts, products in the operands' own dtype, float32 or the
-    float64 of gradient checks), and ``loss_scale`` (a ``DynamicLossScale`` or ``None``)."""
+    float64 of gradient checks). Nothing else: loss scaling is ``fnnet.loss_scale``'s."""
 
     name: str
     compute: Any = None
-    loss_scale: DynamicLossScale | None = None
+
+    def __post_init__(self):
+        if self.compute is not None and jnp.dtype(self.compute) not in NARROW:
+            raise ValueError(f"Policy: compute must be None, bfloat16 or float16, got "
+                             f"{self.compute!r}")
 
     def __repr__(self):
         return repr(self.name) if self == POLICIES.get(self.name) else (
-            f"Policy({self.name!r}, loss_scale={self.loss_scale!r})")
-
-    @property
-    def label(self):
-        """How a run's configuration records the policy: its name (``"bf16"``) for the
-        standard ones, the whole ``repr`` for a custom one."""
-        return self.name if self == POLICIES.get(self.name) else repr(self)
+            f"Policy({self.name!r}, {jnp.dtype(self.compute).name})")
 
     @property
     def casts(self):
@@ -128,14 +85,15 @@ class Policy:
 POLICIES = {
     "f32": Policy("f32"),
     "bf16": Policy("bf16", jnp.bfloat16),
-    "f16": Policy("f16", jnp.float16, DynamicLossScale()),
+    "f16": Policy("f16", jnp.float16),
 }
 NAMES = tuple(POLICIES)
 
 
 def get(precision):
-    """The ``Policy`` that ``precision`` names (``"f32"``, ``"bf16"``, ``"f16"``, ``None`` for
-    ``"f32"``), or ``precision`` itself if it is a ``Policy``."""
+    """The ``Policy`` that ``precision`` names (``"f32"``, ``"bf16"``, ``"f16"``), or
+    ``precision`` itself if it is a ``Policy``. A layer built with ``precision=None`` has no
+    casts: ``get(None)`` is ``"f32"`` (for a model, ``None`` is "as it is": ``with_precision``)."""
     if precision is None:
         return POLICIES["f32"]
     if isinstance(precision, Policy):
@@ -169,12 +127,13 @@ def transpose_result(a, policy):
 
 
 def with_precision(model, precision):
-    """``model`` with its products under ``precision``: each layer that has a
-    ``with_precision`` method (``Dense``, ``Conv2D``, ``Sequential``) is rebuilt with it;
-    other layers are kept as they are."""
-    policy = get(precision)
-    method = getattr(model, "with_precision", None)
-    return model if method is None else method(policy)
+    """``model`` with its products under ``precision``: the one place a policy is applied to a
+    model. ``None`` returns ``model`` as it is; a policy or its name rebuilds every layer that
+    has products (``Dense``, ``Conv2D``) under it (``Layer.with_precision``; layers without
+    products return themselves)."""
+    if precision is None:
+        return model
+    return model.with_precision(get(precision))
 
 
 def check_master_dtype(dtype, policy, where):

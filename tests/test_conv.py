@@ -13,7 +13,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from test_core import RTOL, rel_err
 
-from fnnet.layers import conv
+from fnnet.layers import conv_forms as conv  # the reference forms
+from fnnet.layers import windows
 from fnnet.layers.conv import Conv2D, ConvParams
 
 F64 = jnp.float64
@@ -29,7 +30,7 @@ def conv_cases(draw):
     stride = (draw(SIZES), draw(SIZES))
     padding = draw(PADDINGS)
     shape = (draw(SIZES), draw(st.integers(1, 7)), draw(st.integers(1, 7)), draw(SIZES))
-    pads = conv.conv_pads(padding, shape[1:3], kernel, stride)
+    pads = windows.conv_pads(padding, shape[1:3], kernel, stride)
     assume(all(n + lo + hi >= k for n, (lo, hi), k in zip(shape[1:3], pads, kernel)))
     return Conv2D(shape[3], draw(SIZES), kernel, stride, padding), shape
 
@@ -80,7 +81,7 @@ def test_conv_backward_vs_vjp_and_the_three_forms_agree(case, seed):
 
 @pytest.mark.parametrize("size,kernel,stride", [(5, 3, 1), (6, 3, 2), (7, 2, 3), (2, 5, 1), (4, 4, 4)])
 def test_same_padding_is_ceil_of_size_over_stride_with_the_extra_pad_at_the_end(size, kernel, stride):
-    pads = conv.conv_pads("same", (size, size), (kernel, kernel), (stride, stride))
+    pads = windows.conv_pads("same", (size, size), (kernel, kernel), (stride, stride))
     assert pads == tuple(jax.lax.padtype_to_pads((size, size), (kernel, kernel), (stride, stride),
                                                  "SAME"))
     (top, bottom), _ = pads

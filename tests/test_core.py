@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import fnnet
 from fnnet import losses
-from fnnet.layers import softmax_backward_jacobian, softmax_backward_simple
+from fnnet.layers.activations import softmax_backward_jacobian, softmax_backward_simple
 
 F64 = jnp.float64
 RTOL = 1e-10

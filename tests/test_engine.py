@@ -51,8 +51,9 @@ def test_train_state_is_a_pytree_with_the_documented_fields():
 def test_create_matches_what_fit_trains_from():
     x, y = _data()
     key = jax.random.PRNGKey(3)
-    params, _ = fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), epochs=0, batch_size=32, key=key,
+    params_state, _ = fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), epochs=0, batch_size=32, key=key,
                           progress=False)
+    params = params_state.params
     state = fnnet.TrainState.create(MODEL, optim.sgd(0.1), key)
     assert _leaves_equal(state.params, params)
 
@@ -96,8 +97,9 @@ def test_runner_epochs_are_the_epochs_fit_runs():
     x, y = _data()
     opt = optim.momentum(0.05)
     key = jax.random.PRNGKey(1)
-    params, history = fnnet.fit(MODEL, "ce", opt, (x, y), epochs=3, batch_size=16, key=key,
+    params_state, history = fnnet.fit(MODEL, "ce", opt, (x, y), epochs=3, batch_size=16, key=key,
                                 progress=False)
+    params = params_state.params
     xd, yd = fnnet.to_device(x, y)
     state = fnnet.TrainState.create(MODEL, opt, key)
     runner = fnnet.EpochRunner(MODEL, "ce", opt, len(x), 16)
@@ -195,8 +197,9 @@ def test_warn_diverged_names_the_model_step_and_last_loss():
 
 def test_numpy_integer_batch_size_is_accepted_and_bool_refused():
     x, y = _data()
-    params, _ = fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), batch_size=np.int64(32),
+    state, _ = fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), batch_size=np.int64(32),
                           progress=False)
+    params = state.params
     assert params[0].W.shape == (5, 6)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), batch_size=True, progress=False)

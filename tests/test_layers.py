@@ -10,22 +10,51 @@ import pytest
 
 import fnnet
 from fnnet import layers, losses, networks
-from fnnet.layers import initializers
+from fnnet.layers import activations, initializers
 
 F64 = jnp.float64
 
-OLD_PUBLIC_NAMES = [
-    "ACTIVATIONS", "INITS", "Dense", "DenseParams", "Identity", "ReLU", "Sigmoid", "Softmax", "Tanh",
-    "activation", "check_features", "check_floating", "log_softmax", "softmax",
-    "softmax_backward_jacobian", "softmax_backward_simple",
+LAYER_NAMES = [
+    "ACTIVATIONS", "INITS", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "ConvParams", "Dense",
+    "DenseParams", "Dropout", "Elementwise", "Flatten", "Identity", "Layer", "LayerNorm",
+    "MaxPool2D", "NormParams", "ReLU", "Sigmoid", "Softmax", "Tanh", "get",
 ]
+# Reference forms and helpers: importable from their own modules, not fnnet.layers' names.
+HELPERS = {
+    "activations": ["log_softmax", "softmax", "softmax_backward_jacobian",
+                    "softmax_backward_simple"],
+    "conv_forms": ["conv2d_naive", "conv2d_backward_naive", "conv2d_backward_correlation"],
+    "normalization": ["normalize", "normalize_backward", "normalize_backward_staged", "NormCache"],
+    "checks": ["check_features", "check_floating"],
+}
 
 
-def test_every_old_public_name_is_still_there():
-    missing = [name for name in OLD_PUBLIC_NAMES if not hasattr(layers, name)]
-    assert not missing
-    assert set(OLD_PUBLIC_NAMES) <= set(layers.__all__)
+def test_the_public_names_are_the_layers_and_helpers_stay_in_their_modules():
+    assert sorted(layers.__all__) == sorted(LAYER_NAMES)
+    assert all(hasattr(layers, name) for name in LAYER_NAMES)
+    for module, names in HELPERS.items():
+        source = getattr(__import__(f"fnnet.layers.{module}").layers, module)
+        assert all(hasattr(source, name) for name in names), module
+        assert not set(names) & set(vars(layers)), f"{module}'s helpers leak into fnnet.layers"
+    assert not hasattr(layers, "activation") and not hasattr(layers, "Stateless")
     assert fnnet.Dense is layers.Dense and fnnet.DenseParams is layers.DenseParams
+
+
+def test_every_layer_is_a_layer_with_the_protocols_defaults():
+    every = [fnnet.Dense(2, 3), fnnet.ReLU(), fnnet.Softmax(), fnnet.Conv2D(1, 2, 3),
+             layers.MaxPool2D(2), layers.AvgPool2D(2), layers.Flatten(), layers.Dropout(0.5),
+             layers.BatchNorm(3), layers.LayerNorm(3), fnnet.mlp([2, 3])]
+    again = [fnnet.Dense(2, 3), fnnet.ReLU(), fnnet.Softmax(), fnnet.Conv2D(1, 2, 3),
+             layers.MaxPool2D(2), layers.AvgPool2D(2), layers.Flatten(), layers.Dropout(0.5),
+             layers.BatchNorm(3), layers.LayerNorm(3), fnnet.mlp([2, 3])]
+    for layer, same in zip(every, again):
+        assert isinstance(layer, layers.Layer), layer
+        assert layer == same and hash(layer) == hash(same)  # descriptions, equal by value
+    assert fnnet.ReLU().with_precision(fnnet.precision.get("bf16")) == fnnet.ReLU()
+    assert fnnet.ReLU().init_state() == () and fnnet.ReLU().next_state((), None) == ()
+    assert layers.Dropout(0.5).stochastic and not fnnet.Dense(2, 3).stochastic
+    with pytest.raises(TypeError):
+        layers.Layer()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,8 +85,8 @@ def test_elementwise_backward_is_dy_times_the_derivative_from_the_cache(layer, c
 
 def test_softmax_shares_the_plumbing_but_keeps_its_own_backward():
     x, dy = xs_and_dys()
-    for layer, form in ((fnnet.Softmax(), layers.softmax_backward_simple),
-                        (fnnet.Softmax(jacobian=True), layers.softmax_backward_jacobian)):
+    for layer, form in ((fnnet.Softmax(), activations.softmax_backward_simple),
+                        (fnnet.Softmax(jacobian=True), activations.softmax_backward_jacobian)):
         y, cache = layer.forward((), x)
         assert cache is y and not isinstance(layer, layers.Elementwise)
         np.testing.assert_array_equal(layer.backward((), cache, dy)[1], form(y, dy))
@@ -160,11 +189,10 @@ def test_params_layout():
 # One verb for every lookup by name: get
 
 
-def test_get_is_the_lookup_everywhere_and_the_old_names_remain():
+def test_get_is_the_lookup_everywhere():
     assert layers.get("relu") == fnnet.ReLU() and layers.get("linear") == fnnet.Identity()
     softmax = fnnet.Softmax(jacobian=True)
     assert layers.get(softmax) is softmax  # an activation is returned as it is
-    assert layers.activation is layers.get
     assert losses.get("ce") is losses.cross_entropy and losses.get(losses.mse) is losses.mse
     for lookup, what in ((layers.get, "activation"), (losses.get, "loss")):
         with pytest.raises(ValueError, match=f"unknown {what} 'nope'; expected one of"):

@@ -72,9 +72,10 @@ def test_784_128_10_reaches_96_percent_in_two_epochs(real_mnist):
     model = fnnet.mlp([784, 128, 10], "relu", "softmax")
     steps = EPOCHS * (len(xtr) // BATCH)
     optimizer = optim.momentum(LR, schedule=optim.cosine_decay(steps))
-    params, history = fnnet.fit(model, "cross-entropy", optimizer, (xtr, ytr), epochs=EPOCHS,
+    state, history = fnnet.fit(model, "cross-entropy", optimizer, (xtr, ytr), epochs=EPOCHS,
                                 batch_size=BATCH, key=jax.random.PRNGKey(0),
                                 validation=(xte, yte), progress=False, dtype=jnp.float32)
+    params = state.params
     loss, accuracy = fnnet.evaluate(model, "cross-entropy", params, xte, yte)
     assert float(accuracy) >= 0.96, (
         f"784-128-10 after {EPOCHS} epochs: test accuracy {float(accuracy):.2%} (loss "

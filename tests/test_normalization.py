@@ -10,14 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fnnet
-from fnnet.layers import (
-    BatchNorm,
-    Dropout,
-    LayerNorm,
-    normalize,
-    normalize_backward,
-    normalize_backward_staged,
-)
+from fnnet.layers import BatchNorm, Dropout, LayerNorm
+from fnnet.layers.normalization import normalize, normalize_backward, normalize_backward_staged
 
 F64 = jnp.float64
 RTOL = 1e-10
@@ -242,11 +236,9 @@ def test_fit_trains_with_state_and_scores_with_running_statistics():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(512, 4)).astype(np.float32) * 3 + 1
     y = (x[:, 0] * x[:, 1] > 0).astype(np.int32)
-    with pytest.raises(ValueError, match="keeps state .* return_state=True"):
-        fnnet.fit(model, "ce", fnnet.optim.adam(1e-2), (x, y), batch_size=32, progress=False)
     state, history = fnnet.fit(model, "ce", fnnet.optim.adam(1e-2), (x, y), epochs=15,
-                               batch_size=32, validation=(x, y), progress=False,
-                               return_state=True)
+                               batch_size=32, validation=(x, y), progress=False)
+    assert isinstance(state, fnnet.TrainState)  # one return type: the state keeps model_state
     assert history["val_accuracy"][-1] > 0.85
     loss, accuracy = fnnet.evaluate(model, "ce", state.params, x, y, state=state.model_state)
     assert float(accuracy) == pytest.approx(history["val_accuracy"][-1])
@@ -291,11 +283,13 @@ def test_a_model_with_state_checkpoints_and_resumes_exactly(tmp_path):
     x = rng.normal(size=(64, 6, 6, 1)).astype(np.float32)
     y = (x.mean(axis=(1, 2, 3)) > 0).astype(np.int32)
     args = (model, "ce", fnnet.optim.momentum(0.05), (x, y))
-    kwargs = dict(batch_size=16, progress=False, return_state=True, key=jax.random.PRNGKey(4))
-    straight, _ = fnnet.fit(*args, epochs=4, **kwargs)
+    kwargs = dict(batch_size=16, progress=False, key=jax.random.PRNGKey(4))
+    state, _ = fnnet.fit(*args, epochs=4, **kwargs)
+    straight = state.params
     path = tmp_path / "run.npz"
     fnnet.fit(*args, epochs=2, checkpoint=path, **kwargs)
-    resumed, history = fnnet.fit(*args, epochs=4, resume=path, **kwargs)
+    state, history = fnnet.fit(*args, epochs=4, checkpoint=path, resume=True, **kwargs)
+    resumed = state.params
     assert history["epoch"] == [1, 2, 3, 4]
     for got, want in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(straight)):
         np.testing.assert_array_equal(got, want)

@@ -157,8 +157,10 @@ def test_one_device_mesh_trains_like_no_mesh():
     x, y = _data(64, 10, 3)
     model = fnnet.mlp([10, 8, 3])
     kw = dict(epochs=1, batch_size=16, progress=False, dtype=F64, key=jax.random.PRNGKey(3))
-    p_mesh, _ = fnnet.fit(model, "cross-entropy", fnnet.optim.sgd(0.1), (x, y), devices=1, **kw)
-    p_plain, _ = fnnet.fit(model, "cross-entropy", fnnet.optim.sgd(0.1), (x, y), **kw)
+    state, _ = fnnet.fit(model, "cross-entropy", fnnet.optim.sgd(0.1), (x, y), devices=1, **kw)
+    p_mesh = state.params
+    state, _ = fnnet.fit(model, "cross-entropy", fnnet.optim.sgd(0.1), (x, y), **kw)
+    p_plain = state.params
     assert _max_rel(p_mesh, p_plain) < 1e-12
 
 

@@ -47,7 +47,7 @@ MODELS = textwrap.dedent("""
     def run(devices=None, **kw):
         kw = {"batch_size": 32, "epochs": 3, **kw}
         return fnnet.fit(model, "cross-entropy", opt, (x, y), key=jax.random.PRNGKey(1),
-                         progress=False, devices=devices, return_state=True, **kw)
+                         progress=False, devices=devices, **kw)
 
     def rel(a, b):
         pairs = [(np.asarray(u), np.asarray(v)) for u, v in
@@ -81,12 +81,12 @@ MODELS = textwrap.dedent("""
     ck = os.path.join(tmp, "run")
     run(8, shard="models", ensemble=8, validation=val, epochs=2, checkpoint=ck)
     saved, meta = checkpoints.load(ck)
-    sr, hr = run(8, shard="models", ensemble=8, validation=val, resume=ck)
-    out["resume"] = {"saved_epoch": meta["epoch"], "saved_shard": meta["config"]["shard"],
+    sr, hr = run(8, shard="models", ensemble=8, validation=val, checkpoint=ck, resume=True)
+    out["resume"] = {"saved_epoch": meta["epoch"], "saved_shard": meta["config"]["run"]["shard"],
                      "same": same(sr, s8), "history_same": hr["loss"] == h8["loss"]
                      and hr["val_loss"] == h8["val_loss"], "placed": placed(sr)}
     try:
-        run(8, ensemble=8, resume=ck)
+        run(8, ensemble=8, checkpoint=ck, resume=True)
         out["resume"]["as_batch"] = None
     except ValueError as e:
         out["resume"]["as_batch"] = str(e)
@@ -187,7 +187,7 @@ def test_model_sharded_run_resumes_exactly(models_on_eight):
     r = models_on_eight["resume"]
     assert r["saved_epoch"] == 2 and r["saved_shard"] == "models"
     assert r["same"] and r["history_same"]
-    assert "shard: saved 'models', now 'batch'" in r["as_batch"]
+    assert "shard 'models' -> 'batch'" in r["as_batch"]
 
 
 def test_models_not_divisible_by_devices(models_on_eight):

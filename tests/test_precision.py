@@ -30,10 +30,10 @@ from test_mnist import load, mnist_root
 
 import fnnet
 from fnnet import gradients, optim
+from fnnet import loss_scale as LS
 from fnnet import precision as P
 from fnnet.layers import AvgPool2D, Conv2D, Dense, Flatten, ReLU, Softmax, Tanh
-from fnnet.training.epoch import EpochRunner, train_step
-from fnnet.training.state import TrainState
+from fnnet.training import EpochRunner, TrainState, train_step
 
 TOL = {"f32": 1e-5, "bf16": 5e-2, "f16": 1e-2}
 
@@ -54,22 +54,51 @@ def assert_close(grads, reference, tol, what):
 
 def test_get_names_and_refusals():
     assert P.get(None) is P.POLICIES["f32"] and P.get("BF16").compute == jnp.bfloat16
-    assert P.get("f16").loss_scale == P.DynamicLossScale()
-    custom = P.Policy("f16", jnp.float16, P.DynamicLossScale(initial=8.0))
-    assert P.get(custom) is custom
+    assert P.get("f16") == P.Policy("f16", jnp.float16)  # a policy is the products' type only
+    custom = P.Policy("half", jnp.float16)
+    assert P.get(custom) is custom and repr(custom) == "Policy('half', float16)"
     for bad in ("fp8", 16, "float32"):
         with pytest.raises(ValueError, match=r"precision must be one of \('f32', 'bf16', 'f16'\)"):
             P.get(bad)
+    with pytest.raises(ValueError, match="compute must be None, bfloat16 or float16"):
+        P.Policy("f8", jnp.int8)
     with pytest.raises(ValueError, match="initial must be a finite number > 0"):
-        P.DynamicLossScale(initial=0.0)
+        LS.DynamicLossScale(initial=0.0)
+    with pytest.raises(ValueError, match="within float32's range"):
+        LS.DynamicLossScale(initial=1e39)
+    with pytest.raises(TypeError, match="initial must be a number"):
+        LS.DynamicLossScale(initial="8")
     with pytest.raises(ValueError, match="growth_interval must be a positive integer"):
-        P.DynamicLossScale(growth_interval=0)
+        LS.DynamicLossScale(growth_interval=0)
     with pytest.raises(ValueError, match="0 < backoff < 1"):
-        P.DynamicLossScale(backoff=1.0)
+        LS.DynamicLossScale(backoff=1.0)
+
+
+def test_none_is_the_model_as_it_is_everywhere():
+    """``precision=None`` never turns a model built under a policy back into float32."""
+    model, params, x, y = _mlp_case(0, 16, [12, 9, 4])
+    cast = P.with_precision(model, "bf16")
+    assert P.with_precision(cast, None) is cast
+    for make in (gradients.value_and_grad, gradients.autodiff_value_and_grad):
+        as_is = jax.jit(make(cast, "cross_entropy"))(params, x, y)
+        named = jax.jit(make(model, "cross_entropy", precision="bf16"))(params, x, y)
+        for a, b in zip(jax.tree_util.tree_leaves(as_is), jax.tree_util.tree_leaves(named)):
+            np.testing.assert_array_equal(a, b)
+    scored = fnnet.evaluate(cast, "cross_entropy", params, x, y)
+    np.testing.assert_array_equal(scored, fnnet.evaluate(model, "cross_entropy", params, x, y,
+                                                         precision="bf16"))
+    state, history = fnnet.fit(cast, "cross_entropy", optim.sgd(0.1), (x, y), epochs=1,
+                               batch_size=8, progress=False)
+    named, _ = fnnet.fit(model, "cross_entropy", optim.sgd(0.1), (x, y), epochs=1,
+                         batch_size=8, progress=False, precision="bf16")
+    for a, b in zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(named.params)):
+        np.testing.assert_array_equal(a, b)
+    assert history["config"]["run"]["precision"] is None
+    assert "precision='bf16'" in history["config"]["run"]["model"]
 
 
 def test_loss_scale_grows_after_interval_and_halves_on_overflow():
-    scaler = P.DynamicLossScale(initial=8.0, growth_interval=3)
+    scaler = LS.DynamicLossScale(initial=8.0, growth_interval=3)
     state = scaler.init()
     for _ in range(2):
         state = scaler.update(state, jnp.array(True))
@@ -78,7 +107,7 @@ def test_loss_scale_grows_after_interval_and_halves_on_overflow():
     assert float(state.scale) == 16.0 and int(state.good_steps) == 0
     state = scaler.update(state, jnp.array(False))
     assert float(state.scale) == 8.0 and int(state.good_steps) == 0
-    low = scaler.update(P.LossScaleState(jnp.float32(1.0), jnp.int32(0)), jnp.array(False))
+    low = scaler.update(LS.LossScaleState(jnp.float32(1.0), jnp.int32(0)), jnp.array(False))
     assert float(low.scale) == 1.0  # never below 1
 
 
@@ -151,14 +180,19 @@ def test_f32_policy_is_the_unchanged_program():
 
 def test_loss_scale_is_divided_out_exactly():
     model, params, x, y = _mlp_case(1, 16, [12, 9, 4])
-    fn = jax.jit(gradients.value_and_grad(model, "cross_entropy", precision="f16"))
-    v1, g1 = fn(params, x, y)
-    v2, g2 = fn(params, x, y, scale=jnp.float32(1024.0))  # a power of two: exact in f16 too
+    plain = jax.jit(gradients.value_and_grad(model, "cross_entropy", precision="f16"))
+    v1, g1 = plain(params, x, y)
+
+    def scaled(scale):
+        state = LS.LossScaleState(jnp.float32(scale), jnp.int32(0))
+        fn = gradients.value_and_grad(model, LS.scaled("cross_entropy", state), precision="f16")
+        return LS.unscale(jax.jit(fn)(params, x, y), state)
+
+    v2, g2 = scaled(1024.0)  # a power of two: exact in f16 too
     assert float(v1) == float(v2)
     assert_close(g2, g1, 1e-3, "scaled")
-    v3, g3 = fn(params, x, y, scale=jnp.float32(1e30))  # overflows float16
-    assert jnp.isfinite(v3) and not all(bool(jnp.all(jnp.isfinite(leaf)))
-                                        for leaf in jax.tree_util.tree_leaves(g3))
+    v3, g3 = scaled(1e30)  # overflows float16
+    assert jnp.isfinite(v3) and not bool(LS.all_finite(g3))
 
 
 def _dot_operand_types(compiled_text):
@@ -200,32 +234,36 @@ def _data(n=512, features=20, classes=5, seed=1):
 def test_train_step_with_loss_scaling_skips_overflow_and_is_vmappable():
     model, params, x, y = _mlp_case(2, 32, [12, 16, 4])
     opt = optim.sgd(0.1)
-    step = jax.jit(train_step(model, "cross_entropy", opt, precision="f16"))
-    with pytest.raises(TypeError, match="pass scale_state="):
-        step(params, opt.init(params), x, y)
-    huge = P.LossScaleState(jnp.float32(2.0 ** 60), jnp.int32(0))
-    new_params, _, value, scale_state = step(params, opt.init(params), x, y, scale_state=huge)
-    assert jnp.isfinite(value) and float(scale_state.scale) == 2.0 ** 59
-    for a, b in zip(jax.tree_util.tree_leaves(new_params), jax.tree_util.tree_leaves(params)):
+    model = P.with_precision(model, "f16")
+    scaler = LS.DynamicLossScale()
+    step = jax.jit(train_step(model, "cross_entropy", opt, loss_scale=scaler))
+    start = TrainState.create(model, opt, jax.random.PRNGKey(0), params=params, loss_scale=scaler)
+    key = jax.random.PRNGKey(1)
+    huge = start._replace(loss_scale=LS.LossScaleState(jnp.float32(2.0 ** 60), jnp.int32(0)))
+    after, stats = step(huge, x, y, key)
+    assert jnp.isfinite(stats["loss"]) and float(after.loss_scale.scale) == 2.0 ** 59
+    assert bool(stats["ok"]) and bool(stats["skipped"]) and not bool(after.stopped)
+    for a, b in zip(jax.tree_util.tree_leaves(after.params), jax.tree_util.tree_leaves(params)):
         np.testing.assert_array_equal(a, b)  # skipped
-    fine = P.get("f16").loss_scale.init()
-    moved, _, _, fine_after = step(params, opt.init(params), x, y, scale_state=fine)
-    assert int(fine_after.good_steps) == 1
-    assert not np.array_equal(moved[0].W, params[0].W)
-    stacked = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), (params, opt.init(params)))
-    scales = P.LossScaleState(jnp.array([2.0 ** 60, 2.0 ** 10], jnp.float32), jnp.zeros(2, jnp.int32))
-    out = jax.vmap(lambda p, o, s: step(p, o, x, y, scale_state=s))(*stacked, scales)
-    np.testing.assert_array_equal(out[3].scale, [2.0 ** 59, 2.0 ** 10])
-    np.testing.assert_array_equal(out[0][0].W[0], params[0].W)
-    np.testing.assert_allclose(out[0][0].W[1], moved[0].W, rtol=1e-6, atol=1e-7)
+    moved, stats = step(start, x, y, key)
+    assert int(moved.loss_scale.good_steps) == 1 and not bool(stats["skipped"])
+    assert not np.array_equal(moved.params[0].W, params[0].W)
+    both = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), start)
+    both = both._replace(loss_scale=LS.LossScaleState(jnp.array([2.0 ** 60, 2.0 ** 10], jnp.float32),
+                                                      jnp.zeros(2, jnp.int32)))
+    out, _ = jax.vmap(step, in_axes=(0, None, None, None))(both, x, y, key)
+    np.testing.assert_array_equal(out.loss_scale.scale, [2.0 ** 59, 2.0 ** 10])
+    np.testing.assert_array_equal(out.params[0].W[0], params[0].W)
+    np.testing.assert_allclose(out.params[0].W[1], moved.params[0].W, rtol=1e-6, atol=1e-7)
 
 
 def test_float16_recovers_from_a_forced_overflow():
     model, opt = fnnet.mlp([20, 32, 5]), optim.sgd(0.5)
     x, y = _data()
-    policy = P.Policy("f16", jnp.float16, P.DynamicLossScale(initial=2.0 ** 40, growth_interval=5))
-    state = TrainState.create(model, opt, jax.random.PRNGKey(0), precision=policy)
-    runner = EpochRunner(model, "cross_entropy", opt, 512, 32, precision=policy)
+    scaler = LS.DynamicLossScale(initial=2.0 ** 40, growth_interval=5)
+    model = P.with_precision(model, "f16")
+    state = TrainState.create(model, opt, jax.random.PRNGKey(0), loss_scale=scaler)
+    runner = EpochRunner(model, "cross_entropy", opt, 512, 32, loss_scale=scaler)
     first = None
     skipped = 0
     for _ in range(3):
@@ -238,37 +276,41 @@ def test_float16_recovers_from_a_forced_overflow():
     assert float(stats["loss_sum"]) / 16 < 0.6 * first  # and training went on
 
 
-def test_create_refuses_narrow_master_params():
+def test_fit_refuses_narrow_master_params():
+    x, y = _data(n=64, features=3, classes=2)
     with pytest.raises(ValueError, match="keeps a float32 master copy.*bfloat16"):
-        TrainState.create(fnnet.mlp([3, 2]), optim.sgd(0.1), jax.random.PRNGKey(0),
-                          dtype=jnp.bfloat16, precision="bf16")
+        fnnet.fit(fnnet.mlp([3, 2]), "ce", optim.sgd(0.1), (x, y), dtype=jnp.bfloat16,
+                  precision="bf16", progress=False)
     params = fnnet.mlp([3, 2]).init(jax.random.PRNGKey(0), jnp.float16)
     with pytest.raises(ValueError, match="float16 parameters"):
-        TrainState.create(fnnet.mlp([3, 2]), optim.sgd(0.1), jax.random.PRNGKey(0),
-                          params=params, precision="f16")
+        fnnet.fit(fnnet.mlp([3, 2]), "ce", optim.sgd(0.1), (x, y), params=params,
+                  precision="f16", progress=False)
 
 
 def test_ensembles_and_checkpoints_keep_the_policy(tmp_path):
     model, opt = fnnet.mlp([20, 16, 5]), optim.momentum(0.1)
     x, y = _data()
     common = dict(epochs=2, batch_size=64, ensemble=2, progress=False, precision="f16")
-    whole, history = fnnet.fit(model, "ce", opt, (x, y), return_state=True, **common)
+    whole, history = fnnet.fit(model, "ce", opt, (x, y), **common)
     assert whole.loss_scale.scale.shape == (2,)
     assert history["skipped_steps"] == [[0, 0], [0, 0]] and len(history["loss_scale"]) == 2
     ckpt = tmp_path / "run.npz"
-    fnnet.fit(model, "ce", opt, (x, y), return_state=True, checkpoint=ckpt,
+    fnnet.fit(model, "ce", opt, (x, y), checkpoint=ckpt,
               **dict(common, epochs=1))
-    resumed, _ = fnnet.fit(model, "ce", opt, (x, y), return_state=True, resume=ckpt, **common)
+    resumed, _ = fnnet.fit(model, "ce", opt, (x, y), checkpoint=ckpt, resume=True, **common)
     for a, b in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(whole)):
         np.testing.assert_array_equal(a, b)  # the loss scale came back with the params
-    with pytest.raises(ValueError, match="precision: saved 'f16', now 'bf16'"):
-        fnnet.fit(model, "ce", opt, (x, y), resume=ckpt, **dict(common, precision="bf16"))
+    with pytest.raises(ValueError, match="precision 'f16' -> 'bf16'"):
+        fnnet.fit(model, "ce", opt, (x, y), checkpoint=ckpt, resume=True,
+                  **dict(common, precision="bf16"))
     # one model of a bf16 ensemble is the model a single bf16 run trains
     keys = jax.random.split(jax.random.PRNGKey(5), 2)
-    both, _ = fnnet.fit(model, "ce", opt, (x, y), key=jax.random.PRNGKey(5),
+    state, _ = fnnet.fit(model, "ce", opt, (x, y), key=jax.random.PRNGKey(5),
                         **dict(common, precision="bf16"))
-    one, _ = fnnet.fit(model, "ce", opt, (x, y), key=keys[1],
+    both = state.params
+    state, _ = fnnet.fit(model, "ce", opt, (x, y), key=keys[1],
                        **dict(common, precision="bf16", ensemble=None))
+    one = state.params
     for a, b in zip(jax.tree_util.tree_leaves(both), jax.tree_util.tree_leaves(one)):
         np.testing.assert_allclose(a[1], b, rtol=1e-5, atol=1e-6)
 
@@ -281,9 +323,23 @@ def test_fit_refuses_what_the_policy_cannot_do():
     with pytest.raises(ValueError, match="keeps a float32 master copy"):
         fnnet.fit(fnnet.mlp([20, 5]), "ce", optim.sgd(0.1), (x, y), precision="bf16",
                   dtype=jnp.bfloat16, progress=False)
-    with pytest.raises(ValueError, match="loss scaling .* not supported over chunks"):
+    with pytest.raises(TypeError, match="loss_scale must be 'auto', None or"):
         fnnet.fit(fnnet.mlp([20, 5]), "ce", optim.sgd(0.1), (x, y), precision="f16",
-                  batch_size=None, chunk_size=16, progress=False, epochs=0)
+                  loss_scale=1024.0, progress=False)
+
+
+def test_loss_scaling_composes_with_chunked_full_batches():
+    """A loss scale is a transform of the loss, so the chunked full-batch gradient takes it as
+    any other: the same params as the unchunked run."""
+    x, y = _data(n=64)
+    runs = [fnnet.fit(fnnet.mlp([20, 5]), "ce", optim.sgd(0.1), (x, y), precision="f16",
+                      batch_size=None, chunk_size=chunk, progress=False, epochs=3)
+            for chunk in (16, None)]
+    (chunked, h_chunked), (whole, h_whole) = runs
+    assert h_chunked["skipped_steps"] == h_whole["skipped_steps"] == [0, 0, 0]
+    for a, b in zip(jax.tree_util.tree_leaves(chunked.params),
+                    jax.tree_util.tree_leaves(whole.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture
@@ -300,9 +356,10 @@ def test_bf16_mnist_784_128_10_within_0_3_points_of_f32(mnist):
     (xtr, ytr), (xte, yte) = mnist
     accuracy = {}
     for policy in ("f32", "bf16"):
-        params, _ = fnnet.fit(fnnet.mlp([784, 128, 10]), "ce", optim.momentum(0.1), (xtr, ytr),
+        state, _ = fnnet.fit(fnnet.mlp([784, 128, 10]), "ce", optim.momentum(0.1), (xtr, ytr),
                               epochs=5, batch_size=128, key=jax.random.PRNGKey(0),
                               progress=False, precision=policy)
+        params = state.params
         _, accuracy[policy] = fnnet.evaluate(fnnet.mlp([784, 128, 10]), "ce", params, xte, yte,
                                              precision=policy)
     assert float(accuracy["f32"]) > 0.97

@@ -45,9 +45,10 @@ def tree_equal(a, b):
 
 
 def test_xor_reaches_100_percent():
-    params, history = fnnet.fit(XOR_NET, losses.mse, optim.sgd(0.5), (XOR_X, XOR_Y), epochs=600,
+    state, history = fnnet.fit(XOR_NET, losses.mse, optim.sgd(0.5), (XOR_X, XOR_Y), epochs=600,
                                 batch_size=None, key=jax.random.PRNGKey(1), progress=False,
                                 dtype=F64)
+    params = state.params
     out = XOR_NET.apply(params, jnp.asarray(XOR_X))
     assert float(metrics.accuracy(out, jnp.asarray(XOR_Y))) == 1.0, out
     assert history["train_accuracy"][-1] == 1.0
@@ -57,8 +58,9 @@ def test_xor_reaches_100_percent():
 def test_spiral_reaches_100_percent():
     x, y = spiral()
     model = fnnet.mlp([2, 32, 32, 2], activation="tanh")
-    params, history = fnnet.fit(model, losses.cross_entropy, optim.adam(0.02), (x, y), epochs=400,
+    state, history = fnnet.fit(model, losses.cross_entropy, optim.adam(0.02), (x, y), epochs=400,
                                 batch_size=None, key=jax.random.PRNGKey(0), progress=False)
+    params = state.params
     acc = float(metrics.accuracy(model.apply(params, jnp.asarray(x, jnp.float32)), jnp.asarray(y)))
     assert acc == 1.0, f"spiral training accuracy {acc}"
 
@@ -69,8 +71,9 @@ def test_full_batch_mode_is_plain_gradient_descent():
     x, y = rng.normal(size=(50, 4)), rng.integers(0, 3, 50)
     model = fnnet.mlp([4, 5, 3])
     params0 = model.init(jax.random.PRNGKey(0), F64)
-    params, history = fnnet.fit(model, losses.cross_entropy, optim.sgd(0.1), (x, y), epochs=5,
+    state, history = fnnet.fit(model, losses.cross_entropy, optim.sgd(0.1), (x, y), epochs=5,
                                 batch_size=None, params=params0, progress=False, dtype=F64)
+    params = state.params
     vg = fnnet.value_and_grad(model, losses.cross_entropy)
     p = params0
     for _ in range(5):
@@ -93,7 +96,8 @@ def test_manual_and_autodiff_training_follow_the_same_trajectory():
         runs[grads] = fnnet.fit(model, losses.cross_entropy, optim.momentum(0.1), (x, y),
                                 epochs=40, batch_size=8, key=jax.random.PRNGKey(3), grads=grads,
                                 progress=False, dtype=F64)  # 40 epochs × 8 steps = 320 steps
-    (pm, hm), (pa, ha) = runs["manual"], runs["autodiff"]
+    (sm, hm), (sa, ha) = runs["manual"], runs["autodiff"]
+    pm, pa = sm.params, sa.params
     np.testing.assert_allclose(hm["loss"], ha["loss"], rtol=1e-10)
     assert tree_max_abs_diff(pm, pa) < 1e-10
 
@@ -102,22 +106,64 @@ def test_train_step_jit_and_vmap_over_models():
     model = fnnet.mlp([3, 4, 2])
     opt = optim.sgd(0.1)
     step = jax.jit(jax.vmap(fnnet.train_step(model, losses.cross_entropy, opt),
-                            in_axes=(0, 0, None, None)))
-    keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    params = jax.vmap(lambda k: model.init(k, F64))(keys)
-    states = jax.vmap(opt.init)(params, jnp.array([0.0, 0.1, 1.0]))
+                            in_axes=(0, None, None, None)))
+    states = fnnet.TrainState.create(model, opt, jax.random.PRNGKey(0), lrs=[0.0, 0.1, 1.0],
+                                     dtype=F64)
+    params = states.params
     x = jnp.ones((5, 3), F64)
     y = jnp.arange(5) % 2
-    new_params, new_states, values = step(params, states, x, y)
-    assert values.shape == (3,)
+    new, stats = step(states, x, y, jax.random.PRNGKey(1))
+    assert stats["loss"].shape == (3,) and bool(np.all(stats["ok"]))
+    new_params = new.params
     assert tree_equal(jax.tree_util.tree_map(lambda a: a[0], new_params),
                       jax.tree_util.tree_map(lambda a: a[0], params))  # lr 0 leaves model 0 alone
     for k, lr in ((1, 0.1), (2, 1.0)):
         pk = jax.tree_util.tree_map(lambda a, k=k: a[k], params)
-        _, g = fnnet.value_and_grad(model, losses.cross_entropy)(pk, x, y)
+        value, g = fnnet.value_and_grad(model, losses.cross_entropy)(pk, x, y)
+        assert float(stats["loss"][k]) == pytest.approx(float(value), rel=1e-14)
         expected = jax.tree_util.tree_map(lambda p, g, lr=lr: p - lr * g, pk, g)
         assert tree_max_abs_diff(jax.tree_util.tree_map(lambda a, k=k: a[k], new_params),
                                  expected) < 1e-14
+
+
+def test_train_step_refuses_what_is_not_a_train_state():
+    model = fnnet.mlp([3, 2])
+    step = fnnet.train_step(model, "cross-entropy", optim.sgd(0.1))
+    params = model.init(jax.random.PRNGKey(0))
+    with pytest.raises(TypeError, match=r"train_step: state must be a TrainState"):
+        step(params, jnp.ones((2, 3)), jnp.zeros(2, int), jax.random.PRNGKey(0))
+    scaled = fnnet.train_step(model, "cross-entropy", optim.sgd(0.1),
+                              loss_scale=fnnet.loss_scale.DynamicLossScale())
+    state = fnnet.TrainState.create(model, optim.sgd(0.1), jax.random.PRNGKey(0))
+    with pytest.raises(TypeError, match=r"loss_scale is set.*TrainState.create"):
+        scaled(state, jnp.ones((2, 3)), jnp.zeros(2, int), jax.random.PRNGKey(0))
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_the_epoch_is_the_step_scanned(dropout):
+    """One step, one meaning: the epoch ``fit`` compiles equals calling ``train_step`` in a
+    Python loop over the same minibatches with the same keys, step by step and at the end."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(40, 5)), F64)
+    y = jnp.asarray(rng.integers(0, 3, 40))
+    layers = [fnnet.Dense(5, 8), fnnet.ReLU()] + ([fnnet.layers.Dropout(0.3)] if dropout else [])
+    model = fnnet.Sequential(*layers, fnnet.Dense(8, 3), fnnet.Softmax())
+    opt = optim.momentum(0.1)
+    state = fnnet.TrainState.create(model, opt, jax.random.PRNGKey(2), dtype=F64)
+    epoch = jax.jit(fnnet.training.epoch_program(model, "cross-entropy", opt, 40, 8))
+    after, stats = epoch(state, x, y)
+
+    step = jax.jit(fnnet.train_step(model, "cross-entropy", opt))
+    _, shuffle_key, steps_key = jax.random.split(state.key, 3)
+    order = jnp.argsort(jax.random.bits(shuffle_key, (40,))).reshape(5, 8)
+    current = state._replace(loss_limit=jnp.asarray(state.loss_limit, jnp.float32))
+    for t, idx in enumerate(order):
+        current, one = step(current, x[idx], y[idx], jax.random.fold_in(steps_key, t))
+        for name, value in one.items():
+            np.testing.assert_array_equal(stats["steps"][name][t], value, err_msg=f"{name}, step {t}")
+    assert tree_equal(after.params, current.params)
+    assert tree_equal(after.opt_state, current.opt_state)
+    assert float(stats["loss_sum"]) == pytest.approx(float(np.sum(stats["steps"]["loss"])))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,14 +175,16 @@ def test_ensemble_equals_models_trained_one_by_one():
     x, y = rng.normal(size=(60, 5)), rng.integers(0, 3, 60)
     model = fnnet.mlp([5, 8, 3])
     key = jax.random.PRNGKey(7)
-    stacked, history = fnnet.fit(model, losses.cross_entropy, optim.adam(0.01), (x, y), epochs=3,
+    state, history = fnnet.fit(model, losses.cross_entropy, optim.adam(0.01), (x, y), epochs=3,
                                  batch_size=16, key=key, ensemble=3, validation=(x, y),
                                  progress=False, dtype=F64)
+    stacked = state.params
     assert np.shape(history["loss"]) == (3, 3) and np.shape(history["val_accuracy"]) == (3, 3)
     for k, subkey in enumerate(jax.random.split(key, 3)):
-        params, h = fnnet.fit(model, losses.cross_entropy, optim.adam(0.01), (x, y), epochs=3,
+        state, h = fnnet.fit(model, losses.cross_entropy, optim.adam(0.01), (x, y), epochs=3,
                               batch_size=16, key=subkey, validation=(x, y), progress=False,
                               dtype=F64)
+        params = state.params
         assert tree_max_abs_diff(jax.tree_util.tree_map(lambda a, k=k: a[k], stacked),
                                  params) < 1e-12, f"model {k} differs from its solo run"
         np.testing.assert_allclose(np.asarray(history["loss"])[:, k], h["loss"], rtol=1e-12)
@@ -150,12 +198,14 @@ def test_learning_rate_sweep_equals_separate_runs():
     x, y = rng.normal(size=(40, 4)), rng.integers(0, 2, 40)
     model = fnnet.mlp([4, 6, 2], activation="tanh")
     lrs = [0.01, 0.1, 0.5]
-    stacked, _ = fnnet.fit(model, losses.cross_entropy, optim.sgd(1.0), (x, y), epochs=2,
+    state, _ = fnnet.fit(model, losses.cross_entropy, optim.sgd(1.0), (x, y), epochs=2,
                            batch_size=10, key=jax.random.PRNGKey(0), lrs=lrs, progress=False,
                            dtype=F64)
+    stacked = state.params
     for k, lr in enumerate(lrs):
-        params, _ = fnnet.fit(model, losses.cross_entropy, optim.sgd(lr), (x, y), epochs=2,
+        state, _ = fnnet.fit(model, losses.cross_entropy, optim.sgd(lr), (x, y), epochs=2,
                               batch_size=10, key=jax.random.PRNGKey(0), progress=False, dtype=F64)
+        params = state.params
         assert tree_max_abs_diff(jax.tree_util.tree_map(lambda a, k=k: a[k], stacked),
                                  params) < 1e-12, f"lr {lr}"
 
@@ -183,11 +233,13 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     x, y = rng.normal(size=(48, 5)), rng.integers(0, 3, 48)
     model = fnnet.mlp([5, 7, 3])
     kw = dict(batch_size=12, key=jax.random.PRNGKey(5), progress=False, validation=(x, y))
-    full, h_full = fnnet.fit(model, "cross-entropy", optim.momentum(0.05), (x, y), epochs=4, **kw)
+    state, h_full = fnnet.fit(model, "cross-entropy", optim.momentum(0.05), (x, y), epochs=4, **kw)
+    full = state.params
     ckpt = tmp_path / "run.npz"
     fnnet.fit(model, "cross-entropy", optim.momentum(0.05), (x, y), epochs=2, checkpoint=ckpt, **kw)
-    resumed, h_res = fnnet.fit(model, "cross-entropy", optim.momentum(0.05), (x, y), epochs=4,
-                               resume=ckpt, checkpoint=ckpt, **kw)
+    state, h_res = fnnet.fit(model, "cross-entropy", optim.momentum(0.05), (x, y), epochs=4,
+                               checkpoint=ckpt, resume=True, **kw)
+    resumed = state.params
     assert tree_equal(full, resumed), "resumed params differ from the uninterrupted run"
     assert h_res["loss"] == h_full["loss"] and h_res["epoch"] == [1, 2, 3, 4]
     _, meta = fnnet.load(ckpt)
@@ -204,18 +256,18 @@ def test_resume_from_corrupted_or_truncated_checkpoint_is_a_clear_error(tmp_path
     ckpt.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"run\.npz.*(corrupted|truncated)"):
         fnnet.fit(model, "cross-entropy", optim.sgd(0.1), (x, y), epochs=2, batch_size=4,
-                  resume=ckpt, progress=False)
+                  checkpoint=ckpt, resume=True, progress=False)
     ckpt.write_bytes(b"not a checkpoint at all")
     with pytest.raises(ValueError, match=r"run\.npz"):
         fnnet.fit(model, "cross-entropy", optim.sgd(0.1), (x, y), epochs=2, batch_size=4,
-                  resume=ckpt, progress=False)
+                  checkpoint=ckpt, resume=True, progress=False)
     # a checkpoint of another network
     other = tmp_path / "other.npz"
     fnnet.fit(fnnet.mlp([2, 3, 2]), "cross-entropy", optim.sgd(0.1), (x, y), epochs=1,
               batch_size=4, checkpoint=other, progress=False)
-    with pytest.raises(ValueError, match=r"another configuration \(model: saved 'Sequential\(Dense\(2, 3\)"):
+    with pytest.raises(ValueError, match=r"another configuration \(model 'Sequential\(Dense\(2, 3\)"):
         fnnet.fit(model, "cross-entropy", optim.sgd(0.1), (x, y), epochs=2, batch_size=4,
-                  resume=other, progress=False)
+                  checkpoint=other, resume=True, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,8 +280,9 @@ def test_non_finite_loss_stops_training_and_keeps_last_finite_params():
     model = fnnet.mlp([3, 16, 1], output="linear")
     with pytest.warns(RuntimeWarning, match=r"(became non-finite|past the divergence bound [\d.e+]+,) at "
                                           r"epoch \d+, step \d+ \(last finite loss"):
-        params, history = fnnet.fit(model, losses.mse, optim.sgd(10.0), (x, y), epochs=50,
+        state, history = fnnet.fit(model, losses.mse, optim.sgd(10.0), (x, y), epochs=50,
                                     batch_size=8, key=jax.random.PRNGKey(0), progress=False)
+        params = state.params
     assert len(history["epoch"]) < 50, "training went on after the loss diverged"
     assert history["diverged"]
     leaves = jax.tree_util.tree_leaves(params)
@@ -245,8 +298,9 @@ def test_ensemble_member_that_diverges_is_frozen_others_go_on():
     model = fnnet.mlp([3, 8, 1], output="linear")
     with pytest.warns(RuntimeWarning, match="model 1: loss (became non-finite|reached .* past the "
                                           "divergence bound)"):
-        params, history = fnnet.fit(model, losses.mse, optim.sgd(1.0), (x, y), epochs=6,
+        state, history = fnnet.fit(model, losses.mse, optim.sgd(1.0), (x, y), epochs=6,
                                     batch_size=8, lrs=[1e-4, 10.0], progress=False)
+        params = state.params
     assert len(history["epoch"]) == 6
     assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree_util.tree_leaves(params))
 
@@ -258,8 +312,9 @@ def test_same_key_gives_bit_identical_params():
     runs = [fnnet.fit(model, "cross-entropy", optim.adam(1e-2), (x, y), epochs=3, batch_size=20,
                       key=jax.random.PRNGKey(11), progress=False)[0] for _ in range(2)]
     assert tree_equal(*runs)
-    other, _ = fnnet.fit(model, "cross-entropy", optim.adam(1e-2), (x, y), epochs=3, batch_size=20,
+    state, _ = fnnet.fit(model, "cross-entropy", optim.adam(1e-2), (x, y), epochs=3, batch_size=20,
                          key=jax.random.PRNGKey(12), progress=False)
+    other = state.params
     assert not tree_equal(runs[0], other)
 
 

@@ -193,8 +193,8 @@ def fit_epoch(cfg, xd, yd, seed, grads="manual", chunk_size="auto", precision="f
     scaling, so ``"f16"`` is not timed here)."""
     model, opt = model_and_optimizer(cfg)
     chunk = parallel.resolve_chunk_size(chunk_size, len(xd), cfg["batch"], xd)
-    runner = fnnet.EpochRunner(model, "cross-entropy", opt, len(xd), cfg["batch"], grads=grads,
-                               chunk_size=chunk, precision=precision)
+    runner = fnnet.EpochRunner(fnnet.precision.with_precision(model, precision), "cross-entropy",
+                               opt, len(xd), cfg["batch"], grads=grads, chunk_size=chunk)
     return runner.program(keep_last_good=False), initial_state(cfg, model, opt, seed), chunk
 
 

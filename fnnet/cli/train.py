@@ -25,20 +25,19 @@ import jax
 import jax.numpy as jnp
 
 from .. import checkpoints, datasets, distributed, optim
-from ..io import read_json, write_json
+from ..io import write_json
 from ..model_config import (
     NUM_CLASSES,
     MetadataError,
     check_image_layers,
     describe,
-    model_from_metadata,
+    network,
     optimizer_of,
-    resume_differences,
     train_config,
 )
 from ..scoring import targets
-from ..training import fit
-from ..training.epoch import DIVERGENCE_FACTOR
+from ..training import DIVERGENCE_FACTOR, fit
+from ..training.config import ResumeError
 from .common import (
     CNN_SUMMARY,
     FORMATTER,
@@ -214,18 +213,6 @@ def _check_resume_state(prog, state_path):
         raise UsageError(prog, f"argument --resume: {e}") from None
 
 
-def _check_resume_config(prog, out, config):
-    """A resumed run must continue the same run: ``config.json`` in ``out`` must agree on every
-    setting but ``epochs`` (and the data folder)."""
-    try:
-        differ = resume_differences(read_json(out / "config.json"), config)
-    except (OSError, ValueError) as e:
-        raise UsageError(prog, f"argument --resume: cannot read {out / 'config.json'} ({e})") from None
-    if differ:
-        raise UsageError(prog, f"argument --resume: the run in {out} was trained with other settings "
-                               f"({'; '.join(differ)}); resume with the same flags")
-
-
 def _data(args):
     """``(train, validation, test)`` as model inputs, and the folder ``--data-dir`` named."""
     prog = args.prog
@@ -260,27 +247,46 @@ def _products(args):
     return "" if args.precision == "f32" else f", {args.precision} products"
 
 
-def _fit(model, args, config, train, validation, state_path):
-    """``(params, history)`` of ``fit``. Its divergence warning is dropped: the command reports
-    divergence itself, on one line; every other warning passes through."""
+def _write_config(out):
+    """A callback writing the run's configuration (``fit``'s ``RunConfig``, serialised) to
+    ``config.json`` after this command's first epoch: a run that is refused, or stopped before
+    an epoch ends, leaves the folder's old ``config.json`` as it was."""
+    written = []
+
+    def callback(record, state, history):
+        if not written and distributed.is_main():
+            write_json(out / "config.json", history["config"])
+            written.append(record.epoch)
+
+    return callback
+
+
+def _fit(model, args, config, train, validation, out):
+    """``(state, history)`` of ``fit``. Its divergence warning is dropped: the command reports
+    divergence itself, on one line; every other warning passes through. A resume that does not
+    continue the run saved in ``out`` is a usage error."""
     num_models = config["ensemble"]
     steps = 1 if args.batch_size is None else len(train[0]) // args.batch_size
     split = lambda part: (part[0], targets(args.loss, part[1], NUM_CLASSES))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        params, history = fit(
-            model=model, loss=args.loss, optimizer=optimizer_of(config, steps),
-            train=split(train), epochs=args.epochs, batch_size=args.batch_size,
-            key=jax.random.PRNGKey(args.seed),
-            validation=split(validation) if len(validation[0]) else None, grads=args.grads,
-            ensemble=num_models if num_models > 1 else None, progress=not args.quiet,
-            checkpoint=state_path, resume=state_path if args.resume else None,
-            devices="all" if args.distributed else None, dtype=jnp.float32,
-            precision=args.precision)
+        try:
+            state, history = fit(
+                model, args.loss, optimizer_of(config, steps), split(train),
+                epochs=args.epochs, batch_size=args.batch_size, key=jax.random.PRNGKey(args.seed),
+                validation=split(validation) if len(validation[0]) else None, grads=args.grads,
+                ensemble=num_models if num_models > 1 else None, progress=not args.quiet,
+                checkpoint=out / "train_state.npz", resume=args.resume,
+                devices="all" if args.distributed else None, dtype=jnp.float32,
+                precision=args.precision, recipe=config, callbacks=[_write_config(out)])
+        except ResumeError as e:
+            message = str(e).removeprefix("fit: ")
+            raise UsageError(args.prog, f"argument --resume: {message}; resume with the same "
+                                        f"flags") from None
     for w in caught:
         if not (issubclass(w.category, RuntimeWarning) and history.get("diverged")):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return params, history
+    return state, history
 
 
 def run(args):
@@ -300,26 +306,23 @@ def run(args):
     if args.distributed:
         check_split(prog, args.batch_size, len(train[0]))
     config = _config(args, len(validation[0]), folder)
-    if args.resume:
-        _check_resume_config(prog, out, config)
-    if main:
-        write_json(out / "config.json", config)
     examples = (len(train[0]), len(validation[0]), len(test[0]))
     if main and not args.quiet:
         _announce(args, config, out, examples)
-    model, _ = model_from_metadata(config)
+    model = network(config)  # fit applies --precision
     started, started_ns = time.perf_counter(), time.time_ns()
     try:
-        params, history = _fit(model, args, config, train, validation, state_path)
+        state, history = _fit(model, args, config, train, validation, out)
     except KeyboardInterrupt:  # the other processes leave the message to process 0
         since = 0 if args.resume else started_ns
         return _interrupted(args, out, state_path, since) if main else EXIT_INTERRUPTED
     seconds = time.perf_counter() - started
     if not main:
         return 0
+    params = state.params
     if args.distributed:
         params = distributed.to_host(params)  # replicated in every process: this one's copy
-    write_results(args, model, config, params, history, test, examples, out, seconds)
+    write_results(args, model, history["config"], params, history, test, examples, out, seconds)
     diverged = divergence_message(history, args.ensemble)
     if diverged:
         print(f"{prog}: error: {diverged}", file=sys.stderr, flush=True)

@@ -9,6 +9,8 @@ methods::
     backward(params, cache, dy)    -> (dparams, dx)     the note's equations, nothing else
     init_state(dtype)              -> state             () unless the layer keeps statistics
     next_state(state, cache)       -> state             after a training forward
+    with_precision(policy)         -> layer             its products under a precision policy
+    stochastic                     -> bool              whether training needs key=
 
 ``apply`` and ``forward`` also take keyword-only ``state=``, ``key=`` and ``train=`` (``apply``
 defaults to inference, ``forward`` to training); layers that need none ignore them (``base``).
@@ -22,11 +24,24 @@ note's column equation and the transposition used here. The notes are in experim
 
 Images are batch first and channels last, ``(N, H, W, C)``.
 
-Modules: ``base`` (the state half of the protocol), ``dense`` (``Dense``), ``conv``
-(``Conv2D``), ``pooling`` (``MaxPool2D``, ``AvgPool2D``), ``reshape`` (``Flatten``), ``dropout``
-(``Dropout``), ``normalization`` (``BatchNorm``, ``LayerNorm``), ``activations`` (``ReLU``,
-``Sigmoid``, ``Tanh``, ``Identity``, ``Softmax``; ``get`` an activation by name),
-``initializers`` (``INITS``), ``checks`` (the input checks run at trace time).
+Every layer subclasses ``Layer`` (``base``), which states the protocol, makes ``init``, ``apply``,
+``forward`` and ``backward`` abstract and gives the rest (``init_state``, ``next_state``,
+``with_precision``, ``stochastic``) defaults for a layer without state, randomness or products.
+
+Modules: ``base`` (``Layer``, the protocol), ``dense`` (``Dense``, ``DenseParams``), ``conv``
+(``Conv2D``, ``ConvParams``), ``conv_forms`` (the convolution's reference forms: ``conv2d_naive``,
+``conv2d_backward_naive``, ``conv2d_backward_correlation``), ``windows`` (the window geometry
+``conv`` and ``pooling`` share), ``pooling`` (``MaxPool2D``, ``AvgPool2D``), ``reshape``
+(``Flatten``), ``dropout`` (``Dropout``), ``normalization`` (``BatchNorm``, ``LayerNorm``,
+``NormParams``; ``normalize`` and its two backward forms), ``activations`` (``ReLU``, ``Sigmoid``,
+``Tanh``, ``Identity``, ``Softmax``, their bases ``Activation`` and ``Elementwise``; ``get`` an
+activation by name; ``softmax``, ``log_softmax`` and the softmax backward forms), ``initializers``
+(``INITS``), ``checks`` (the input checks run at trace time).
+
+This package exports the layers, their params types, ``Layer``, the activation bases,
+``ACTIVATIONS``, ``INITS`` and ``get``; the reference forms and helpers are imported from their
+own modules (``from fnnet.layers.conv_forms import conv2d_naive``). Each params NamedTuple
+registers itself for checkpoints where it is defined (``fnnet.pytrees.register_namedtuple``).
 """
 
 from .activations import (
@@ -38,43 +53,19 @@ from .activations import (
     Sigmoid,
     Softmax,
     Tanh,
-    activation,
     get,
-    log_softmax,
-    softmax,
-    softmax_backward_jacobian,
-    softmax_backward_simple,
 )
-from .base import Stateless
-from .checks import check_features, check_floating
-from .conv import (
-    Conv2D,
-    ConvParams,
-    conv2d_backward_correlation,
-    conv2d_backward_naive,
-    conv2d_naive,
-)
+from .base import Layer
+from .conv import Conv2D, ConvParams
 from .dense import Dense, DenseParams
 from .dropout import Dropout
 from .initializers import INITS
-from .normalization import (
-    BatchNorm,
-    LayerNorm,
-    NormCache,
-    NormParams,
-    normalize,
-    normalize_backward,
-    normalize_backward_staged,
-)
+from .normalization import BatchNorm, LayerNorm, NormParams
 from .pooling import AvgPool2D, MaxPool2D
 from .reshape import Flatten
 
 __all__ = [
-    "ACTIVATIONS", "INITS", "Activation", "Dense", "DenseParams", "Elementwise", "Identity", "ReLU",
-    "Sigmoid", "Softmax", "Tanh", "activation", "check_features", "check_floating", "get",
-    "log_softmax", "softmax", "softmax_backward_jacobian", "softmax_backward_simple",
-    "AvgPool2D", "BatchNorm", "Conv2D", "ConvParams", "Dropout", "Flatten", "LayerNorm",
-    "MaxPool2D", "NormCache", "NormParams", "Stateless", "conv2d_backward_correlation",
-    "conv2d_backward_naive", "conv2d_naive", "normalize", "normalize_backward",
-    "normalize_backward_staged",
+    "ACTIVATIONS", "INITS", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "ConvParams", "Dense",
+    "DenseParams", "Dropout", "Elementwise", "Flatten", "Identity", "Layer", "LayerNorm",
+    "MaxPool2D", "NormParams", "ReLU", "Sigmoid", "Softmax", "Tanh", "get",
 ]

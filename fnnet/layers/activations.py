@@ -14,12 +14,12 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from .base import Stateless
+from .base import Layer
 from .checks import check_array, check_no_params, lookup
 
 
 @dataclass(frozen=True, repr=False)
-class Activation(Stateless):
+class Activation(Layer):
     """A layer without parameters, ``y = f(x)``.
 
     A subclass gives ``f``, ``backward`` and what ``forward`` keeps for ``backward`` in ``cache``:
@@ -203,7 +203,3 @@ def get(name):
     if isinstance(name, Activation):
         return name
     return lookup(ACTIVATIONS, name, "activation")()
-
-
-activation = get
-"""The old name of ``get``."""

@@ -1,4 +1,4 @@
-"""The 2-D convolution (``Conv2D``), its backward derived from the sum, and its three forms.
+"""The 2-D convolution (``Conv2D``) and its backward derived from the sum.
 
 Images are NHWC (batch first, channels last); kernels are HWIO, ``W`` of shape
 ``(kh, kw, in_channels, out_channels)``. As in every deep-learning library the "convolution" is a
@@ -10,13 +10,15 @@ The forms, each computing the same ``Y``, ``dW``, ``db``, ``dX`` (a test shows t
 - ``Conv2D.forward``/``backward``: im2col, a convolution as a matrix product of patches
   (``Y = P·Wmat + b``, ``dWmat = Pᵀ·dY``, ``dX = col2im(dY·Wmatᵀ)``), the fastest on the CPU inside
   ``lax.scan`` (README.md, "Convolutions", has the measurements);
-- ``conv2d_naive``/``conv2d_backward_naive``: numpy loops over the output positions (cs231n's
-  ``conv_forward_naive``/``conv_backward_naive``), float64, for small sizes;
-- ``conv2d_backward_correlation``: ``dW`` the correlation of the input with ``dY``, ``dX`` the full
+- in ``conv_forms`` (which imports this module, never the other way): ``conv2d_naive``/
+  ``conv2d_backward_naive``, numpy loops over the output positions (cs231n's
+  ``conv_forward_naive``/``conv_backward_naive``), float64, for small sizes; and
+  ``conv2d_backward_correlation``, ``dW`` the correlation of the input with ``dY``, ``dX`` the full
   convolution of ``dY`` with the flipped kernel (TheIndependentCode's ``dK = X ⋆ dY``,
   ``dX = dY ∗ K``), ``dY`` dilated by the stride.
 
-``patches`` and ``col2im`` (the im2col pair) are shared with the pooling layers.
+The window geometry (paddings, output sizes, the input checks, and ``patches`` and ``col2im``, the
+im2col pair) is in ``windows``, shared with the pooling layers.
 """
 
 from __future__ import annotations
@@ -30,126 +32,32 @@ from jax import lax
 
 from .. import precision as _precision
 from ..checks import integer
-from .base import Stateless
-from .checks import check_floating, check_param, lookup
+from ..pytrees import register_namedtuple
+from .base import Layer
+from .checks import check_param, lookup
 from .initializers import INITS
+from .windows import (
+    check_images,
+    check_window,
+    col2im,
+    conv_pads,
+    out_size,
+    padding_spec,
+    pair,
+    patches,
+)
 
 DEFAULT_WEIGHT_INIT = "he"
-PADDINGS = ("valid", "same")
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
+@register_namedtuple
 class ConvParams(NamedTuple):
     """Parameters of a Conv2D: ``W`` of shape ``(kh, kw, in_channels, out_channels)`` and ``b`` of
     shape ``(out_channels,)``."""
 
     W: Any
     b: Any
-
-
-# ---------------------------------------------------------------------------------------------
-# Geometry: sizes, paddings, and the im2col pair
-
-
-def pair(where, name, value, minimum=1):
-    """``value`` (an int or a pair of ints, each ``>= minimum``) as a pair of ints."""
-    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(values) != 2:
-        raise ValueError(f"{where}: {name} must be an integer or a pair of integers, got {value!r}")
-    return tuple(integer(where, name, v, minimum) for v in values)
-
-
-def padding_spec(where, padding):
-    """``"valid"``, ``"same"`` or a non-negative int (symmetric), checked."""
-    if isinstance(padding, str):
-        if padding.lower() not in PADDINGS:
-            raise ValueError(f"{where}: padding must be 'valid', 'same' or a non-negative "
-                             f"integer, got {padding!r}")
-        return padding.lower()
-    return integer(where, "padding", padding, minimum=0)
-
-
-def conv_pads(padding, size, kernel, stride):
-    """``((top, bottom), (left, right))`` for an image of spatial ``size``.
-
-    ``"same"`` is TensorFlow's and XLA's ``SAME``: the output has ``ceil(size/stride)`` positions
-    and the total padding ``max((out − 1)·s + k − size, 0)`` is split with the extra one at the end.
-    """
-    if padding == "valid":
-        return ((0, 0), (0, 0))
-    if padding == "same":
-        pads = []
-        for n, k, s in zip(size, kernel, stride):
-            total = max((-(-n // s) - 1) * s + k - n, 0)
-            pads.append((total // 2, total - total // 2))
-        return tuple(pads)
-    return ((padding, padding), (padding, padding))
-
-
-def out_size(size, pads, kernel, stride):
-    """The output positions along each spatial axis: ``(H + pads − k) // s + 1``."""
-    return tuple((n + lo + hi - k) // s + 1
-                 for n, (lo, hi), k, s in zip(size, pads, kernel, stride))
-
-
-def check_images(layer, x, channels=None):
-    """Raise unless ``x`` is a floating NHWC batch (rank 4) with ``channels`` channels."""
-    check_floating(layer, x)
-    shape = tuple(jnp.shape(x))
-    if len(shape) != 4:
-        raise ValueError(f"{layer}: expected NHWC images of rank 4 (N, H, W, C), got shape {shape}"
-                         f" (a single image needs its batch axis: x[None])")
-    if channels is not None and shape[-1] != channels:
-        raise ValueError(f"{layer}: expected {channels} input channels (the last axis of NHWC), "
-                         f"got shape {shape}")
-
-
-def check_window(layer, x, pads, window, what="kernel"):
-    """Raise unless the ``window`` fits in the (padded) image."""
-    padded = tuple(n + lo + hi for n, (lo, hi) in zip(jnp.shape(x)[1:3], pads))
-    if padded[0] < window[0] or padded[1] < window[1]:
-        raise ValueError(f"{layer}: {what} {window} is larger than the (padded) image {padded} "
-                         f"of input shape {tuple(jnp.shape(x))}")
-
-
-def patches(xp, window, stride, out):
-    """The ``kh·kw`` strided slices of the padded input ``xp`` ``(N, Hp, Wp, C)``, in row-major
-    window order, each ``(N, OH, OW, C)``: slice ``(p, q)`` holds ``xp[n, i·s + p, j·s + q, c]``.
-    Plain strided slices: no gather."""
-    (kh, kw), (sh, sw), (oh, ow) = window, stride, out
-    return [xp[:, p:p + (oh - 1) * sh + 1:sh, q:q + (ow - 1) * sw + 1:sw, :]
-            for p in range(kh) for q in range(kw)]
-
-
-def col2im(cols, window, stride, padded, pads):
-    """The adjoint of ``patches``, cropped: the sum of every slice's gradient ``cols[p·kw + q]``
-    ``(N, OH, OW, C)`` back at its place in the padded input ``(N, Hp, Wp, C)``, the padding then
-    cut off. Each slice is put in place by one ``lax.pad``: interior padding ``s − 1`` undoes the
-    stride, the edges shift it by ``(p, q)``, negative edges crop the padding; no scatter."""
-    kw, (sh, sw), (hp, wp) = window[1], stride, padded
-    (top, bottom), (left, right) = pads
-    total = None
-    for index, col in enumerate(cols):
-        p, q = divmod(index, kw)
-        oh, ow = col.shape[1:3]
-        high = (hp - p - (oh - 1) * sh - 1, wp - q - (ow - 1) * sw - 1)
-        config = ((0, 0, 0), (p - top, high[0] - bottom, sh - 1), (q - left, high[1] - right, sw - 1),
-                  (0, 0, 0))
-        placed = lax.pad(col, jnp.zeros((), col.dtype), config)
-        total = placed if total is None else total + placed
-    return total
-
-
-# ---------------------------------------------------------------------------------------------
-# The layer
-
-
-@jax.tree_util.register_static
-@dataclass(frozen=True)
-class InputShape:
-    """An input's shape kept in a cache: static (no leaves) under ``jit``, ``vmap`` and ``scan``."""
-
-    shape: tuple
 
 
 @jax.tree_util.register_static
@@ -164,7 +72,7 @@ class ConvGeometry:
 
 
 @dataclass(frozen=True, init=False)
-class Conv2D(Stateless):
+class Conv2D(Layer):
     """2-D convolution (a cross-correlation, as everywhere), NHWC in and out::
 
         Y[n, i, j, o] = b[o] + Σ_{p,q,c} Xp[n, i·s + p, j·s' + q, c] · W[p, q, c, o]
@@ -209,10 +117,11 @@ class Conv2D(Stateless):
         object.__setattr__(self, "weight_init", init)
         object.__setattr__(self, "precision", _precision.get(precision))
 
-    def with_precision(self, precision):
-        """This layer with its products under ``precision``."""
+    def with_precision(self, policy):
+        """This layer with its products under ``policy`` (a ``fnnet.precision`` policy or its
+        name)."""
         return Conv2D(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                      self.padding, self.weight_init, precision=precision)
+                      self.padding, self.weight_init, precision=policy)
 
     def __repr__(self):
         kernel = self.kernel_size[0] if len(set(self.kernel_size)) == 1 else self.kernel_size
@@ -340,10 +249,3 @@ def _kernel_grad(P, dyr, policy):
     return _precision.transpose_result(policy.dot(_precision.transposed(dyc, policy), P, (1, 0)),
                                        policy)
 
-
-# The other forms live in conv_forms.py (imported here, where the docstring lists them).
-from .conv_forms import (  # noqa: E402, F401  (re-exported)
-    conv2d_backward_correlation,
-    conv2d_backward_naive,
-    conv2d_naive,
-)

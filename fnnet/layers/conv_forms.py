@@ -1,7 +1,11 @@
-"""The other forms of ``Conv2D``'s forward and backward, for the experiment and the tests:
-numpy loops over the output positions (cs231n's naive forms) and the correlation/convolution
-form of the derivation (TheIndependentCode's ``dK = X ⋆ dY``, ``dX = dY ∗ K``). The derivation
-itself is in ``Conv2D.backward``'s docstring (``fnnet/layers/conv.py``)."""
+"""The reference forms of ``Conv2D``'s forward and backward, for the experiment and the tests:
+numpy loops over the output positions (cs231n's naive forms, ``conv2d_naive``,
+``conv2d_backward_naive``) and the correlation/convolution form of the derivation
+(``conv2d_backward_correlation``, TheIndependentCode's ``dK = X ⋆ dY``, ``dX = dY ∗ K``). The
+derivation itself is in ``Conv2D.backward``'s docstring (``fnnet/layers/conv.py``).
+
+This module imports ``conv`` (for ``ConvParams``) and ``windows``; ``conv`` does not import it, and
+``fnnet.layers`` does not export its names: import them from here."""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .conv import DIMENSIONS, ConvParams, conv_pads, out_size, padding_spec, pair
+from .conv import DIMENSIONS, ConvParams
+from .windows import conv_pads, out_size, padding_spec, pair
 
 
 def _geometry(where, x, W, stride, padding):

@@ -9,13 +9,15 @@ import jax.numpy as jnp
 
 from .. import precision as _precision
 from ..checks import integer
-from .base import Stateless
+from ..pytrees import register_namedtuple
+from .base import Layer
 from .checks import check_features, check_param, lookup
 from .initializers import INITS
 
 DEFAULT_WEIGHT_INIT = "he"
 
 
+@register_namedtuple
 class DenseParams(NamedTuple):
     """Parameters of a Dense layer: ``W`` of shape ``(n_out, n_in)`` and ``b`` of shape ``(n_out,)``."""
 
@@ -24,7 +26,7 @@ class DenseParams(NamedTuple):
 
 
 @dataclass(frozen=True, init=False)
-class Dense(Stateless):
+class Dense(Layer):
     """Fully connected layer, ``Z = X Wᵀ + b`` (note 004), ``y_j = Σ_i w_ji x_i + b_j`` (note 000);
     the notes are in experiments/NOTES.md.
 
@@ -58,9 +60,10 @@ class Dense(Stateless):
             init_arg += f", precision={self.precision!r}"
         return f"Dense({self.n_in}, {self.n_out}{init_arg})"
 
-    def with_precision(self, precision):
-        """This layer with its products under ``precision``."""
-        return Dense(self.n_in, self.n_out, self.weight_init, precision=precision)
+    def with_precision(self, policy):
+        """This layer with its products under ``policy`` (a ``fnnet.precision`` policy or its
+        name)."""
+        return Dense(self.n_in, self.n_out, self.weight_init, precision=policy)
 
     def init(self, key, dtype=jnp.float32):
         shape = (self.n_out, self.n_in)

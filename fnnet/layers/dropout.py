@@ -22,12 +22,12 @@ import jax
 import jax.numpy as jnp
 
 from ..checks import real
-from .base import Stateless
+from .base import Layer
 from .checks import check_array, check_no_params
 
 
 @dataclass(frozen=True, init=False)
-class Dropout(Stateless):
+class Dropout(Layer):
     """Inverted dropout: in training each unit is dropped with probability ``rate`` and the rest
     scaled by ``1/(1 − rate)``; the identity at inference.
 

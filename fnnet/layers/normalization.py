@@ -41,10 +41,12 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 
 from ..checks import choice, integer, real
-from .base import Stateless
+from ..pytrees import register_namedtuple
+from .base import Layer
 from .checks import check_floating, check_param
 
 
+@register_namedtuple
 class NormParams(NamedTuple):
     """Parameters of ``BatchNorm`` and ``LayerNorm``: scale ``gamma`` (ones) and shift ``beta``
     (zeros), each of shape ``(num_features,)``."""
@@ -114,7 +116,7 @@ BACKWARD_FORMS = {"simplified": normalize_backward, "staged": normalize_backward
 
 
 @dataclass(frozen=True, init=False)
-class BatchNorm:
+class BatchNorm(Layer):
     """Batch normalisation over every axis but the last: the batch for ``(N, F)``, batch and space
     for ``(N, H, W, C)``. Derivation: this module's docstring.
 
@@ -135,7 +137,6 @@ class BatchNorm:
     momentum: float
     eps: float
     backward_form: str
-    stochastic = False
 
     def __init__(self, num_features, momentum=0.9, eps=1e-5, backward_form="simplified"):
         object.__setattr__(self, "num_features", integer("BatchNorm", "num_features",
@@ -196,7 +197,7 @@ class BatchNorm:
 
 
 @dataclass(frozen=True, init=False)
-class LayerNorm(Stateless):
+class LayerNorm(Layer):
     """Layer normalisation over the last axis, per example, the same in training and inference.
     Derivation: this module's docstring (``m`` is the number of features).
 

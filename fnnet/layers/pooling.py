@@ -8,7 +8,8 @@ columns no window reaches are left out, and get a zero gradient).
 ``backward`` are written by hand: when the stride equals the window (the usual 2×2 pool), the
 windows tile the image and a reshape to ``(N, OH, wh, OW, ww, C)`` exposes them, so pooling is a
 max or a mean over axes 2 and 4 and the backward a broadcast back; otherwise the windows are the
-``wh·ww`` strided slices of ``conv.patches``, and the backward goes back through ``conv.col2im``.
+``wh·ww`` strided slices of ``windows.patches``, and the backward goes back through
+``windows.col2im`` (the window geometry this module shares with the convolution).
 """
 
 from __future__ import annotations
@@ -19,15 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .base import Stateless
+from .base import InputShape, Layer
 from .checks import check_no_params
-from .conv import InputShape, check_images, check_window, col2im, pair, patches
-
-NO_PADS = ((0, 0), (0, 0))
+from .windows import NO_PADS, check_images, check_window, col2im, out_size, pair, patches
 
 
 @dataclass(frozen=True, init=False)
-class Pool2D(Stateless):
+class Pool2D(Layer):
     """What max and average pooling share: the window, the stride, the checks and the two ways
     of laying out the windows. A subclass gives ``apply``, ``forward`` and ``backward``."""
 
@@ -60,7 +59,7 @@ class Pool2D(Stateless):
         return lax.reduce_window(x, np.array(init, x.dtype), computation, dims, strides, "VALID")
 
     def _out(self, x):
-        return tuple((n - k) // s + 1 for n, k, s in zip(x.shape[1:3], self.window, self.stride))
+        return out_size(x.shape[1:3], NO_PADS, self.window, self.stride)
 
     @property
     def tiles(self):

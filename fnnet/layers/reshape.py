@@ -7,13 +7,12 @@ from dataclasses import dataclass
 
 import jax.numpy as jnp
 
-from .base import Stateless
+from .base import InputShape, Layer
 from .checks import check_floating, check_no_params
-from .conv import InputShape
 
 
 @dataclass(frozen=True)
-class Flatten(Stateless):
+class Flatten(Layer):
     """``(N, H, W, C) -> (N, H·W·C)`` in row-major (C) order: ``Y[n, (h·W + w)·C + c] = X[n, h, w, c]``,
     so the channels of a pixel stay side by side. Any ``(N, ...)`` of rank ≥ 2 works the same way;
     the batch axis is required.

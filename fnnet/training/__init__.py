@@ -1,8 +1,10 @@
-"""Training: the state, the epoch program, ``fit``, and what happens after each epoch.
+"""Training: the state, the step, the epoch program, ``fit``, and what happens after each epoch.
 
 - ``state``: ``TrainState``, everything that changes while training, for one model or K stacked.
-- ``epoch``: ``train_step``, ``epoch_program`` (one epoch as one compiled ``lax.scan``),
-  ``EpochRunner`` (compiles it, runs it, replays a diverged epoch with the guard on).
+- ``step``: ``train_step``, the one pure ``(state, x, y, key) -> (state, stats)``.
+- ``epoch``: ``epoch_program`` (a shuffle and a ``lax.scan`` of the step, one compiled program)
+  and ``EpochRunner`` (compiles it, runs it, replays a diverged epoch with the guard on).
+- ``config``: ``RunConfig``, a run's configuration, built once and compared on resume.
 - ``evaluate``: ``to_device`` and ``evaluate``.
 - ``callbacks``: ``EpochRecord``, the history, progress, checkpoints, the divergence warning.
 - ``fit``: the outline of training, built from the above.
@@ -16,13 +18,15 @@ from .callbacks import (
     save_checkpoint,
     warn_diverged,
 )
-from .epoch import EpochRunner, epoch_program, make_epoch, train_step
+from .config import RunConfig
+from .epoch import EpochRunner, epoch_program
 from .evaluate import evaluate, to_device
-from .fit import GRADS, fit
+from .fit import fit
 from .state import TrainState
+from .step import DIVERGENCE_FACTOR, GRADS, train_step
 
 __all__ = [
-    "GRADS", "HISTORY_KEYS", "EpochRecord", "EpochRunner", "TrainState", "epoch_program",
-    "epoch_record", "evaluate", "fit", "make_epoch", "print_progress", "save_checkpoint",
-    "to_device", "train_step", "warn_diverged",
+    "DIVERGENCE_FACTOR", "GRADS", "HISTORY_KEYS", "EpochRecord", "EpochRunner", "RunConfig",
+    "TrainState", "epoch_program", "epoch_record", "evaluate", "fit", "print_progress",
+    "save_checkpoint", "to_device", "train_step", "warn_diverged",
 ]

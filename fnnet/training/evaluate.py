@@ -21,9 +21,8 @@ def evaluate(model, loss, params, x, y, batch_size=10_000, fused=True, *, state=
              precision=None):
     """``(mean loss, accuracy)`` of ``params`` on ``x, y``, in chunks of ``batch_size`` rows, in
     inference mode (no dropout; normalisation with the running statistics in ``state``), the
-    products under ``precision`` (``fnnet.precision``; the model's own by default)."""
-    if precision is not None:
-        model = _precision.with_precision(model, precision)
+    products under ``precision`` (``fnnet.precision``; ``None``: the model as it is)."""
+    model = _precision.with_precision(model, precision)
     score_fn = objective(model, _losses.get(loss), fused, with_output=True)
     n = x.shape[0]
     if n == 0:

@@ -1,28 +1,32 @@
 """``fit``: the outline of training, built from the public pieces.
 
-``TrainState.create`` makes the state, ``EpochRunner`` compiles and runs each epoch,
-``epoch_record`` describes it, and callbacks print progress, save checkpoints and warn when a
-loss goes non-finite.
+``_prepare`` checks every argument and builds the run's plan (the model under its policy, the
+data on its devices, the ``RunConfig``) before any work; ``TrainState.create`` makes the state,
+``EpochRunner`` compiles and runs each epoch (a scan of ``train_step``), ``epoch_record``
+describes it, and callbacks print progress, save checkpoints and warn when a loss goes
+non-finite.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from .. import checkpoints, checks, parallel, placement
+from .. import loss_scale as _loss_scale
 from .. import losses as _losses
 from .. import precision as _precision
 from ..optim import Optimizer
 from . import callbacks as cb
 from . import inputs
+from .config import ResumeError, RunConfig
 from .epoch import EpochRunner
 from .evaluate import evaluate, to_device
 from .state import TrainState, model_count
-
-GRADS = ("manual", "autodiff")
+from .step import GRADS
 
 
 def _check_args(optimizer, grads, epochs, batch_size, n):
@@ -50,20 +54,13 @@ def _check_data(model, loss, params, models, x, y, rows, where):
     inputs.check_targets(loss, y, inputs.output_width(model, template, x, rows), where)
 
 
-def _check_keeps_state(model, dtype, return_state):
-    if not return_state and jax.tree_util.tree_leaves(model.init_state(dtype)):
-        raise ValueError(f"fit: {model!r} keeps state (running statistics) that the params alone "
-                         f"would lose; pass return_state=True to get the TrainState (its params "
-                         f"and model_state)")
-
-
-def run_config(model, loss, optimizer, n, batch_size, grads, fused, dtype, ensemble, lrs,
-               chunk):
-    """What a resumed run must share with the run it continues (``epochs`` may grow)."""
-    return {"model": repr(model), "loss": loss.name, "optimizer": str(optimizer),
-            "examples": n, "batch_size": batch_size, "grads": grads, "fused": bool(fused),
-            "dtype": jnp.dtype(dtype).name, "ensemble": ensemble,
-            "lrs": None if lrs is None else [float(r) for r in lrs], "chunk_size": chunk}
+def _check_resume(checkpoint, resume):
+    if not isinstance(resume, bool):
+        raise TypeError(f"fit: resume must be True or False (resume=True continues the run saved "
+                        f"at checkpoint=PATH), got {resume!r}")
+    if resume and checkpoint is None:
+        raise ValueError("fit: resume=True continues the run saved at checkpoint=PATH; pass "
+                         "checkpoint= too")
 
 
 def _resume(path, state, config):
@@ -73,15 +70,15 @@ def _resume(path, state, config):
     saved one (another learning rate, batch size, model...) is refused rather than ignored.
     """
     meta = checkpoints.metadata(path)
-    changed = {name: (meta["config"].get(name), value) for name, value in config.items()
-               if name in meta.get("config", {}) and meta["config"][name] != value}
+    changed = config.differences(meta.get("config", {}))
     if changed:
-        lines = "; ".join(f"{name}: saved {old!r}, now {new!r}"
-                          for name, (old, new) in changed.items())
-        raise ValueError(f"fit: resume={str(path)!r} was saved with another configuration "
-                         f"({lines}); resume with the saved settings (only epochs may change), "
-                         f"or start a new run")
-    saved, meta = checkpoints.load(path, like=state._asdict())
+        raise ResumeError(f"fit: the run saved in {str(path)!r} was saved with another "
+                         f"configuration ({'; '.join(changed)}); resume with the saved settings "
+                         f"(only epochs may change), or start a new run")
+    try:
+        saved, meta = checkpoints.load(path, like=state._asdict())
+    except checkpoints.CheckpointError as e:
+        raise ResumeError(f"fit: cannot resume from {str(path)!r}: {e}") from None
     history = {name: list(values) for name, values in meta["history"].items()}
     return TrainState(**saved), history, int(meta["epoch"]) + 1
 
@@ -102,114 +99,163 @@ def _validator(model, loss, fused, validation, dtype, models, state):
 
 def record_loss_scale(record, state, history):
     """Callback: the steps skipped for an overflow (``history["skipped_steps"]``) and the loss
-    scale after the epoch (``history["loss_scale"]``), under a loss-scaling policy."""
+    scale after the epoch (``history["loss_scale"]``), under a loss scale."""
     history.setdefault("skipped_steps", []).append(cb._to_list(record.stats["skipped"]))
     history.setdefault("loss_scale", []).append(cb._to_list(state.loss_scale.scale))
 
 
-def _callbacks(given, models, progress, checkpoint, config, policy):
-    """The callbacks ``fit`` runs after each epoch: the user's, then the divergence warning,
-    the loss scale's record, progress (``progress``: ``(epochs, first_epoch)`` or false) and the
-    checkpoint."""
-    callbacks = list(given) + [cb.warn_diverged(models)]
-    if policy.loss_scale is not None:
-        callbacks.append(record_loss_scale)
-    if progress:
-        callbacks.append(cb.print_progress(*progress, models))
-    if checkpoint is not None:
-        callbacks.append(cb.save_checkpoint(checkpoint, config))
-    return callbacks
+class Plan(NamedTuple):
+    """A checked run, before any work: what ``fit`` trains, on what, where, and its record."""
+
+    model: Any
+    loss: Any
+    data: tuple
+    batch_size: int | None
+    models: int | None
+    where: placement.Placement
+    chunk: int | None
+    scaler: Any
+    config: RunConfig
 
 
-def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, validation=None,
-        grads="manual", fused=True, params=None, ensemble=None, lrs=None, progress=True,
-        checkpoint=None, resume=None, devices=None, dtype=jnp.float32, chunk_size="auto",
-        callbacks=(), return_state=False, shard=None, precision=None):
-    """Train ``model`` on ``train = (x, y)``; return ``(params, history)``.
-
-    - ``x`` has shape ``(N, features)``, floating; ``y`` holds integer labels ``(N,)`` or targets
-      shaped like the output (one-hot rows for cross-entropy).
-    - ``batch_size``: minibatch size (the last partial batch of each shuffled epoch is dropped), or
-      ``None`` for full-batch gradient descent, one step per epoch.
-    - ``key``: a ``jax.random`` key; the same key gives bit-identical params on the CPU.
-    - ``params``: start from these instead of ``model.init``.
-    - ``ensemble=K`` / ``lrs=[...]``: K models in one compiled program (``TrainState.create``).
-    - ``checkpoint=PATH`` saves the ``TrainState``, epoch and history after every epoch
-      (atomically); ``resume=PATH`` continues such a run up to ``epochs`` and ends where an
-      uninterrupted run would.
-    - ``devices``: a list of devices, a count or ``"all"``, to train on; ``None`` trains on the
-      default device.
-    - ``shard``: what the devices split (``fnnet.placement``): ``"batch"``, the default with
-      ``devices``, splits each minibatch and replicates the params (``fnnet.parallel``);
-      ``"models"`` places the ``K`` models of ``ensemble``/``lrs`` on the ``D`` devices, ``K/D``
-      whole models each, with no communication between devices (``K`` divisible by ``D``).
-      Refused without ``devices``, and ``"models"`` for one model.
-    - ``chunk_size``: full batch only, the gradient over chunks of this many rows
-      (``fnnet.parallel.chunked``); ``"auto"`` chunks large batches, ``None`` never.
-    - ``precision``: ``"f32"`` (the default), ``"bf16"`` or ``"f16"``, or an
-      ``fnnet.precision.Policy``: the matrix products and convolutions read bfloat16/float16
-      inputs and accumulate in float32, on the manual and the autodiff path alike; params,
-      optimizer state, loss and statistics stay float32. ``"f16"`` scales the loss dynamically
-      (``history["skipped_steps"]`` counts the steps skipped because a scaled gradient
-      overflowed, ``history["loss_scale"]`` the scale after each epoch). Validation runs under
-      the same policy; it is recorded, so a resume under another policy is refused.
-    - ``callbacks``: more ``callback(record, state, history)`` to call after each epoch.
-    - ``return_state``: return the whole ``TrainState`` instead of the params; needed for a
-      model that keeps state (batch norm's running statistics), which params alone would lose.
-    - A loss that is not finite stops that model with a warning naming the epoch, step and last
-      finite loss; its params are the last ones whose loss was finite.
-
-    ``history`` holds, per epoch, the fields of ``EpochRecord`` named in ``HISTORY_KEYS`` (lists
-    of K values for K models), ``compile_seconds``, and ``diverged`` if a loss went non-finite.
-    """
+def _prepare(model, loss, optimizer, train, validation, *, epochs, batch_size, grads, fused,
+             params, ensemble, lrs, devices, shard, chunk_size, dtype, precision, loss_scale,
+             recipe):
+    """Every check ``fit`` makes, then its ``Plan``: the model under its precision policy
+    (applied here, once), the data on its devices, the configuration."""
     inputs.require_dtype(dtype, "fit")
-    policy = _precision.get(precision)
-    _precision.check_master_dtype(dtype, policy, "fit")
+    policy = None if precision is None else _precision.get(precision)
+    if policy is not None:
+        _precision.check_master_dtype(dtype, policy, "fit")
+        _precision.check_params_dtype(params, policy, "fit")
+    scaler = _loss_scale.get(loss_scale, policy)
     loss = _losses.get(loss)
     x, y = to_device(*train, dtype, "train")
     n = x.shape[0]
     batch_size = _check_args(optimizer, grads, epochs, batch_size, n)
     models = model_count(ensemble, lrs)
-    _check_keeps_state(model, dtype, return_state)
     _check_data(model, loss, params, models, x, y, batch_size or n, "fit: train")
     if validation is not None:
         _check_data(model, loss, params, models, *validation, len(validation[0]),
                     "fit: validation")
     inputs.check_memory(inputs.training_bytes(model, optimizer, x[0], batch_size or n, models,
                                               dtype), "fit")
+    where, data = placement.plan(devices, shard, batch_size or n, models, (x, y))
+    chunk = parallel.resolve_chunk_size(chunk_size, n, batch_size, data[0], where.batch_mesh)
+    model = _precision.with_precision(model, policy)
+    config = RunConfig(
+        model=repr(model), loss=loss.name, optimizer=str(optimizer), examples=n,
+        batch_size=batch_size, epochs=epochs, grads=grads, fused=bool(fused),
+        dtype=jnp.dtype(dtype).name, precision=None if policy is None else policy.name,
+        loss_scale=None if scaler is None else repr(scaler), ensemble=ensemble, lrs=lrs,
+        chunk_size=chunk, shard=where.recorded, recipe=recipe or {})
+    return Plan(model, loss, data, batch_size, models, where, chunk, scaler, config)
+
+
+def _callbacks(given, plan, progress, checkpoint):
+    """The callbacks ``fit`` runs after each epoch: the user's, then the divergence warning,
+    the loss scale's record, progress (``progress``: ``(epochs, first_epoch)`` or false) and the
+    checkpoint."""
+    callbacks = list(given) + [cb.warn_diverged(plan.models)]
+    if plan.scaler is not None:
+        callbacks.append(record_loss_scale)
+    if progress:
+        callbacks.append(cb.print_progress(*progress, plan.models))
+    if checkpoint is not None:
+        callbacks.append(cb.save_checkpoint(checkpoint, plan.config.to_json()))
+    return callbacks
+
+
+def fit(model, loss, optimizer, train, *, epochs=1, batch_size=128, key=None, validation=None,
+        grads="manual", fused=True, params=None, ensemble=None, lrs=None, progress=True,
+        checkpoint=None, resume=False, devices=None, shard=None, chunk_size="auto",
+        dtype=jnp.float32, precision=None, loss_scale="auto", recipe=None, callbacks=()):
+    """Train ``model`` on ``train = (x, y)``; return ``(state, history)``.
+
+    Args:
+        model: a layer or network.
+        loss: an ``fnnet.losses.Loss`` or its name.
+        optimizer: an ``fnnet.optim.Optimizer`` (``fnnet.optim.sgd(0.1)``).
+        train: ``(x, y)``: ``x`` of shape ``(N, features)`` or images ``(N, H, W, C)``,
+            floating; ``y`` integer labels ``(N,)`` or targets shaped like the output.
+
+    Keyword arguments, by group:
+        - What to train: ``epochs``; ``batch_size`` (the last partial batch of each shuffled
+          epoch is dropped; ``None``: full-batch gradient descent, one step per epoch);
+          ``key`` (a ``jax.random`` key: the same key gives bit-identical params on the CPU);
+          ``params`` (start from these instead of ``model.init``); ``validation``
+          (``(x, y)`` scored after every epoch: hold it out of the training data, never the
+          test set); ``dtype`` of the params.
+        - How gradients are computed: ``grads`` (``"manual"``, the hand-derived backward, or
+          ``"autodiff"``); ``fused`` (the fused softmax/cross-entropy rules); ``precision``
+          (``None``: the model as it is; ``"f32"``, ``"bf16"``, ``"f16"`` or a
+          ``fnnet.precision.Policy``, applied to the model here: products read bfloat16/float16
+          and accumulate in float32, params, optimizer state, loss and statistics stay
+          float32); ``loss_scale`` (``"auto"``: dynamic for float16 products, none otherwise;
+          a ``fnnet.loss_scale.DynamicLossScale``; ``None``: none).
+        - Several models: ``ensemble=K`` or ``lrs=[...]``: K models in one compiled program
+          (``TrainState.create``).
+        - Where: ``devices`` (a list, a count or ``"all"``; ``None``: the default device),
+          ``shard`` (``"batch"``, the default with devices: split each minibatch; ``"models"``:
+          ``K/D`` whole models on each of ``D`` devices), ``chunk_size`` (full batch only: the
+          gradient over chunks of this many rows, ``fnnet.parallel.chunked``; ``"auto"`` chunks
+          large batches, ``None`` never).
+        - Saving: ``checkpoint=PATH`` saves the ``TrainState``, epoch, history and configuration
+          after every epoch (atomically); with ``resume=True`` the run saved there continues up
+          to ``epochs`` and ends where an uninterrupted run would (a resume whose configuration
+          differs, but for ``epochs``, is refused). ``recipe``: the caller's settings (JSON
+          values), recorded in the configuration and compared on resume.
+        - Watching: ``progress`` (a line per epoch on standard error), ``callbacks`` (more
+          ``callback(record, state, history)`` to call after each epoch).
+
+    Returns:
+        ``(state, history)``. ``state`` is the ``TrainState`` after training: ``state.params``,
+        ``state.model_state`` (running statistics of batch norm, which params alone would
+        lose), the optimizer's state and the run key. ``history`` holds, per epoch, the fields of
+        ``EpochRecord`` named in ``HISTORY_KEYS`` (lists of K values for K models),
+        ``compile_seconds``, ``config`` (the ``RunConfig`` as ``to_json`` writes it),
+        ``diverged`` if a loss went non-finite, and under a loss scale ``skipped_steps`` and
+        ``loss_scale``.
+
+    A loss that is not finite, or past the divergence bound, stops that model with a warning
+    naming the epoch, step and last finite loss; its params are the last ones whose loss was
+    finite.
+    """
+    _check_resume(checkpoint, resume)
+    plan = _prepare(model, loss, optimizer, train, validation, epochs=epochs,
+                    batch_size=batch_size, grads=grads, fused=fused, params=params,
+                    ensemble=ensemble, lrs=lrs, devices=devices, shard=shard,
+                    chunk_size=chunk_size, dtype=dtype, precision=precision,
+                    loss_scale=loss_scale, recipe=recipe)
     if checkpoint is not None:
         inputs.check_writable(checkpoint, "fit: checkpoint")
-    where, (x, y) = placement.plan(devices, shard, batch_size or n, models, (x, y))
-    chunk = parallel.resolve_chunk_size(chunk_size, n, batch_size, x, where.batch_mesh)
-    config = run_config(model, loss, optimizer, n, batch_size, grads, fused, dtype, ensemble, lrs,
-                        chunk)
-    config["shard"] = where.recorded
-    config["precision"] = policy.label
     key = jax.random.PRNGKey(0) if key is None else key
-    state = TrainState.create(model, optimizer, key, params=params, ensemble=ensemble, lrs=lrs,
-                              dtype=dtype, precision=policy)
-    model = _precision.with_precision(model, policy)
+    state = TrainState.create(plan.model, optimizer, key, params=params, ensemble=ensemble,
+                              lrs=lrs, dtype=dtype, loss_scale=plan.scaler)
     history, first_epoch = cb.new_history(), 1
-    if resume is not None:
-        state, history, first_epoch = _resume(resume, state, config)
-    state = where.place(state)
+    if resume:
+        state, history, first_epoch = _resume(checkpoint, state, plan.config)
+    state = plan.where.place(state)
+    x, y = plan.data
+    n = x.shape[0]
 
-    runner = EpochRunner(model, loss, optimizer, n, batch_size, grads=grads, fused=fused,
-                         chunk_size=chunk, shard_batch=where.shard_batch, models=models,
-                         precision=policy)
+    runner = EpochRunner(plan.model, plan.loss, optimizer, n, plan.batch_size, grads=grads,
+                         fused=fused, chunk_size=plan.chunk, shard_batch=plan.where.shard_batch,
+                         models=plan.models, loss_scale=plan.scaler)
     started = time.perf_counter()
     runner.compile(state, x, y)
-    validate = _validator(model, loss, fused, validation, dtype, models, state)
+    validate = _validator(plan.model, plan.loss, fused, validation, dtype, plan.models, state)
     history["compile_seconds"] = time.perf_counter() - started - runner.compile_seconds
-    callbacks = _callbacks(callbacks, models, progress and (epochs, first_epoch), checkpoint,
-                           config, policy)
+    history["config"] = plan.config.to_json()
+    callbacks = _callbacks(callbacks, plan, progress and (epochs, first_epoch), checkpoint)
 
-    rows = n if batch_size is None else batch_size
+    rows = plan.batch_size or n
     for epoch in range(first_epoch, epochs + 1):
         started, compiled_before = time.perf_counter(), runner.compile_seconds
         state, stats = runner(state, x, y)
         seconds = time.perf_counter() - started - (runner.compile_seconds - compiled_before)
-        record = cb.epoch_record(epoch, stats, seconds, (n // rows) * rows * (models or 1), rows)
+        record = cb.epoch_record(epoch, stats, seconds, (n // rows) * rows * (plan.models or 1),
+                                 rows)
         if validate is not None:
             record.val_loss, record.val_accuracy = validate(state)
         cb.append(history, record)
@@ -218,5 +264,4 @@ def fit(model, loss, optimizer, train, epochs=1, batch_size=128, key=None, valid
         if jnp.all(state.stopped):
             break
     history["compile_seconds"] += runner.compile_seconds
-    return (state if return_state else state.params), history
-
+    return state, history

@@ -70,7 +70,7 @@ def output_width(model, params, x, rows):
     """The number of outputs the network gives for ``rows`` rows of ``x`` (shapes only: nothing
     is computed)."""
     batch = jax.ShapeDtypeStruct((rows,) + tuple(x.shape[1:]), x.dtype)
-    model_state = model.init_state(x.dtype) if hasattr(model, "init_state") else ()
+    model_state = model.init_state(x.dtype)
     out = jax.eval_shape(lambda p, b: model.apply(p, b, state=model_state), params, batch)
     return int(out.shape[-1])
 
@@ -102,7 +102,7 @@ def training_bytes(model, optimizer, x_row, batch_rows, models, dtype):
     params = jax.eval_shape(lambda key: model.init(key, dtype), jax.random.PRNGKey(0))
     opt_state = jax.eval_shape(optimizer.init, params)
     batch = jax.ShapeDtypeStruct((batch_rows,) + tuple(x_row.shape), dtype)
-    model_state = model.init_state(dtype) if hasattr(model, "init_state") else ()
+    model_state = model.init_state(dtype)
     cache = jax.eval_shape(lambda p, b: model.forward(p, b, state=model_state,
                                                       key=jax.random.PRNGKey(0)), params, batch)
     per_model = 3 * _tree_bytes(params) + _tree_bytes(opt_state) + 2 * _tree_bytes(cache)

@@ -25,21 +25,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import checks
-from .. import precision as _precision
+from .. import loss_scale as _loss_scale
 
 
-def _model_state(model, dtype):
-    """The model's non-trainable state (``init_state``), ``()`` for models that keep none."""
-    init_state = getattr(model, "init_state", None)
-    return () if init_state is None else init_state(dtype)
-
-
-def _create_one(model, optimizer, key, lr, params, dtype, policy):
+def _create_one(model, optimizer, key, lr, params, dtype, scaler):
     init_key, run_key = jax.random.split(key)
     params = model.init(init_key, dtype) if params is None else params
-    loss_scale = () if policy.loss_scale is None else policy.loss_scale.init()
+    scale_state = () if scaler is None else scaler.init()
     return TrainState(params, optimizer.init(params, lr), run_key, jnp.zeros((), bool),
-                      _model_state(model, dtype), jnp.array(jnp.nan, jnp.float32), loss_scale)
+                      model.init_state(dtype), jnp.array(jnp.nan, jnp.float32), scale_state)
 
 
 def model_count(ensemble=None, lrs=None, where="fit"):
@@ -77,8 +71,8 @@ class TrainState(NamedTuple):
         loss_limit: float32, shape ``()`` or ``(K,)``: a step whose loss exceeds it counts as
             diverged (see ``fnnet.training.epoch.DIVERGENCE_FACTOR``); NaN until the run's first
             step sets it, ``inf`` for no bound.
-        loss_scale: the dynamic loss scale of a float16 policy (``fnnet.precision``,
-            ``LossScaleState``), ``()`` for none.
+        loss_scale: the state of the run's loss scale (``fnnet.loss_scale.LossScaleState``),
+            ``()`` for a run without one.
     """
 
     params: Any
@@ -96,7 +90,7 @@ class TrainState(NamedTuple):
 
     @classmethod
     def create(cls, model, optimizer, key, *, params=None, ensemble=None, lrs=None,
-               dtype=jnp.float32, precision=None):
+               dtype=jnp.float32, loss_scale=None):
         """A fresh state for one model, or for ``K`` stacked models.
 
         Args:
@@ -109,19 +103,17 @@ class TrainState(NamedTuple):
             lrs: one model per learning rate; without ``ensemble`` every model starts from the
                 same ``key`` (same initial parameters and shuffles), so only the rate differs.
             dtype: the parameters' floating dtype.
-            precision: the policy training will use (``fnnet.precision``): a float16 policy
-                starts its dynamic loss scale here; a casting one needs float32 parameters.
+            loss_scale: the run's loss scale (``fnnet.loss_scale.DynamicLossScale``), whose
+                state starts here; ``None`` for none.
 
         Returns:
             A ``TrainState``; for ``K`` models every leaf has a leading axis of size ``K``.
         """
         models = model_count(ensemble, lrs, "TrainState.create")
-        policy = _precision.get(precision)
-        _precision.check_master_dtype(dtype, policy, "TrainState.create")
-        _precision.check_params_dtype(params, policy, "TrainState.create")
+        scaler = _loss_scale.get(loss_scale)
 
         def create_one(run_key, lr, start_params):
-            return _create_one(model, optimizer, run_key, lr, start_params, dtype, policy)
+            return _create_one(model, optimizer, run_key, lr, start_params, dtype, scaler)
 
         if models is None:
             return jax.jit(create_one)(key, None, params)

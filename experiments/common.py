@@ -175,6 +175,14 @@ def parse_with_epochs(p, argv, full, quick, what="epochs"):
     return args, epochs
 
 
+def split_scores(train, validation, test):
+    """The six entries every MNIST experiment records: ``train/val/test_accuracy`` and
+    ``_loss`` from three ``(loss, accuracy)`` pairs (validation held out, test scored once)."""
+    splits = {"train": train, "val": validation, "test": test}
+    return {**{f"{split}_accuracy": float(pair[1]) for split, pair in splits.items()},
+            **{f"{split}_loss": float(pair[0]) for split, pair in splits.items()}}
+
+
 def data_entries(args, source, n_train, n_test):
     """The metrics entries that say how an MNIST experiment ran and on which data."""
     return {"quick": args.quick, "seed": args.seed, "data": source, "n_train": n_train,
@@ -242,12 +250,7 @@ def run_mnist_classifier(argv, *, name, note, doc, model, loss, loss_label, desc
         "n_validation": len(xval),
         "config": {**config, "loss": loss, "optimizer": "sgd", "lr": args.lr,
                    "batch_size": args.batch_size, "epochs": epochs},
-        "train_accuracy": float(train_acc),
-        "val_accuracy": float(val_acc),
-        "test_accuracy": float(test_acc),
-        "train_loss": float(train_loss),
-        "val_loss": float(val_loss),
-        "test_loss": float(test_loss),
+        **split_scores((train_loss, train_acc), (val_loss, val_acc), (test_loss, test_acc)),
         "train_seconds": train_seconds,
         "compile_seconds": float(history["compile_seconds"]),
         "diverged": history.get("diverged", []),

@@ -78,12 +78,8 @@ def train(init, train_data, val_data, test_data, epochs, lr, key):
     test_loss, test_acc = fnnet.evaluate(model, LOSS, params, *test_data)  # once, at the end
     result = {
         "init": init,
-        "train_accuracy": float(train_acc),
-        "val_accuracy": float(val_acc),
-        "test_accuracy": float(test_acc),
-        "train_loss": float(train_loss),
-        "val_loss": float(val_loss),
-        "test_loss": float(test_loss),
+        **common.split_scores((train_loss, train_acc), (val_loss, val_acc),
+                              (test_loss, test_acc)),
         "train_seconds": float(np.sum(history["seconds"])),
         "compile_seconds": float(history["compile_seconds"]),
         "diverged": history.get("diverged", []),

@@ -11,9 +11,7 @@ Importing fnnet changes no global setting: no JAX flag, no matplotlib backend (`
 and matplotlib are imported the first time ``fnnet.plots`` is used).
 """
 
-import importlib
-
-from . import checks, datasets, io, loss_scale, losses, metrics, optim, parallel, placement, precision
+from . import checks, datasets, devices, io, loss_scale, losses, metrics, optim, precision
 from ._version import __version__
 from .checkpoints import load, save
 from .gradcheck import GradReport, check_grads
@@ -54,6 +52,8 @@ from .training import (
 
 def __getattr__(name):
     if name == "plots":  # matplotlib only when a figure is wanted
+        import importlib
+
         return importlib.import_module(".plots", __name__)
     raise AttributeError(f"module 'fnnet' has no attribute {name!r}")
 
@@ -62,7 +62,7 @@ __all__ = [
     "Dense", "DenseParams", "Identity", "ReLU", "Sigmoid", "Softmax", "Tanh", "Conv2D",
     "MaxPool2D", "AvgPool2D", "Flatten", "Dropout", "BatchNorm", "LayerNorm", "Sequential", "mlp", "cnn",
     "losses", "value_and_grad", "autodiff_value_and_grad", "loss_output_and_grad", "check_grads",
-    "manual_vjp", "GradReport", "optim", "metrics", "datasets", "save", "load", "fit", "parallel", "plots",
+    "manual_vjp", "GradReport", "optim", "metrics", "datasets", "save", "load", "fit", "devices", "plots",
     "train_step", "RunConfig", "evaluate", "to_device", "TrainState", "EpochRunner", "EpochRecord",
-    "io", "checks", "precision", "loss_scale", "placement", "__version__",
+    "io", "checks", "precision", "loss_scale", "__version__",
 ]

@@ -68,7 +68,7 @@ def test_validation_is_drawn_from_the_training_set_never_the_test_set(
     assert len(x_val) == held
     assert not _rows(x_val) & test_rows and not _rows(x_val) & _rows(x_train)
     assert _rows(x_val) | _rows(x_train) == _rows(datasets.prepare(x_all, np.zeros(N_TRAIN, int))[0])
-    assert read_json(tmp_path / "o" / "config.json")["validation"] == held
+    assert call["recipe"]["validation"] == held
 
 
 def test_the_validation_split_follows_the_seed(data_root, tmp_path, fit_calls):

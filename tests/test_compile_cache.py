@@ -143,7 +143,7 @@ def test_importing_fnnet_sets_no_cache_or_distributed_setting():
     code = ("import jax\n"
             f"names = {SETTINGS!r}\n"
             "before = [getattr(jax.config, n) for n in names]\n"
-            "import fnnet, fnnet.cli, fnnet.distributed, fnnet.cli.launch, fnnet.bench.startup\n"
+            "import fnnet, fnnet.cli, fnnet.devices.distributed, fnnet.cli.launch, fnnet.bench.startup\n"
             "print([getattr(jax.config, n) for n in names] == before)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)

@@ -1,4 +1,4 @@
-"""Many processes (``fnnet.distributed``): two local processes of two CPU devices each train as
+"""Many processes (``fnnet.devices.distributed``): two local processes of two CPU devices each train as
 one, a process that dies stops the other with an error naming it, and joining is bounded in time.
 
 The processes are subprocesses on 127.0.0.1 (gloo collectives over TCP, a free port), each
@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from fnnet import distributed
+from fnnet.devices import distributed
 from fnnet.training import callbacks as cb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ WORKER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import numpy as np
-    from fnnet import distributed
+    from fnnet.devices import distributed
     rank, port, out, epochs = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
     if rank >= 0:  # rank -1: the one-device reference, not distributed
         distributed.initialize(f"127.0.0.1:{port}", 2, rank, timeout=60, heartbeat_seconds=5)
@@ -133,7 +133,7 @@ def test_a_process_that_dies_stops_the_other_naming_it(worker, tmp_path):
 def test_joining_gives_up_with_one_line_naming_the_coordinator(tmp_path):
     script = tmp_path / "alone.py"
     port = free_port()  # nobody listens there
-    script.write_text("import sys\nfrom fnnet import distributed\n"
+    script.write_text("import sys\nfrom fnnet.devices import distributed\n"
                       f"distributed.initialize('127.0.0.1:{port}', 2, int(sys.argv[1]), timeout=3)\n"
                       "print('joined')\n")
     started = time.monotonic()

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fnnet import cli, datasets, distributed
+from fnnet import cli, datasets
 from fnnet.cli import launch
+from fnnet.devices import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240

@@ -141,7 +141,7 @@ def test_matches_published_equations(rule, hp, wd, sched):
     params = make_params()
     grads = make_grads(params)
     lr = 0.3
-    opt = optim.by_name(rule, lr, weight_decay=wd, schedule=to_schedule(sched), **hp)
+    opt = optim.get(rule, lr, weight_decay=wd, schedule=to_schedule(sched), **hp)
     got, state = run(opt, params, grads)
     want = ref_run(rule, params, grads, lr, wd, sched, hp)
     assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(params)
@@ -327,7 +327,7 @@ def test_state_layout():
         "rmsprop": {"lr", "step", "s"},
     }
     for name, want in keys.items():
-        state = optim.by_name(name, 0.1).init(params)
+        state = optim.get(name, 0.1).init(params)
         assert type(state) is dict and set(state) == want
         for k in want - {"lr", "step"}:
             assert jax.tree_util.tree_structure(state[k]) == jax.tree_util.tree_structure(params)
@@ -410,21 +410,21 @@ def test_lr_checks():
 
 def test_by_name_and_description():
     for name in optim.NAMES:
-        opt = optim.by_name(name, 0.01)
+        opt = optim.get(name, 0.01)
         assert opt.name == name and opt.hyperparams["lr"] == 0.01
         assert str(opt).startswith(f"{name}(lr=0.01")
         hash(opt)  # usable as a static argument
-    opt = optim.by_name("momentum", 0.1, beta=0.5, nesterov=True)
+    opt = optim.get("momentum", 0.1, beta=0.5, nesterov=True)
     assert opt.hyperparams == {"lr": 0.1, "beta": 0.5, "nesterov": True, "weight_decay": 0.0}
     assert "schedule=CosineDecay" in str(optim.adam(1e-3, schedule=optim.cosine_decay(10)))
     with pytest.raises(ValueError, match="adagrad.*sgd, momentum, adam, rmsprop"):
-        optim.by_name("adagrad", 0.1)
+        optim.get("adagrad", 0.1)
     with pytest.raises(TypeError, match="beta"):
-        optim.by_name("sgd", 0.1, beta=0.9)
+        optim.get("sgd", 0.1, beta=0.9)
 
 
-def test_get_is_the_lookup_and_by_name_its_old_name():
-    assert optim.by_name is optim.get and "get" in optim.__all__
+def test_get_is_the_lookup_and_the_old_name_is_gone():
+    assert not hasattr(optim, "by_name") and "get" in optim.__all__
     opt = optim.get("adam", 1e-3, b1=0.8)
     assert opt.name == "adam" and opt.hyperparams["b1"] == 0.8
     assert str(opt) == str(optim.adam(1e-3, b1=0.8))
@@ -468,7 +468,7 @@ def test_zero_lr_freezes_and_first_step_descends(shape, seed, lr, name):
     r = np.random.default_rng(seed)
     params = {"x": r.normal(size=shape)}
     grads = [{"x": r.normal(size=shape)} for _ in range(3)]
-    opt = optim.by_name(name, lr)
+    opt = optim.get(name, lr)
     frozen, _ = run(opt, params, grads, lr=0.0)
     np.testing.assert_array_equal(np.asarray(frozen["x"]), params["x"])
     # every rule's first step is -lr * c * g with c > 0 elementwise: it moves against the gradient

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import import_graph
 import pytest
 
 import fnnet
@@ -59,10 +60,43 @@ def test_the_wheel_holds_only_fnnet_and_the_version_is_defined_once():
     assert not hits, f"the version string is written again in {hits}"
 
 
-def test_no_module_is_much_over_400_lines():
-    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "fnnet").rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > 450}
-    assert not long, long
+# The package's floors, bottom first: a module imports only from its own floor or below.
+FLOORS = (
+    ("foundations", ("fnnet._version", "fnnet.checks", "fnnet.io", "fnnet.pytrees",
+                     "fnnet.checkpoint_tree", "fnnet.checkpoints")),
+    ("maths", ("fnnet.layers", "fnnet.losses", "fnnet.metrics", "fnnet.precision",
+               "fnnet.loss_scale", "fnnet.optim", "fnnet.networks", "fnnet.gradients",
+               "fnnet.gradcheck")),
+    ("devices", ("fnnet.devices",)),
+    ("training", ("fnnet.training",)),
+    ("data and figures", ("fnnet.datasets", "fnnet.plots")),
+    ("front ends", ("fnnet.cli", "fnnet.bench", "fnnet")),
+)
+
+
+def _floor(module):
+    """The floor of ``module``: the one whose prefix names it most closely."""
+    best = max(((len(prefix), number) for number, (_, prefixes) in enumerate(FLOORS)
+                for prefix in prefixes if module == prefix or module.startswith(prefix + ".")))
+    return best[1]
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = import_graph.imports()
+    assert "fnnet.training.fit" in graph and "fnnet.checkpoints" in graph["fnnet.training.fit"]
+    assert import_graph.cycles(graph) == []
+    assert import_graph.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_floors_point_one_way():
+    """Foundations (checks, files) → maths → devices → training → data and figures → front
+    ends (CLI, benchmark, the package's own namespace); experiments sit outside the package."""
+    graph = import_graph.imports()
+    assert set(graph) == {m for m in graph if _floor(m) is not None}
+    upward = [f"{m} ({FLOORS[_floor(m)][0]}) imports {t} ({FLOORS[_floor(t)][0]})"
+              for m, targets in sorted(graph.items()) for t in sorted(targets)
+              if _floor(t) > _floor(m)]
+    assert not upward, "\n".join(upward)
 
 
 def test_license_file_matches_pyproject():

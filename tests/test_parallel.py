@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import fnnet
-from fnnet import losses, parallel
+from fnnet import losses
+from fnnet.devices import parallel
 from fnnet.gradients import loss_output_and_grad
 
 F64 = jnp.float64
@@ -80,11 +81,13 @@ def test_full_batch_epoch_chunked_equals_unchunked():
     out = {}
     for chunk in (None, 48):
         params = _params(model)
-        epoch = jax.jit(fnnet.make_epoch(model, "cross-entropy", opt, n, None, chunk_size=chunk))
-        state = (params, opt.init(params), jax.random.PRNGKey(2), jnp.zeros((), bool))
+        epoch = jax.jit(fnnet.training.epoch_program(model, "cross-entropy", opt, n, None,
+                                                     chunk_size=chunk))
+        state = fnnet.TrainState(params, opt.init(params), jax.random.PRNGKey(2),
+                                 jnp.zeros((), bool))
         for _ in range(2):
-            *state, stats = epoch(*state, x, y)
-        out[chunk] = (state[0], stats)
+            state, stats = epoch(state, x, y)
+        out[chunk] = (state.params, stats)
     assert _max_rel(out[48][0], out[None][0]) < 1e-12
     assert int(out[48][1]["correct"]) == int(out[None][1]["correct"])
     np.testing.assert_allclose(out[48][1]["loss_sum"], out[None][1]["loss_sum"], rtol=1e-12)
@@ -98,7 +101,7 @@ def test_fit_full_batch_chunks_by_default_and_matches_unchunked():
     runs = {c: fnnet.fit(model, "cross-entropy", fnnet.optim.sgd(0.5), (x, y), epochs=2,
                          batch_size=None, progress=False, dtype=F64, chunk_size=c)
             for c in ("auto", None)}
-    assert _max_rel(runs["auto"][0], runs[None][0]) < 1e-12
+    assert _max_rel(runs["auto"][0].params, runs[None][0].params) < 1e-12
     np.testing.assert_allclose(runs["auto"][1]["loss"], runs[None][1]["loss"], rtol=1e-12)
 
 
@@ -173,16 +176,19 @@ def test_epoch_makes_no_host_device_transfer(batch_size, chunk):
     n = 96
     model = fnnet.mlp([10, 8, 3])
     opt = fnnet.optim.adam(1e-2)
-    epoch = fnnet.make_epoch(model, "cross-entropy", opt, n, batch_size, chunk_size=chunk)
+    epoch = fnnet.training.epoch_program(model, "cross-entropy", opt, n, batch_size,
+                                         chunk_size=chunk)
     x, y = _data(n, 10, 3)
     params = _params(model)
-    args = jax.device_put((params, opt.init(params), jax.random.PRNGKey(1), jnp.zeros((), bool), x, y))
-    compiled = jax.jit(epoch, donate_argnums=(0, 1)).lower(*args).compile()
+    state = fnnet.TrainState(params, opt.init(params), jax.random.PRNGKey(1), jnp.zeros((), bool),
+                             loss_limit=jnp.float32(jnp.inf))
+    state, x, y = jax.device_put((state, x, y))
+    compiled = jax.jit(epoch, donate_argnums=(0,)).lower(state, x, y).compile()
     with jax.transfer_guard("disallow"):
-        out = compiled(*args)
-        out = compiled(*out[:4], args[4], args[5])
+        out = compiled(state, x, y)
+        out = compiled(out[0], x, y)
         jax.block_until_ready(out)
-    assert int(jax.device_get(out[4]["seen"])) == (n // (batch_size or n)) * (batch_size or n)
+    assert int(jax.device_get(out[1]["seen"])) == (n // (batch_size or n)) * (batch_size or n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +198,7 @@ EIGHT_DEVICES = textwrap.dedent("""
     import json, re
     import jax, jax.numpy as jnp, numpy as np
     import fnnet
-    from fnnet import parallel
+    from fnnet.devices import parallel
 
     assert len(jax.devices()) == 8, jax.devices()
     out = {}
@@ -202,9 +208,10 @@ EIGHT_DEVICES = textwrap.dedent("""
     model = fnnet.mlp([20, 16, 4])
 
     def run(devices, batch_size, **kw):
-        return fnnet.fit(model, "cross-entropy", fnnet.optim.momentum(0.05), (x, y), epochs=3,
-                         batch_size=batch_size, key=jax.random.PRNGKey(1), progress=False,
-                         devices=devices, **kw)
+        state, history = fnnet.fit(model, "cross-entropy", fnnet.optim.momentum(0.05), (x, y),
+                                   epochs=3, batch_size=batch_size, key=jax.random.PRNGKey(1),
+                                   progress=False, devices=devices, **kw)
+        return state.params, history
 
     def rel(a, b):
         return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v))) / np.max(np.abs(np.asarray(v))))
@@ -237,16 +244,18 @@ EIGHT_DEVICES = textwrap.dedent("""
 
     # and the compiled epoch sums the gradient across devices
     opt = fnnet.optim.sgd(0.1)
-    epoch = fnnet.make_epoch(model, "cross-entropy", opt, 256, 32, constrain=constrain)
+    epoch = fnnet.training.epoch_program(model, "cross-entropy", opt, 256, 32,
+                                         shard_batch=constrain)
     params = model.init(jax.random.PRNGKey(0))
-    state = parallel.replicate((params, opt.init(params), jax.random.PRNGKey(1),
-                                jnp.zeros((), bool)), mesh)
-    compiled = jax.jit(epoch, donate_argnums=(0, 1)).lower(*state, xs, ys).compile()
+    state = parallel.replicate(fnnet.TrainState(params, opt.init(params), jax.random.PRNGKey(1),
+                                                jnp.zeros((), bool), loss_limit=jnp.float32(jnp.inf)),
+                               mesh)
+    compiled = jax.jit(epoch, donate_argnums=(0,)).lower(state, xs, ys).compile()
     out["all_reduce"] = "all-reduce" in compiled.as_text()
     with jax.transfer_guard("disallow"):
-        res = compiled(*state, xs, ys)
+        res = compiled(state, xs, ys)
         jax.block_until_ready(res)
-    out["guarded_epoch_seen"] = int(jax.device_get(res[4]["seen"]))
+    out["guarded_epoch_seen"] = int(jax.device_get(res[1]["seen"]))
 
     errors = {}
     for name, call in {

@@ -1,5 +1,5 @@
 """Models across devices: ``fit(..., ensemble=K, devices=D, shard="models")`` trains ``K/D`` whole
-models on each device (``fnnet.placement``).
+models on each device (``fnnet.devices.placement``).
 
 The eight-device tests run in one subprocess started with ``XLA_FLAGS=--xla_force_host_platform_
 device_count=8`` (the flag has to be set before JAX starts; this process has one CPU device), as
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import fnnet
-from fnnet import parallel, placement
+from fnnet.devices import parallel, placement
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,8 @@ MODELS = textwrap.dedent("""
     import json, os, sys
     import jax, jax.numpy as jnp, numpy as np
     import fnnet
-    from fnnet import checkpoints, placement
+    from fnnet import checkpoints
+    from fnnet.devices import placement
     from fnnet.training.epoch import EpochRunner
 
     assert len(jax.devices()) == 8, jax.devices()

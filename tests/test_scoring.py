@@ -1,4 +1,4 @@
-"""Library scoring (fnnet.scoring) and the checkpoint metadata schema (fnnet.model_config).
+"""Library scoring (fnnet.cli.scoring) and the checkpoint metadata schema (fnnet.cli.model_config).
 
 Scoring: the averaged prediction of stacked models is the mean of their outputs, each model's
 scores are ``fnnet.evaluate``'s, and ``summarize_test`` reports one model and ``K`` models as
@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 
 import fnnet
-from fnnet import losses, metrics, model_config, scoring
-from fnnet.model_config import MetadataError
+from fnnet import losses, metrics
+from fnnet.cli import model_config, scoring
+from fnnet.cli.model_config import MetadataError
+from fnnet.training import RunConfig
 
 SIZES = [6, 5, 4]
 N = 40
@@ -49,7 +51,7 @@ def one_of(stacked, index):
 
 
 # ---------------------------------------------------------------------------------------------
-# fnnet.scoring
+# fnnet.cli.scoring
 
 
 def test_targets_are_labels_for_cross_entropy_and_one_hot_otherwise():
@@ -177,7 +179,7 @@ def test_summarize_test_of_k_models_needs_their_prediction():
 
 
 # ---------------------------------------------------------------------------------------------
-# fnnet.model_config
+# fnnet.cli.model_config
 
 
 def config(**changes):
@@ -193,7 +195,6 @@ def test_train_config_has_every_key_in_order():
     assert tuple(made) == model_config.CONFIG_KEYS
     assert made["layers"] == [784, 8, 10] and made["batch_size"] is None
     assert set(model_config.MODEL_KEYS) <= set(made)
-    assert set(model_config.RESUME_KEYS) == set(made) - {"epochs", "data_dir"}
     assert made["validation"] == 0 and made["data_dir"] is None
     assert config(data_dir=Path("/d"), validation=5)["data_dir"] == "/d"
 
@@ -274,10 +275,25 @@ def test_inconsistent_settings_are_refused():
     assert issubclass(MetadataError, ValueError)
 
 
-def test_resume_differences():
-    saved = config()
-    assert model_config.resume_differences(saved, config(epochs=5, data_dir="/moved")) == []
-    assert model_config.resume_differences(saved, config(lr=0.5, seed=4)) == [
+def test_one_function_compares_a_resume_recipe_first():
+    """The CLI's configuration is the ``recipe`` of the run's ``RunConfig``: a resume is
+    compared by ``RunConfig.differences`` alone, recipe first, engine after."""
+    engine = dict(model="Sequential(Dense(784, 8), ReLU())", loss="cross_entropy",
+                  optimizer="momentum(lr=0.1)", examples=100, batch_size=64, epochs=2)
+    saved = RunConfig(**engine, recipe=config()).to_json()
+    assert saved["dataset"] == "mnist" and saved["run"]["batch_size"] == 64
+    moved = RunConfig(**dict(engine, epochs=5), recipe=config(epochs=5, data_dir="/moved"))
+    assert moved.differences(saved) == []
+    assert RunConfig(**engine, recipe=config(lr=0.5, seed=4)).differences(saved) == [
         "lr 0.1 -> 0.5", "seed 3 -> 4"]
-    with pytest.raises(MetadataError, match="JSON object"):
-        model_config.resume_differences([1, 2], config())
+    assert RunConfig(**dict(engine, batch_size=32), recipe=config()).differences(saved) == [
+        "batch_size 64 -> 32"]
+    older = {k: v for k, v in saved["run"].items() if k != "loss_scale"}  # flat, before recipes
+    assert RunConfig(**engine, recipe=config()).differences(older) == []
+    with pytest.raises(ValueError, match="JSON object"):
+        RunConfig(**engine).differences([1, 2])
+    frozen = RunConfig(**engine, recipe=config())
+    with pytest.raises(AttributeError):
+        frozen.epochs = 3
+    with pytest.raises(TypeError):
+        frozen.recipe["lr"] = 3

@@ -310,7 +310,7 @@ def test_same_key_gives_bit_identical_params():
     x, y = rng.normal(size=(100, 6)).astype(np.float32), rng.integers(0, 3, 100)
     model = fnnet.mlp([6, 10, 3])
     runs = [fnnet.fit(model, "cross-entropy", optim.adam(1e-2), (x, y), epochs=3, batch_size=20,
-                      key=jax.random.PRNGKey(11), progress=False)[0] for _ in range(2)]
+                      key=jax.random.PRNGKey(11), progress=False)[0].params for _ in range(2)]
     assert tree_equal(*runs)
     state, _ = fnnet.fit(model, "cross-entropy", optim.adam(1e-2), (x, y), epochs=3, batch_size=20,
                          key=jax.random.PRNGKey(12), progress=False)

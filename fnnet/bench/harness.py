@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnnet
-from fnnet import datasets, parallel
+from fnnet import datasets
+from fnnet.devices import parallel
 
 FULL = {
     "n": 60_000,
@@ -188,7 +189,7 @@ def fit_epoch(cfg, xd, yd, seed, grads="manual", chunk_size="auto", precision="f
     """``(program, state, chunk)``: the epoch program ``fnnet.fit`` compiles for ``cfg``
     (``fnnet.EpochRunner(...).program(keep_last_good=False)``, a pure ``(state, x, y) -> (state,
     stats)``), its first state (``fnnet.TrainState.create``) and the chunk size, resolved as ``fit``
-    resolves it (``fnnet.parallel.resolve_chunk_size``), for data ``xd, yd`` already on the device
+    resolves it (``fnnet.devices.parallel.resolve_chunk_size``), for data ``xd, yd`` already on the device
     (``fnnet.to_device``), the products under ``precision`` (``fnnet.precision``; no loss
     scaling, so ``"f16"`` is not timed here)."""
     model, opt = model_and_optimizer(cfg)

@@ -11,7 +11,7 @@ lengths compare).
 W1's floor: a full-batch step has to read every one of X's float32 pixels at least once; streamed
 at the read bandwidth measured in the same rounds that takes ``bytes(X) / bandwidth``, and no
 implementation can iterate faster. Unchunked, X is read twice per step (the forward ``X W1ᵀ`` and
-the backward ``dZ1ᵀ X``); ``fnnet.parallel.chunked`` runs the forward and backward chunk by chunk
+the backward ``dZ1ᵀ X``); ``fnnet.devices.parallel.chunked`` runs the forward and backward chunk by chunk
 while the chunk is in cache, so X comes from memory once. Where the step's FLOPs take longer at
 the matmul roof than the read does, the step is compute-bound and the compute floor
 ``FLOPs / roof`` is the binding one; both are reported.

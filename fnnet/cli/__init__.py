@@ -23,13 +23,13 @@ NHWC ``(N, 28, 28, 1)``, with its own defaults (``train.CNN_DEFAULTS``: momentum
 by 0.8 per epoch, 10 epochs of batch 64), chosen on the validation split of MNIST, never on the
 test set. ``--layers``, ``--activation`` and
 ``--output`` are refused with ``--model cnn``, and its loss must be cross-entropy. The checkpoint
-records the model kind (``fnnet.model_config``): ``evaluate`` rebuilds the CNN and feeds it NHWC
+records the model kind (``fnnet.cli.model_config``): ``evaluate`` rebuilds the CNN and feeds it NHWC
 images, ``--resume`` refuses a change of model, and ``--ensemble K`` vmaps K CNNs like K MLPs.
 ``gradcheck --model cnn`` checks the CNN's hand-derived backward on a few random images.
 
 Losses and outputs that make no sense together are refused (exit status 2):
 ``--loss cross-entropy`` needs ``--output softmax``, ``--loss binary-cross-entropy`` needs
-``--output sigmoid`` or ``softmax`` (why: ``fnnet.model_config``). Cross-entropy trains on integer
+``--output sigmoid`` or ``softmax`` (why: ``fnnet.cli.model_config``). Cross-entropy trains on integer
 labels; MSE and binary cross-entropy on one-hot rows.
 
 The commands that compile (``train``, ``evaluate``, ``gradcheck``) keep their compiled programs
@@ -39,7 +39,7 @@ the previous ones back (``common.compile_cache``); importing fnnet sets nothing.
 
 One module per command (``train``, ``evaluate``, ``gradcheck``, ``bench``, ``launch``), each with
 ``add_parser(subparsers)`` and ``run``; what they share is in ``common``. Scoring is
-``fnnet.scoring``, the checkpoint metadata ``fnnet.model_config``.
+``fnnet.cli.scoring``, the checkpoint metadata ``fnnet.cli.model_config``.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .. import checks, datasets
-from ..model_config import (
+from .model_config import (
     CNN_ARCHITECTURE,
     HIDDEN_ACTIVATIONS,
     LOSSES,

@@ -9,15 +9,6 @@ import numpy as np
 
 from .. import checkpoints, datasets, metrics
 from ..io import write_json
-from ..model_config import (
-    NUM_CLASSES,
-    MetadataError,
-    describe,
-    model_from_metadata,
-    param_template,
-    takes_images,
-)
-from ..scoring import model_scores, predict, summarize_test
 from .common import (
     FORMATTER,
     UsageError,
@@ -27,6 +18,15 @@ from .common import (
     load_data,
     print_results,
 )
+from .model_config import (
+    NUM_CLASSES,
+    MetadataError,
+    describe,
+    model_from_metadata,
+    param_template,
+    takes_images,
+)
+from .scoring import model_scores, predict, summarize_test
 
 MISCLASSIFIED_SHOWN = 40
 

@@ -8,7 +8,6 @@ import numpy as np
 
 from .. import losses
 from ..gradcheck import check_grads
-from ..model_config import CNN_ARCHITECTURE, IMAGE_SHAPE, NUM_CLASSES, describe
 from ..networks import cnn, mlp
 from ..optim import sgd
 from ..training.inputs import check_memory, training_bytes
@@ -21,6 +20,7 @@ from .common import (
     resolve_network,
     seed,
 )
+from .model_config import CNN_ARCHITECTURE, IMAGE_SHAPE, NUM_CLASSES, describe
 
 DESCRIPTION = """\
 Compare the hand-derived backward with jax.grad per parameter, in float32 and float64, on random

@@ -1,6 +1,6 @@
 """``fnnet launch -n N -- COMMAND ...``: run COMMAND in N local processes that train as one.
 
-Each process gets the environment ``fnnet.distributed.initialize`` reads: ``FNNET_COORDINATOR``
+Each process gets the environment ``fnnet.devices.distributed.initialize`` reads: ``FNNET_COORDINATOR``
 (``127.0.0.1:PORT``, a free port unless ``--port``), ``FNNET_NUM_PROCESSES=N`` and
 ``FNNET_PROCESS_ID`` (0 .. N-1), and with ``--devices-per-process K`` an ``XLA_FLAGS`` that gives
 each process K CPU devices. ``fnnet ...`` runs as ``python -m fnnet.cli ...`` with this Python;
@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 
-from .. import distributed
+from ..devices import distributed
 from .common import FORMATTER, Parser, UsageError, positive_int
 
 HELP = "run a command in N local processes that train as one (fnnet train --distributed)"
@@ -42,7 +42,7 @@ POLL_SECONDS = 0.05
 DESCRIPTION = f"""\
 Run COMMAND (everything after --) in N processes on this machine, set up to join one distributed
 run: FNNET_COORDINATOR=127.0.0.1:PORT, FNNET_NUM_PROCESSES=N and FNNET_PROCESS_ID=0..N-1, which
-fnnet train --distributed and fnnet.distributed.initialize() read. 'fnnet ...' runs with this
+fnnet train --distributed and fnnet.devices.distributed.initialize() read. 'fnnet ...' runs with this
 Python (python -m fnnet.cli); any other command runs as given.
 
 Output lines are prefixed with the process's rank. When a process fails (a non-zero exit status or
@@ -290,7 +290,7 @@ def _drain(procs, seconds=5.0):
 
 
 def join(prog):
-    """Join the distributed run (``fnnet.distributed.initialize``) before any other JAX call.
+    """Join the distributed run (``fnnet.devices.distributed.initialize``) before any other JAX call.
 
     Args:
         prog: the command's name, for the error.

@@ -24,18 +24,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from .. import checkpoints, datasets, distributed, optim
+from .. import checkpoints, datasets, optim
+from ..devices import distributed
 from ..io import write_json
-from ..model_config import (
-    NUM_CLASSES,
-    MetadataError,
-    check_image_layers,
-    describe,
-    network,
-    optimizer_of,
-    train_config,
-)
-from ..scoring import targets
 from ..training import DIVERGENCE_FACTOR, fit
 from ..training.config import ResumeError
 from .common import (
@@ -57,6 +48,16 @@ from .common import (
     seed,
 )
 from .launch import check_split, join
+from .model_config import (
+    NUM_CLASSES,
+    MetadataError,
+    check_image_layers,
+    describe,
+    network,
+    optimizer_of,
+    train_config,
+)
+from .scoring import targets
 from .train_results import (
     WRITTEN,  # noqa: F401  (re-exported: what train writes)
     divergence_message,
@@ -272,8 +273,9 @@ def _fit(model, args, config, train, validation, out):
         warnings.simplefilter("always", RuntimeWarning)
         try:
             state, history = fit(
-                model, args.loss, optimizer_of(config, steps), split(train),
-                epochs=args.epochs, batch_size=args.batch_size, key=jax.random.PRNGKey(args.seed),
+                model=model, loss=args.loss, optimizer=optimizer_of(config, steps),
+                train=split(train), epochs=args.epochs, batch_size=args.batch_size,
+                key=jax.random.PRNGKey(args.seed),
                 validation=split(validation) if len(validation[0]) else None, grads=args.grads,
                 ensemble=num_models if num_models > 1 else None, progress=not args.quiet,
                 checkpoint=out / "train_state.npz", resume=args.resume,

@@ -8,10 +8,10 @@ import numpy as np
 
 from .. import checkpoints
 from ..io import write_json
-from ..model_config import describe
-from ..scoring import model_scores, predict, summarize_test
 from ..training.epoch import DIVERGENCE_FACTOR
 from .common import print_results
+from .model_config import describe
+from .scoring import model_scores, predict, summarize_test
 
 #: What ``fnnet train`` writes into ``--out``.
 WRITTEN = ("config.json", "train_state.npz", "model.npz", "metrics.json", "curves.png")

@@ -44,7 +44,7 @@ Modules: ``base`` (the ``Optimizer`` pair and the machinery every rule shares), 
 """
 
 from .base import Optimizer, compute_dtype, lr_of
-from .rules import NAMES, adam, by_name, get, momentum, rmsprop, sgd
+from .rules import NAMES, adam, get, momentum, rmsprop, sgd
 from .schedules import (
     Constant,
     CosineDecay,
@@ -64,7 +64,6 @@ __all__ = [
     "Optimizer",
     "StepDecay",
     "adam",
-    "by_name",
     "compute_dtype",
     "constant",
     "cosine_decay",

@@ -167,7 +167,3 @@ def get(name: str, lr, **options) -> Optimizer:
             f"{name}: unexpected argument(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
         )
     return constructor(lr, **options)
-
-
-by_name = get
-"""The old name of ``get``."""

@@ -5,7 +5,7 @@ per-epoch lists) and then calls each callback as ``callback(record, state, histo
 ``print_progress``, ``save_checkpoint`` and ``warn_diverged`` are the ones ``fit`` builds from its
 ``progress`` and ``checkpoint`` arguments; pass your own in ``fit(..., callbacks=[...])``.
 
-In a program of several processes (``fnnet.distributed``), ``print_progress`` prints and
+In a program of several processes (``fnnet.devices.distributed``), ``print_progress`` prints and
 ``save_checkpoint`` writes in process 0 only (``jax.process_index() == 0``): every process holds
 the same replicated state, so one line per epoch and one checkpoint file are written, once.
 """

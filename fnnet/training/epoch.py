@@ -75,7 +75,7 @@ def epoch_program(model, loss, optimizer, n, batch_size, *, grads="manual", fuse
 
     The other arguments are ``train_step``'s. Full batch (``batch_size=None``) uses ``x, y`` as
     they are; with ``chunk_size`` rows it computes the gradient chunk by chunk
-    (``fnnet.parallel.chunked``), so ``x`` is read from memory once per step instead of twice.
+    (``fnnet.devices.parallel.chunked``), so ``x`` is read from memory once per step instead of twice.
     ``shard_batch``, if given, is applied to every minibatch (or chunk).
     """
     full_batch = batch_size is None or batch_size >= n

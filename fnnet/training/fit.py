@@ -15,10 +15,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .. import checkpoints, checks, parallel, placement
+from .. import checkpoints, checks
 from .. import loss_scale as _loss_scale
 from .. import losses as _losses
 from .. import precision as _precision
+from ..devices import parallel, placement
 from ..optim import Optimizer
 from . import callbacks as cb
 from . import inputs
@@ -198,7 +199,7 @@ def fit(model, loss, optimizer, train, *, epochs=1, batch_size=128, key=None, va
         - Where: ``devices`` (a list, a count or ``"all"``; ``None``: the default device),
           ``shard`` (``"batch"``, the default with devices: split each minibatch; ``"models"``:
           ``K/D`` whole models on each of ``D`` devices), ``chunk_size`` (full batch only: the
-          gradient over chunks of this many rows, ``fnnet.parallel.chunked``; ``"auto"`` chunks
+          gradient over chunks of this many rows, ``fnnet.devices.parallel.chunked``; ``"auto"`` chunks
           large batches, ``None`` never).
         - Saving: ``checkpoint=PATH`` saves the ``TrainState``, epoch, history and configuration
           after every epoch (atomically); with ``resume=True`` the run saved there continues up

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 
 from .. import loss_scale as _loss_scale
 from .. import losses as _losses
-from .. import metrics, parallel
+from .. import metrics
+from ..devices import parallel
 from ..gradients import loss_output_and_grad
 from .state import TrainState
 
@@ -83,7 +84,7 @@ def train_step(model, loss, optimizer, *, grads="manual", fused=True, loss_scale
         divergence_factor: the bound on the loss relative to the run's first loss (``inf``: no
             bound).
         chunk_size: compute the gradient of the batch over chunks of this many rows
-            (``fnnet.parallel.chunked``), or ``None``.
+            (``fnnet.devices.parallel.chunked``), or ``None``.
         shard_batch: a sharding constraint applied to each chunk (data parallelism).
 
     Returns:

@@ -3,7 +3,7 @@ ensemble or sweep placed on the devices.
 
 ``fit(..., devices=D, shard=...)`` (``shard=None`` means ``"batch"`` when devices are given)
     ``"batch"``: each minibatch is split across the devices and the params are replicated
-    (``fnnet.parallel.data_parallel``); every step all-reduces the gradient. ``"models"``: the
+    (``fnnet.devices.parallel.data_parallel``); every step all-reduces the gradient. ``"models"``: the
     ``K`` models of ``ensemble=K`` or ``lrs=[...]`` are placed on the devices, ``K/D`` whole
     models on each. A multi-GPU sweep wants the second: its models share only the data, so a
     device can train its models without hearing from the others.
@@ -42,7 +42,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import checks, parallel
+from .. import checks
+from . import parallel
 
 #: The mesh axis that ``shard="models"`` splits the leading (model) axis of a ``TrainState`` over.
 MODELS_AXIS = "models"

@@ -56,11 +56,11 @@ import inspect
 import jax
 import jax.numpy as jnp
 
-from . import checks, optim
-from .datasets import DATASETS
-from .networks import Sequential, cnn, mlp
-from .precision import NAMES as precision_names
-from .precision import with_precision
+from .. import checks, optim
+from ..datasets import DATASETS
+from ..networks import Sequential, cnn, mlp
+from ..precision import NAMES as precision_names
+from ..precision import with_precision
 
 __all__ = ["CNN_ARCHITECTURE", "CONFIG_KEYS", "HIDDEN_ACTIVATIONS", "IMAGE_PIXELS", "IMAGE_SHAPE",
            "LEGACY", "LOSSES", "LOSS_OUTPUTS", "MODELS", "MODEL_KEYS", "MetadataError",

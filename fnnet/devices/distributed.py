@@ -1,7 +1,7 @@
 """Many processes: join JAX's distributed runtime, bounded in time, and tell process 0 apart.
 
 ``fit(..., devices="all")`` trains across processes once every process has called
-``jax.distributed.initialize`` (``fnnet.parallel`` explains the data parallelism). This module is
+``jax.distributed.initialize`` (``fnnet.devices.parallel`` explains the data parallelism). This module is
 that call, made safe to use from a command line:
 
 - **Where the settings come from.** ``initialize(coordinator, num_processes, process_id)`` takes

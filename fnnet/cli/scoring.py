@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import checks, losses, metrics
-from .datasets import one_hot
-from .training import evaluate
-from .training.inputs import check_targets
+from .. import checks, losses, metrics
+from ..datasets import one_hot
+from ..training import evaluate
+from ..training.inputs import check_targets
 
 __all__ = ["IMAGE_ROWS", "ROWS", "chunk_rows", "model_scores", "predict", "score_prediction",
            "summarize_test", "targets"]

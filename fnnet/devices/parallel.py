@@ -28,7 +28,7 @@ Data parallel (``fit(..., devices=...)``)
 
 Models across devices (``fit(..., ensemble=K, devices=..., shard="models")``)
     Each device trains ``K/D`` whole models instead of a part of every minibatch:
-    ``fnnet.placement``, which also chooses between the two for ``fit``.
+    ``fnnet.devices.placement``, which also chooses between the two for ``fit``.
 
 Chunked full-batch gradient (``chunked``)
     Full-batch gradient descent over ``X`` (``N × n_in``) reads ``X`` twice per iteration: in the
@@ -191,7 +191,7 @@ def auto_chunk_size(n, n_features, itemsize=4, multiple_of=1, chunk_bytes=CHUNK_
 
 
 def resolve_chunk_size(chunk_size, n, batch_size, x, mesh=None):
-    """The ``chunk_size`` ``fit`` passes to ``make_epoch``: rows per chunk, or ``None``.
+    """The ``chunk_size`` ``fit`` passes to ``EpochRunner``: rows per chunk, or ``None``.
 
     Chunking applies to full-batch training only (``batch_size`` ``None`` or ``>= n``).
     ``"auto"`` picks ``auto_chunk_size`` for ``x`` (a multiple of the mesh's device count);

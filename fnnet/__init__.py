@@ -22,14 +22,19 @@ from .gradients import (
     value_and_grad,
 )
 from .layers import (
+    GRU,
+    LSTM,
+    RNN,
     AvgPool2D,
     BatchNorm,
     Conv2D,
     Dense,
     DenseParams,
     Dropout,
+    Embedding,
     Flatten,
     Identity,
+    LastStep,
     LayerNorm,
     MaxPool2D,
     ReLU,
@@ -65,4 +70,5 @@ __all__ = [
     "manual_vjp", "GradReport", "optim", "metrics", "datasets", "save", "load", "fit", "devices", "plots",
     "train_step", "RunConfig", "evaluate", "to_device", "TrainState", "EpochRunner", "EpochRecord",
     "io", "checks", "precision", "loss_scale", "__version__",
+    "Embedding", "RNN", "LSTM", "GRU", "LastStep",
 ]

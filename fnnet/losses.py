@@ -4,20 +4,31 @@ Batch first: ``y_pred`` and ``y_true`` have shape ``(N, n)`` (or ``(n,)`` for on
 Every loss sums over the ``n`` outputs of an example (MSE averages them, as note 000 does) and then
 averages over the ``N`` examples, so ``grad`` carries a ``1/N``.
 
+Any number of leading axes: ``(N, T, n)`` (a sequence of ``T`` outputs per example) is ``N·T``
+positions, each scored like an example, and the loss averages over every one of them, so ``grad``
+carries ``1/(N·T)``: for cross-entropy on ``(N, T, V)`` outputs with ``(N, T)`` labels,
+``L = −(1/(N·T)) Σ_{n,t} log ŷ[n, t, label[n, t]]``, every token weighing the same. In general the
+divisor is the number of positions, the product of every axis but the last (``P`` below; ``N``
+for ``(N, n)``, 1 for ``(n,)``).
+
 ``y_true`` is one-hot (or a 0/1 matrix for binary cross-entropy) of the same shape as ``y_pred``.
-Cross-entropy also accepts integer class labels of shape ``(N,)`` (or a scalar for one example); they
-are one-hot encoded inside. MSE and binary cross-entropy take targets of ``y_pred``'s shape only.
+Cross-entropy also accepts integer class labels of ``y_pred``'s shape without its last axis:
+``(N,)`` for ``(N, n)``, ``(N, T)`` for ``(N, T, n)``, a scalar for one example; they are one-hot
+encoded inside. MSE and binary cross-entropy take targets of ``y_pred``'s shape only.
 
 Cross-entropy and binary cross-entropy each pair with the activation whose Jacobian cancels theirs
 (softmax, sigmoid). Their ``value_from_logits`` computes the loss from the pre-activation ``Z``
 through a log-sum-exp (or softplus), finite and correct at logits of ±1000; ``fused_grad`` is the
-fused rule ``dL/dZ = (A − Y)/N`` of notes 002 and 004. ``fnnet.value_and_grad`` uses them by default.
+fused rule ``dL/dZ = (A − Y)/N`` of notes 002 and 004 (``(A − Y)/(N·T)`` over ``(N, T, n)``, the
+rule of one position divided by the number of positions). ``fnnet.value_and_grad`` uses them by
+default.
 
 The notes cited are in experiments/NOTES.md.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import jax
@@ -39,7 +50,9 @@ def _safe_log(p):
 
 
 def _batch_size(y_pred):
-    return 1 if jnp.ndim(y_pred) == 1 else jnp.shape(y_pred)[0]
+    """The number of positions the loss averages over: the product of every axis but the last
+    (``N`` for ``(N, n)``, ``N·T`` for ``(N, T, n)``, 1 for ``(n,)``), a Python int."""
+    return math.prod(jnp.shape(y_pred)[:-1])
 
 
 @dataclass(frozen=True)
@@ -60,9 +73,10 @@ class Loss:
             raise TypeError(
                 f"{self.name}: y_pred must be floating-point, got dtype {jnp.result_type(y_pred)}"
             )
-        if jnp.ndim(y_pred) not in (1, 2):
+        if jnp.ndim(y_pred) < 1:
             raise ValueError(
-                f"{self.name}: y_pred must have shape (N, n) or (n,), got {jnp.shape(y_pred)}"
+                f"{self.name}: y_pred must have shape (N, n), (n,) or (N, T, ..., n) (outputs "
+                f"last), got a scalar"
             )
         pred_shape, true_shape = tuple(jnp.shape(y_pred)), tuple(jnp.shape(y_true))
         integer = jnp.issubdtype(jnp.result_type(y_true), jnp.integer)
@@ -84,14 +98,16 @@ class Loss:
 
 @dataclass(frozen=True, repr=False)
 class MSE(Loss):
-    """Mean squared error, note 000: ``E = (1/n) Σ_i (y*_i − y_i)²``, averaged over the batch."""
+    """Mean squared error, note 000: ``E = (1/n) Σ_i (y*_i − y_i)²``, averaged over the batch
+    (over every leading position: the mean of every entry)."""
 
     def value(self, y_pred, y_true):
         y = self.targets(y_pred, y_true)
         return jnp.mean((y_pred - y) ** 2)
 
     def grad(self, y_pred, y_true):
-        """Note 000: ``dE/dY = (2/n)(Y − Y*)``; averaged over ``N`` examples, ``2(Y − Y*)/(N n)``."""
+        """Note 000: ``dE/dY = (2/n)(Y − Y*)``; averaged over ``N`` examples, ``2(Y − Y*)/(N n)``
+        (``2(Y − Y*)/(N T n)`` over ``(N, T, n)``: the size of ``Y`` in every case)."""
         y = self.targets(y_pred, y_true)
         return 2 * (y_pred - y) / jnp.size(y_pred)
 
@@ -100,7 +116,9 @@ class MSE(Loss):
 class CrossEntropy(Loss):
     """Cross-entropy (negative log-likelihood), note 003: ``L = −(1/N) Σ_n Σ_i y_ni log ŷ_ni``.
 
-    Summed over classes, then averaged over the batch. ``value`` on probabilities treats
+    Summed over classes, then averaged over the batch; over ``(N, T, V)`` outputs averaged over
+    every token, ``L = −(1/(N·T)) Σ_{n,t} Σ_i y_nti log ŷ_nti`` (with ``(N, T)`` labels,
+    ``−(1/(N·T)) Σ_{n,t} log ŷ[n, t, label]``). ``value`` on probabilities treats
     ``0 · log 0`` as 0 and clips ``ŷ`` at the smallest normal float, so it is finite at
     probabilities of exactly 0 and 1.
     """
@@ -114,13 +132,15 @@ class CrossEntropy(Loss):
         return -jnp.sum(terms) / _batch_size(y_pred)
 
     def grad(self, y_pred, y_true):
-        """``dL/dŷ = −(1/N) Y / Ŷ`` (element-wise), zero where ``Y = 0``."""
+        """``dL/dŷ = −(1/N) Y / Ŷ`` (element-wise), zero where ``Y = 0``; ``1/(N·T)`` over
+        ``(N, T, V)``."""
         y = self.targets(y_pred, y_true)
         per_element = jnp.where(y > 0, -y / jnp.maximum(y_pred, _tiny(y_pred)), 0)
         return per_element / _batch_size(y_pred)
 
     def value_from_logits(self, z, y_true):
-        """``L = −(1/N) Σ Y ⊙ log softmax(Z)``, with ``log softmax(Z) = Z − logsumexp(Z)``."""
+        """``L = −(1/N) Σ Y ⊙ log softmax(Z)``, with ``log softmax(Z) = Z − logsumexp(Z)`` over
+        the last axis (``1/(N·T)`` over ``(N, T, V)``)."""
         y = self.targets(z, y_true)
         return -jnp.sum(y * log_softmax(z)) / _batch_size(z)
 
@@ -128,7 +148,11 @@ class CrossEntropy(Loss):
         """Note 002: softmax followed by cross-entropy gives ``dZ = A − Y`` per example, so with the
         batch average ``dL/dZ = (A − Y)/N``: the softmax Jacobian ``diag(A) − A Aᵀ`` times
         ``−Y/A`` is ``A Σ_i y_i − Y``, which is ``A − Y`` when the row of ``Y`` sums to 1 (one-hot).
-        The general form is used, so targets whose rows do not sum to 1 get the exact gradient."""
+        The general form is used, so targets whose rows do not sum to 1 get the exact gradient.
+
+        Over ``(N, T, V)`` each token's softmax sees only its own row of ``Z``, so the same
+        per-row derivation holds at every position, and the average over the ``N·T`` tokens
+        gives ``dL/dZ = (A − Y)/(N·T)``."""
         y = self.targets(a, y_true)
         if jnp.shape(y_true) == jnp.shape(a)[:-1]:  # integer labels (targets checked the dtype)
             # Σ_i y_i of a one-hot row is 1, or 0 for a label outside 0..n−1 (an empty row):
@@ -146,6 +170,7 @@ class BinaryCrossEntropy(Loss):
 
     Summed over outputs, averaged over the batch (note 004 averages over outputs too; this keeps
     the same per-example convention as cross-entropy, and the fused rule reads ``(Ŷ − Y)/N``).
+    Over ``(N, T, n)`` averaged over the ``N·T`` positions, ``1/(N·T)`` in place of ``1/N``.
     """
 
     fused_activation = Sigmoid
@@ -157,7 +182,8 @@ class BinaryCrossEntropy(Loss):
         return -jnp.sum(pos + neg) / _batch_size(y_pred)
 
     def grad(self, y_pred, y_true):
-        """``dL/dŷ = (1/N) (−Y/Ŷ + (1 − Y)/(1 − Ŷ))``, each term zero where its weight is."""
+        """``dL/dŷ = (1/N) (−Y/Ŷ + (1 − Y)/(1 − Ŷ))``, each term zero where its weight is
+        (``1/(N·T)`` over ``(N, T, n)``)."""
         y = self.targets(y_pred, y_true)
         tiny = _tiny(y_pred)
         pos = jnp.where(y > 0, -y / jnp.maximum(y_pred, tiny), 0)
@@ -172,7 +198,8 @@ class BinaryCrossEntropy(Loss):
 
     def fused_grad(self, a, y_true):
         """Note 004: with a sigmoid output, ``dL/dZ = Ŷ − Y`` (``σ' = Ŷ(1 − Ŷ)`` cancels the
-        denominator of ``dL/dŶ``); with the batch average, ``(Ŷ − Y)/N``."""
+        denominator of ``dL/dŶ``); with the batch average, ``(Ŷ − Y)/N`` (``(Ŷ − Y)/(N·T)``
+        over ``(N, T, n)``)."""
         y = self.targets(a, y_true)
         return (a - y) / _batch_size(a)
 

@@ -210,7 +210,9 @@ def test_numpy_baseline_takes_the_same_step_as_fnnet():
                  fnnet.DenseParams(jnp.asarray(params[1][0]), jnp.asarray(params[1][1])), ())
     opt = fnnet.optim.sgd(lr)
     step = jax.jit(fnnet.train_step(model, "cross-entropy", opt))
-    new_params, _, loss = step(fn_params, opt.init(fn_params), jnp.asarray(x), jnp.asarray(y))
+    state = fnnet.TrainState.create(model, opt, jax.random.PRNGKey(0), params=fn_params)
+    state, stats = step(state, jnp.asarray(x), jnp.asarray(y), jax.random.PRNGKey(1))
+    new_params, loss = state.params, stats["loss"]
     np_loss = baselines.numpy_step(params, x, np.eye(10, dtype=np.float32)[y], np.float32(lr))
     assert np_loss == pytest.approx(float(loss), rel=1e-5)
     for (W, b), p in zip(params, (new_params[0], new_params[2])):

@@ -36,7 +36,10 @@ Modules: ``base`` (``Layer``, the protocol), ``dense`` (``Dense``, ``DenseParams
 ``NormParams``; ``normalize`` and its two backward forms), ``activations`` (``ReLU``, ``Sigmoid``,
 ``Tanh``, ``Identity``, ``Softmax``, their bases ``Activation`` and ``Elementwise``; ``get`` an
 activation by name; ``softmax``, ``log_softmax`` and the softmax backward forms), ``initializers``
-(``INITS``), ``checks`` (the input checks run at trace time).
+(``INITS``), ``checks`` (the input checks run at trace time), ``embedding`` (``Embedding``,
+``EmbeddingParams``), ``recurrent`` (``Recurrent``, the recurrent layers' shared part and
+backpropagation through time; ``RNN``, ``RecurrentParams``, ``LastStep``), ``lstm`` (``LSTM``),
+``gru`` (``GRU``, ``GRUParams``). Sequences are batch first, ``(N, T, F)``.
 
 This package exports the layers, their params types, ``Layer``, the activation bases,
 ``ACTIVATIONS``, ``INITS`` and ``get``; the reference forms and helpers are imported from their
@@ -59,13 +62,19 @@ from .base import Layer
 from .conv import Conv2D, ConvParams
 from .dense import Dense, DenseParams
 from .dropout import Dropout
+from .embedding import Embedding, EmbeddingParams
+from .gru import GRU, GRUParams
 from .initializers import INITS
+from .lstm import LSTM
 from .normalization import BatchNorm, LayerNorm, NormParams
 from .pooling import AvgPool2D, MaxPool2D
+from .recurrent import RNN, LastStep, Recurrent, RecurrentParams
 from .reshape import Flatten
 
 __all__ = [
     "ACTIVATIONS", "INITS", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "ConvParams", "Dense",
     "DenseParams", "Dropout", "Elementwise", "Flatten", "Identity", "Layer", "LayerNorm",
     "MaxPool2D", "NormParams", "ReLU", "Sigmoid", "Softmax", "Tanh", "get",
+    "Embedding", "EmbeddingParams", "GRU", "GRUParams", "LSTM", "LastStep", "RNN", "Recurrent",
+    "RecurrentParams",
 ]

@@ -4,6 +4,10 @@
 ``repr``). The element-wise ones are each nothing but their ``f`` and ``f'`` (``Elementwise``),
 under note 000's one rule ``dE/dX = dE/dY ⊙ f'(X)``. Softmax mixes its outputs, so it keeps its own
 backward, in note 000's Jacobian form and in the equivalent O(n) form.
+
+Any number of leading axes: the element-wise ones act on every entry, whatever the shape; softmax
+normalises over the last axis at every leading position (each step of an ``(N, T, V)`` sequence
+output is its own distribution over ``V``), and its backward contracts the last axis only.
 """
 
 from __future__ import annotations
@@ -160,7 +164,8 @@ def softmax_backward_simple(y, dy):
 
         dE/dX = Y ⊙ (dE/dY − ⟨Y, dE/dY⟩)
 
-    the Jacobian never formed. Per row for a batch: the inner product runs over the last axis.
+    the Jacobian never formed. Per row for a batch: the inner product runs over the last axis,
+    at every leading position (``(N, T, V)`` included).
     """
     return y * (dy - jnp.sum(y * dy, axis=-1, keepdims=True))
 
@@ -175,7 +180,7 @@ class Softmax(Activation):
             (``softmax_backward_simple``).
 
     Followed by cross-entropy, ``fnnet.value_and_grad`` skips this backward altogether (the fused
-    rule ``dZ = (A − Y)/N`` of note 002).
+    rule ``dZ = (A − Y)/N`` of note 002, ``(A − Y)/(N·T)`` for an ``(N, T, V)`` output).
     """
 
     jacobian: bool = False

@@ -11,7 +11,7 @@ from .. import precision as _precision
 from ..checks import integer
 from ..pytrees import register_namedtuple
 from .base import Layer
-from .checks import check_features, check_param, lookup
+from .checks import check_features, check_floating, check_param, lookup
 from .initializers import INITS
 
 DEFAULT_WEIGHT_INIT = "he"
@@ -29,6 +29,10 @@ class DenseParams(NamedTuple):
 class Dense(Layer):
     """Fully connected layer, ``Z = X Wᵀ + b`` (note 004), ``y_j = Σ_i w_ji x_i + b_j`` (note 000);
     the notes are in experiments/NOTES.md.
+
+    The input is ``(N, n_in)``, one example ``(n_in,)``, or any number of leading axes
+    ``(N, T, ..., n_in)``: the same weights are applied at every leading position (every step of
+    a sequence), over the last axis.
 
     Args:
         n_in: inputs per example.
@@ -71,7 +75,14 @@ class Dense(Layer):
         return DenseParams(W=W, b=jnp.zeros((self.n_out,), dtype))
 
     def _check(self, params, x):
-        check_features(self, x, self.n_in)
+        if jnp.ndim(x) <= 2:
+            check_features(self, x, self.n_in)
+        else:  # leading axes (N, T, ..., n_in): the same layer at every position
+            check_floating(self, x)
+            if jnp.shape(x)[-1] != self.n_in:
+                raise ValueError(f"{self}: expected input of shape (N, {self.n_in}), "
+                                 f"({self.n_in},) or (N, ..., {self.n_in}) (features last), got "
+                                 f"shape {tuple(jnp.shape(x))}")
         check_param(self, "W", params.W, (self.n_out, self.n_in))
         check_param(self, "b", params.b, (self.n_out,))
 
@@ -96,10 +107,32 @@ class Dense(Layer):
             db = Σ_n dY_n     (n_out,)
             dX = dY W         (N, n_in)
 
+        With leading axes, ``X`` of shape ``(N, T, ..., n_in)``: ``Z[n, t] = W X[n, t] + b`` at
+        every position with the same ``W`` and ``b``, so each position contributes its own
+        ``dY[n, t] X[n, t]ᵀ`` and the gradients sum over every leading axis. Flattening the
+        leading axes into ``M = N·T·…`` rows makes that sum one matrix product::
+
+            dW = Σ_{n,t} dY[n,t]ᵀ X[n,t] = dY_flatᵀ X_flat      (n_out, M)·(M, n_in)
+            db = Σ_{n,t} dY[n,t]                                  (n_out,)
+            dX[n, t] = dY[n, t] W                                 (N, T, ..., n_in)
+
+        (the flattening is a free reshape of row-major arrays; ``dX`` contracts the last axis
+        and keeps the leading ones).
+
         Under a casting policy each product reads ``bf16``/``f16`` inputs and accumulates in
-        float32, and ``dYᵀ`` is written out row-major first (``fnnet.precision.transposed``).
+        float32, and ``dYᵀ`` is written out row-major first (``fnnet.precision.transposed``),
+        the flattened ``dY`` likewise.
         """
         x, policy = cache, self.precision
+        if x.ndim > 2:  # leading axes: flatten them into rows, one product for dW
+            x_rows = x.reshape(-1, x.shape[-1])
+            dy_rows = dy.reshape(-1, dy.shape[-1])
+            if not policy.casts:
+                return DenseParams(W=dy_rows.T @ x_rows, b=dy_rows.sum(axis=0)), dy @ params.W
+            dyc = policy.cast(dy_rows)
+            dW = policy.dot(_precision.transposed(dyc, policy), x_rows, (1, 0))
+            dx = policy.dot(policy.cast(dy), params.W, (dy.ndim - 1, 0))
+            return DenseParams(W=dW, b=dy_rows.sum(axis=0)), dx
         if not policy.casts:
             if x.ndim == 1:
                 return DenseParams(W=jnp.outer(dy, x), b=dy), dy @ params.W

@@ -12,6 +12,9 @@ and inference needs no rescaling::
     dX = dY ⊙ M / (1 − p)
 
 At inference (``train=False``) ``Y = X`` and ``dX = dY``.
+
+Element-wise, so any shape works: ``(N, F)``, ``(N, T, F)`` (each unit of each step drawn on its
+own), images; the mask has ``X``'s shape.
 """
 
 from __future__ import annotations

@@ -94,11 +94,13 @@ def normalize_backward_staged(dx_hat, cache, axes):
     return d_centred + d_mean / m
 
 
-def _check(layer, params, x, num_features):
+def _check(layer, params, x, num_features, min_ndim=2):
     check_floating(layer, x)
-    if jnp.ndim(x) < 2 or jnp.shape(x)[-1] != num_features:
-        raise ValueError(f"{layer}: expected input of shape (N, ..., {num_features}) (features "
-                         f"last), got shape {tuple(jnp.shape(x))}")
+    if jnp.ndim(x) < min_ndim or jnp.shape(x)[-1] != num_features:
+        shape = f"(N, ..., {num_features})" if min_ndim == 2 else (
+            f"(..., {num_features}): any leading axes, ({num_features},) included")
+        raise ValueError(f"{layer}: expected input of shape {shape} (features last), got shape "
+                         f"{tuple(jnp.shape(x))}")
     check_param(layer, "gamma", params.gamma, (num_features,))
     check_param(layer, "beta", params.beta, (num_features,))
 
@@ -201,6 +203,10 @@ class LayerNorm(Layer):
     """Layer normalisation over the last axis, per example, the same in training and inference.
     Derivation: this module's docstring (``m`` is the number of features).
 
+    Any number of leading axes: ``(N, F)``, one example ``(F,)``, or ``(N, T, ..., F)``, where
+    each position (each step of a sequence) is normalised on its own over its ``F`` features,
+    and ``γ``, ``β`` are shared by every position.
+
     Args:
         num_features: the size of the last axis.
         eps: added to the variance, > 0.
@@ -221,7 +227,7 @@ class LayerNorm(Layer):
         return _init(self.num_features, dtype)
 
     def forward(self, params, x, *, state=(), key=None, train=True):
-        _check(self, params, x, self.num_features)
+        _check(self, params, x, self.num_features, min_ndim=1)
         cache = normalize(x, (jnp.ndim(x) - 1,), self.eps)
         return params.gamma * cache.x_hat + params.beta, cache
 
@@ -229,7 +235,9 @@ class LayerNorm(Layer):
         return self.forward(params, x)[0]
 
     def backward(self, params, cache, dy):
-        """``dγ = Σ dY ⊙ X̂`` and ``dβ = Σ dY`` over every axis but the last; ``dX`` by the
-        simplified form over the last axis with ``dX̂ = dY ⊙ γ``."""
+        """``dγ = Σ dY ⊙ X̂`` and ``dβ = Σ dY`` over every axis but the last (every leading
+        position shares ``γ`` and ``β``, so their gradients sum over all of them: ``Σ_{n,t}``
+        for ``(N, T, F)``); ``dX`` by the simplified form over the last axis with
+        ``dX̂ = dY ⊙ γ``, each position on its own (``m = F``)."""
         dx = normalize_backward(dy * params.gamma, cache, (dy.ndim - 1,))
         return _param_grads(dy, cache, tuple(range(dy.ndim - 1))), dx

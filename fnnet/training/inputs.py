@@ -44,6 +44,11 @@ def check_targets(loss, y, outputs, where):
     Integer labels must lie in ``0 .. outputs − 1`` (cross-entropy); binary cross-entropy
     targets in ``[0, 1]``; cross-entropy target rows must be non-negative; every float target
     finite. The error names the first bad value and its position.
+
+    Any number of leading axes: labels ``(N,)`` for ``(N, outputs)`` outputs, ``(N, T)`` (one
+    per token) for ``(N, T, outputs)``, one-hot or float targets of the outputs' shape; every
+    entry is checked, and a position past the first axis is named as a tuple (``y[(3, 0)]``).
+    Shapes themselves are the loss's to check (``Loss.targets``, at trace time).
     """
     y = _host(y)
     if np.issubdtype(y.dtype, np.integer):

@@ -1,0 +1,109 @@
+"""``Embedding``: integer ids to learned vectors, a table lookup, and its backward, a scatter-add.
+
+Derivation (beyond the notes; experiments/NOTES.md, "Beyond the notes"). With ``W`` of shape
+``(V, D)`` (one row per id) and integer ids ``I`` of any shape, the forward copies rows::
+
+    Y[p] = W[I[p]]                 for every position p of I        Y: I.shape + (D,)
+
+``Y[p]`` depends on row ``I[p]`` of ``W`` only, with derivative 1, so the chain rule sums the
+``dY`` rows of every position that read a row::
+
+    dW[v] = Σ_{p : I[p] = v} dY[p]           (a scatter-add: jnp.zeros_like(W).at[I].add(dY))
+
+which is ``dW = onehot(I)ᵀ dY`` (the lookup is the product ``onehot(I) W``) without forming the
+``(positions, V)`` one-hot matrix. An id that appears twice receives both rows' ``dY``.
+
+The input is integers, so there is no ``dX``: ``backward`` returns ``None`` in its place.
+``Sequential.backward`` passes it on unused (an embedding is a network's first layer), and
+``fnnet.manual_vjp`` hands it to ``jax.custom_vjp``, which takes ``None`` as the zero (``float0``)
+cotangent of an integer input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..checks import integer
+from ..pytrees import register_namedtuple
+from .base import Layer
+from .checks import check_param
+
+
+@register_namedtuple
+class EmbeddingParams(NamedTuple):
+    """Parameters of an Embedding: ``W`` of shape ``(vocab_size, dim)``, row ``v`` the vector of
+    id ``v``."""
+
+    W: Any
+
+
+@dataclass(frozen=True, init=False)
+class Embedding(Layer):
+    """A learned vector per id: integer ids of any shape, e.g. ``(N, T)``, to ``(N, T, dim)``,
+    ``Y[n, t] = W[ids[n, t]]``; backward the scatter-add ``dW = zeros.at[ids].add(dY)`` (this
+    module's docstring). ``dx`` is ``None``: the ids have no gradient.
+
+    Ids must be integers (a float input is a ``TypeError`` at trace time). Ids outside
+    ``[0, vocab_size)`` cannot be seen at trace time: called on concrete arrays (outside ``jit``)
+    the layer raises a ``ValueError``; under ``jit`` (traced ids) an id is clamped into range,
+    a negative one reads (and trains) row 0 and one ``>= vocab_size`` row ``vocab_size − 1``, in
+    ``apply``, ``forward`` and ``backward`` alike (no wrap-around from the end as Python indexing
+    would, no NaN as ``jnp.take``'s default would).
+
+    Initialisation: ``W ~ N(0, 1)``, as PyTorch's ``nn.Embedding`` (the vectors start at the
+    scale of standardised inputs, which the recurrent layers' Xavier ``W_x`` expects).
+
+    Args:
+        vocab_size: ``V``, the number of ids.
+        dim: ``D``, the length of each vector.
+    """
+
+    vocab_size: int
+    dim: int
+
+    def __init__(self, vocab_size, dim):
+        object.__setattr__(self, "vocab_size", integer("Embedding", "vocab_size", vocab_size))
+        object.__setattr__(self, "dim", integer("Embedding", "dim", dim))
+
+    def __repr__(self):
+        return f"Embedding({self.vocab_size}, {self.dim})"
+
+    def init(self, key, dtype=jnp.float32):
+        return EmbeddingParams(W=jax.random.normal(key, (self.vocab_size, self.dim), dtype))
+
+    def _check(self, params, ids):
+        dtype = jnp.result_type(ids)
+        if not jnp.issubdtype(dtype, jnp.integer):
+            raise TypeError(f"{self}: expected integer ids (e.g. int32 of shape (N, T)), got "
+                            f"dtype {dtype}")
+        check_param(self, "W", params.W, (self.vocab_size, self.dim))
+        if not isinstance(ids, jax.core.Tracer) and np.size(ids):
+            values = np.asarray(ids)
+            low, high = values.min(), values.max()
+            if low < 0 or high >= self.vocab_size:
+                raise ValueError(f"{self}: ids must be in [0, {self.vocab_size}), got ids from "
+                                 f"{low} to {high} (under jit they would be clamped into range)")
+
+    def _clamped(self, ids):
+        return jnp.clip(ids, 0, self.vocab_size - 1)
+
+    def apply(self, params, x, *, state=(), key=None, train=False):
+        self._check(params, x)
+        return jnp.take(params.W, self._clamped(x), axis=0, mode="clip")
+
+    def forward(self, params, x, *, state=(), key=None, train=True):
+        """``(Y, cache)``: the rows, and the (clamped) ids they came from."""
+        self._check(params, x)
+        ids = self._clamped(x)
+        return jnp.take(params.W, ids, axis=0, mode="clip"), ids
+
+    def backward(self, params, cache, dy):
+        """``dW[v] = Σ_{p: ids[p] = v} dY[p]``, a scatter-add (no one-hot product); ``dx`` is
+        ``None`` (integer ids have no gradient)."""
+        dW = jnp.zeros_like(params.W).at[cache].add(dy.astype(params.W.dtype))
+        return EmbeddingParams(W=dW), None

@@ -1,0 +1,117 @@
+"""The LSTM layer (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000) and
+its backward through time, derived by hand (beyond the notes; experiments/NOTES.md, "Beyond the
+notes"). What every recurrent layer shares (the hoisted products, the stateful option, mixed
+precision) is in ``recurrent``.
+
+Forward, rows (one example per row), ``σ`` the logistic sigmoid, gates in the order i, f, g, o::
+
+    A_t = X_t W_xᵀ + b + H_{t−1} W_hᵀ                     (N, 4H) = [A_i | A_f | A_g | A_o]
+    I_t = σ(A_i)   F_t = σ(A_f)   G_t = tanh(A_g)   O_t = σ(A_o)
+    C_t = F_t ⊙ C_{t−1} + I_t ⊙ G_t
+    H_t = O_t ⊙ tanh(C_t)
+
+Backward. The forward was the above, and ``H_t`` is read by the output and by step ``t+1``,
+``C_t`` by step ``t+1`` only, so the reverse scan carries ``dH_next`` and ``dC_next`` (both zero
+after the last step) and the backward is, for ``t = T … 1``::
+
+    dH_t   = dY_t + dH_next
+    dO_t   = dH_t ⊙ tanh(C_t)                             (H_t = O_t ⊙ tanh(C_t))
+    dC_t   = dC_next + dH_t ⊙ O_t ⊙ (1 − tanh²(C_t))      (both paths into C_t)
+    dI_t   = dC_t ⊙ G_t     dG_t = dC_t ⊙ I_t     dF_t = dC_t ⊙ C_{t−1}
+    dC_next = dC_t ⊙ F_t                                  (for step t−1; at t = 1 it is dC_0)
+    dA_t   = [dI_t ⊙ I_t(1 − I_t) | dF_t ⊙ F_t(1 − F_t) | dG_t ⊙ (1 − G_t²) | dO_t ⊙ O_t(1 − O_t)]
+    dH_next = dA_t W_h                                    (for step t−1; at t = 1 it is dH_0)
+
+and then, from the stacked ``dA`` (``recurrent``'s docstring), ``dW_x = dAᵀ X``, ``db = Σ dA``,
+``dX = dA W_x``, ``dW_h = dAᵀ H_prev``, one product each. The forward caches the four gates'
+values ``[I|F|G|O]`` ``(T, N, 4H)``, every ``C_t`` and ``H_t``; ``tanh(C_t)`` is recomputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from .recurrent import Recurrent, RecurrentParams, shifted, sigmoid_slope, tanh_slope
+
+
+def _split(a, h):
+    return a[:, :h], a[:, h:2 * h], a[:, 2 * h:3 * h], a[:, 3 * h:]
+
+
+@dataclass(frozen=True, init=False, repr=False)
+class LSTM(Recurrent):
+    """Long short-term memory, ``(N, T, n_in) → (N, T, H)`` (every hidden state ``H_t``); the
+    equations and their backward are in this module's docstring.
+
+    Params ``RecurrentParams``: ``W_x`` ``(4H, n_in)``, ``W_h`` ``(4H, H)``, ``b`` ``(4H,)``, the
+    gate blocks stacked along the rows in the order i (input), f (forget), g (candidate),
+    o (output), PyTorch's ``weight_ih_l0``/``weight_hh_l0`` layout (its two biases are one ``b``
+    here). The initial state ``(H_0, C_0)`` is zeros, or the carried state with ``stateful=N``.
+
+    Initialisation: ``W_x`` Xavier uniform per gate block, ``U(±√(6/(n_in + H)))``; ``W_h`` an
+    orthogonal ``H × H`` matrix per gate block; ``b`` zeros except the forget gate's, which starts
+    at 1 so ``F = σ(1) ≈ 0.73`` and the cell keeps its memory from the first step of training
+    (Gers et al. 2000; Jozefowicz et al. 2015); Keras's defaults (``unit_forget_bias``). Why
+    orthogonal: ``RNN``'s docstring.
+
+    Args:
+        n_in: features per step.
+        n_hidden: ``H``, the hidden units.
+        stateful: ``None``, or ``N``: carry ``N`` sequences' final ``(h, c)`` into the next call
+            (truncated BPTT, ``recurrent``'s docstring).
+        precision: the products' policy (``fnnet.precision``), as ``Dense``.
+    """
+
+    gates: ClassVar[int] = 4
+    carries: ClassVar[tuple] = ("h", "c")
+
+    def __init__(self, n_in, n_hidden, *, stateful=None, precision=None):
+        self._setup(n_in, n_hidden, stateful, precision)
+
+    def init(self, key, dtype=jnp.float32):
+        W_x, W_h, b = self._init_weights(key, dtype)
+        h = self.n_hidden
+        return RecurrentParams(W_x=W_x, W_h=W_h, b=b.at[h:2 * h].set(1))  # forget bias 1
+
+    def _scan(self, params, ax, initial):
+        policy, h = self.precision, self.n_hidden
+        W_h = policy.cast(params.W_h)  # cast once, outside the loop
+
+        def step(carry, ax_t):
+            h_prev, c_prev = carry
+            a_i, a_f, a_g, a_o = _split(ax_t + policy.dot(h_prev, W_h, (1, 1)), h)
+            i, f, g, o = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g), jax.nn.sigmoid(a_o)
+            c = f * c_prev + i * g
+            h_t = o * jnp.tanh(c)
+            return (h_t, c), (h_t, c, jnp.concatenate([i, f, g, o], axis=1))
+
+        final, (hs, cs, gates) = lax.scan(step, initial, ax)
+        return final, hs, (gates, cs)
+
+    def _scan_backward(self, params, cache, dys):
+        policy, h = self.precision, self.n_hidden
+        W_h = policy.cast(params.W_h)
+        gates, cs = cache.saved
+        dtype = jnp.result_type(dys, cs)
+
+        def step(carry, inputs):
+            dh_next, dc_next = carry
+            dy_t, gates_t, c_t, c_prev = inputs
+            i, f, g, o = _split(gates_t, h)
+            tanh_c = jnp.tanh(c_t)
+            dh = dy_t + dh_next
+            do = dh * tanh_c
+            dc = dc_next + dh * o * tanh_slope(tanh_c)
+            da = jnp.concatenate([dc * g * sigmoid_slope(i), dc * c_prev * sigmoid_slope(f),
+                                  dc * i * tanh_slope(g), do * sigmoid_slope(o)], axis=1)
+            return (policy.dot(da, W_h, (1, 0)).astype(dtype), (dc * f).astype(dtype)), da
+
+        zeros = jnp.zeros(cs.shape[1:], dtype)
+        d_initial, das = lax.scan(step, (zeros, zeros),
+                                  (dys, gates, cs, shifted(cache.initial[1], cs)), reverse=True)
+        return d_initial, das, das, {}

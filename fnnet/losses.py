@@ -8,8 +8,8 @@ Any number of leading axes: ``(N, T, n)`` (a sequence of ``T`` outputs per examp
 positions, each scored like an example, and the loss averages over every one of them, so ``grad``
 carries ``1/(N·T)``: for cross-entropy on ``(N, T, V)`` outputs with ``(N, T)`` labels,
 ``L = −(1/(N·T)) Σ_{n,t} log ŷ[n, t, label[n, t]]``, every token weighing the same. In general the
-divisor is the number of positions, the product of every axis but the last (``P`` below; ``N``
-for ``(N, n)``, 1 for ``(n,)``).
+divisor is the number of positions, the product of every axis but the last (``N`` for ``(N, n)``,
+1 for ``(n,)``).
 
 ``y_true`` is one-hot (or a 0/1 matrix for binary cross-entropy) of the same shape as ``y_pred``.
 Cross-entropy also accepts integer class labels of ``y_pred``'s shape without its last axis:

@@ -58,6 +58,11 @@ class Sequential(Layer):
         """Whether a layer draws random numbers in training (and so needs ``key=``)."""
         return any(layer.stochastic for layer in self.layers)
 
+    @property
+    def takes_ids(self):
+        """Whether the network's input is integer ids (its first layer's)."""
+        return bool(self.layers) and self.layers[0].takes_ids
+
     def with_precision(self, policy):
         """The network with every layer's products under ``policy`` (``fnnet.precision``);
         layers without products come back as they are."""

@@ -21,6 +21,7 @@ from fnnet.bench import baselines, cnn, harness, memory, profile, report
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # the quick benchmark end to end
 def test_quick_benchmark_writes_metrics_and_chart(tmp_path, capsys):
     assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
@@ -260,6 +261,7 @@ def test_time_calls_runs_at_least_repeats_and_stops_at_the_budget():
     assert harness.paired([1.0, 2.0, 4.0], [2.0, 2.0, 2.0]) == 1.0
 
 
+@pytest.mark.slow  # a subprocess
 def test_runs_as_a_module_and_without_the_experiments_folder(tmp_path):
     """``python -m fnnet.bench --help`` works from any folder (a pip user's), and fnnet.bench
     imports nothing from ``experiments``; ``python -m experiments.benchmark`` still runs it."""

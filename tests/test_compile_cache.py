@@ -18,6 +18,8 @@ import pytest
 from fnnet import cli, datasets
 from fnnet.cli import common
 
+pytestmark = pytest.mark.slow  # fnnet train in fresh processes
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ("jax_compilation_cache_dir", "jax_enable_compilation_cache",
             "jax_persistent_cache_min_compile_time_secs",

@@ -23,6 +23,8 @@ import pytest
 from fnnet.devices import distributed
 from fnnet.training import callbacks as cb
 
+pytestmark = pytest.mark.slow  # several processes
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 180  # any one subprocess; a healthy run takes a few seconds
 

@@ -159,9 +159,9 @@ def test_fit_calls_each_callback_with_the_record_state_and_history():
 
 def test_epoch_record_and_history_from_stats():
     stats = {"loss_sum": np.array([3.0, np.nan]), "correct": np.array([40, 0]),
-             "seen": np.array([64, 0]), "bad_step": np.array([-1, 2]),
-             "last_loss": np.array([0.5, 0.7])}
-    record = cb.epoch_record(4, stats, 0.5, 128, 32)
+             "seen": np.array([64, 0]), "ok_steps": np.array([2, 0]),
+             "bad_step": np.array([-1, 2]), "last_loss": np.array([0.5, 0.7])}
+    record = cb.epoch_record(4, stats, 0.5, 128)
     assert record.loss[0] == pytest.approx(1.5) and np.isnan(record.loss[1])
     assert record.train_accuracy[0] == pytest.approx(40 / 64) and record.diverged == [1]
     assert record.examples_per_second == pytest.approx(256)

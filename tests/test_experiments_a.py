@@ -12,6 +12,8 @@ import pytest
 
 from experiments import forward_vs_reverse, manual_vs_autodiff, single_neuron, two_hidden_layers, xor
 
+pytestmark = pytest.mark.slow  # the experiment scripts
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("single_neuron", "two_hidden_layers", "xor", "forward_vs_reverse", "manual_vs_autodiff")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -17,6 +17,8 @@ from test_experiments_a import run_modules_help
 
 from experiments import mnist_relu_softmax, mnist_sigmoid_bce, mnist_tanh_mse, run_all, sweep
 
+pytestmark = pytest.mark.slow  # the experiment scripts
+
 ROOT = Path(__file__).resolve().parents[1]
 CHANCE = 0.1
 

@@ -10,6 +10,8 @@ from test_experiments_a import run_modules_help
 
 from experiments import batchnorm_by_hand, common, conv_by_hand, mnist_cnn, run_all
 
+pytestmark = pytest.mark.slow  # the experiment scripts
+
 NAMES = ("conv_by_hand", "batchnorm_by_hand", "mnist_cnn")
 CHANCE = 0.1
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

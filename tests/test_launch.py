@@ -22,6 +22,8 @@ from fnnet import cli, datasets
 from fnnet.cli import launch
 from fnnet.devices import distributed
 
+pytestmark = pytest.mark.slow  # several processes
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240
 TRAIN = ["--layers", "784,16,10", "--batch-size", "52", "--seed", "3"]

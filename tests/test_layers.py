@@ -16,8 +16,9 @@ F64 = jnp.float64
 
 LAYER_NAMES = [
     "ACTIVATIONS", "INITS", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "ConvParams", "Dense",
-    "DenseParams", "Dropout", "Elementwise", "Flatten", "Identity", "Layer", "LayerNorm",
-    "MaxPool2D", "NormParams", "ReLU", "Sigmoid", "Softmax", "Tanh", "get",
+    "DenseParams", "Dropout", "Elementwise", "Embedding", "EmbeddingParams", "Flatten", "GRU",
+    "GRUParams", "Identity", "LSTM", "LastStep", "Layer", "LayerNorm", "MaxPool2D", "NormParams",
+    "RNN", "ReLU", "Recurrent", "RecurrentParams", "Sigmoid", "Softmax", "Tanh", "get",
 ]
 # Reference forms and helpers: importable from their own modules, not fnnet.layers' names.
 HELPERS = {

@@ -525,3 +525,175 @@ def test_l1_adds_the_gradient_of_l1_times_the_sum_of_absolute_values(make):
     np.testing.assert_allclose(got["W"], expected["W"], rtol=1e-12)
     with pytest.raises(ValueError, match="l1 must be a finite number >= 0"):
         optim.sgd(0.1, l1=-1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# clip_by_global_norm: the wrapped optimizer's update on g · min(1, max_norm / ‖g‖₂)
+
+
+def np_global_norm(grads):
+    return math.sqrt(sum(float(np.sum(np.square(np.asarray(g, np.float64))))
+                         for g in jax.tree_util.tree_leaves(grads)))
+
+
+def assert_trees(got, want, **tol):
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        assert np.asarray(a).dtype == np.asarray(b).dtype
+        if tol:
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), **tol)
+        else:
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def scaled_tree(tree, factor):
+    return jax.tree_util.tree_map(lambda g: np.asarray(g) * factor, tree)
+
+
+@pytest.mark.parametrize("make_opt", OPTS)
+def test_clipping_rescales_a_large_gradient_and_leaves_a_small_one_exactly(make_opt):
+    inner = make_opt()
+    params = small_params()
+    grads = make_grads(params, steps=2)
+    norms = [np_global_norm(g) for g in grads]
+    small, large = 2 * max(norms), min(norms) / 4  # above every norm / below every norm
+    for max_norm, clipped in ((small, False), (large, True)):
+        opt = optim.clip_by_global_norm(inner, max_norm)
+        # eager, op by op: the wrapped optimizer runs exactly the operations it would alone (a
+        # compiled program of its own may fuse them differently, to the last bit)
+        update, inner_update = opt.update, inner.update
+        state, want_state = opt.init(params), inner.init(params)
+        p, want_p = params, params
+        for g, norm in zip(grads, norms):
+            p, state = update(g, state, p)
+            want_g = scaled_tree(g, max_norm / norm) if clipped else g
+            want_p, want_state = inner_update(want_g, want_state, want_p)
+            if clipped:  # the norm in float32: the same step to float32's rounding
+                assert_trees((p, state), (want_p, want_state), rtol=1e-6, atol=1e-9)
+            else:  # the factor is exactly 1: bit for bit the wrapped optimizer's
+                assert_trees((p, state), (want_p, want_state))
+
+
+def test_global_norm_and_the_clipped_gradient_itself():
+    seen = []
+
+    def record(grads, state, params):
+        seen.append(grads)
+        return params, state
+
+    probe = optim.Optimizer(lambda params, lr=None: {}, record, "probe", {}, optim.constant())
+    g = {"a": np.array([3.0, 0.0], np.float32), "b": (np.array([[4.0]], np.float32),)}
+    assert float(optim.global_norm(g)) == 5.0
+    optim.clip_by_global_norm(probe, 1.0).update(g, {}, g)
+    np.testing.assert_allclose(seen[-1]["a"], [0.6, 0.0], rtol=1e-7)
+    np.testing.assert_allclose(seen[-1]["b"][0], [[0.8]], rtol=1e-7)
+    assert seen[-1]["a"].dtype == np.float32
+    optim.clip_by_global_norm(probe, 5.0).update(g, {}, g)  # at the bound: untouched
+    assert_trees(seen[-1], g)
+    # float32 entries whose squares overflow are still clipped by the right factor
+    huge = {"a": np.array([3e20, -4e20], np.float32)}
+    assert float(optim.global_norm(huge)) == pytest.approx(5e20, rel=1e-6)
+    optim.clip_by_global_norm(probe, 1.0).update(huge, {}, huge)
+    np.testing.assert_allclose(seen[-1]["a"], [0.6, -0.8], rtol=1e-6)
+    # zero gradients, and non-finite ones, pass through unscaled
+    zeros = {"a": np.zeros(2, np.float32)}
+    optim.clip_by_global_norm(probe, 1.0).update(zeros, {}, zeros)
+    assert_trees(seen[-1], zeros)
+    bad = {"a": np.array([np.inf, 1.0], np.float32), "b": np.array([np.nan], np.float32)}
+    optim.clip_by_global_norm(probe, 1.0).update(bad, {}, bad)
+    assert_trees(seen[-1], bad)
+    # bfloat16 gradients: the norm in float32, the factor applied in their own dtype
+    low = {"a": jnp.asarray([30.0, 40.0], jnp.bfloat16)}
+    optim.clip_by_global_norm(probe, 5.0).update(low, {}, low)
+    assert seen[-1]["a"].dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(seen[-1]["a"], np.float32), [3.0, 4.0], rtol=1e-2)
+
+
+def test_clipping_under_vmap_over_stacked_params():
+    inner = optim.adam(0.05)
+    opt = optim.clip_by_global_norm(inner, 1.0)
+    models = [small_params(seed=s) for s in range(3)]
+    # model 0's gradient is below the bound, the others' far above it
+    grads = [jax.tree_util.tree_map(lambda g, k=k: g * k, make_grads(m, steps=1, seed=20 + i)[0])
+             for i, (m, k) in enumerate(zip(models, (0.01, 3.0, 10.0)))]
+    assert np_global_norm(grads[0]) < 1.0 < np_global_norm(grads[1])
+
+    def stack(trees):
+        return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+    lrs = jnp.array([0.05, 0.01, 0.1])
+    states = jax.vmap(opt.init)(stack(models), lrs)
+    new_params, new_states = jax.jit(jax.vmap(opt.update))(stack(grads), states, stack(models))
+    for i in range(3):
+        alone = opt.update(grads[i], opt.init(models[i], float(lrs[i])), models[i])
+        mine = jax.tree_util.tree_map(lambda x, i=i: np.asarray(x)[i], (new_params, new_states))
+        # the float32 norm, summed in another order under vmap: float32's rounding
+        assert_trees(mine, alone, rtol=1e-6, atol=1e-9)
+    # model 0 unclipped: exactly the wrapped optimizer's step
+    plain = inner.update(grads[0], inner.init(models[0], 0.05), models[0])
+    assert_trees(jax.tree_util.tree_map(lambda x: np.asarray(x)[0], new_params), plain[0],
+                 rtol=1e-15, atol=0)
+
+
+def test_clipping_names_both_and_refuses_a_bad_bound():
+    inner = optim.momentum(0.1, schedule=optim.cosine_decay(10))
+    opt = optim.clip_by_global_norm(inner, 1.5)
+    assert isinstance(opt, optim.Optimizer) and isinstance(opt, optim.ClippedOptimizer)
+    assert str(opt) == f"clip_by_global_norm({inner}, max_norm=1.5)" == repr(opt)
+    assert str(optim.clip_by_global_norm(optim.momentum(0.1, schedule=optim.cosine_decay(10)),
+                                         1.5)) == str(opt)  # deterministic: no addresses
+    assert str(opt) != str(inner) and str(optim.clip_by_global_norm(inner, 2)) != str(opt)
+    assert "max_norm=2.0" in str(optim.clip_by_global_norm(inner, 2))
+    assert opt.wrapped is inner and opt.max_norm == 1.5 and opt.schedule == inner.schedule
+    twice = optim.clip_by_global_norm(opt, 0.5)
+    assert str(twice) == f"clip_by_global_norm({opt}, max_norm=0.5)"
+    state = opt.init(small_params(), 0.2)
+    assert float(optim.lr_of(state, opt)) == pytest.approx(0.2)
+    for bad in (0, -1.0, math.inf, math.nan, "1.0", True, None):
+        with pytest.raises(ValueError, match=r"clip_by_global_norm: max_norm must be a finite "
+                                             r"number > 0, got"):
+            optim.clip_by_global_norm(inner, bad)
+    with pytest.raises(TypeError, match="clip_by_global_norm: optimizer must be an "
+                                        "fnnet.optim.Optimizer"):
+        optim.clip_by_global_norm("adam", 1.0)
+
+
+def test_clipping_inside_fit(tmp_path):
+    """Full-batch steps of a tiny model: the params ``fit`` reaches with a clipped sgd are the
+    ones the clipped steps give by hand, the configuration records the wrapper, and it trains
+    with float16 products and dynamic loss scaling (gradients unscaled before clipping)."""
+    import fnnet
+    from fnnet import checkpoints
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    model = fnnet.mlp([3, 4, 2], "tanh", "softmax")
+    key = jax.random.PRNGKey(0)
+    max_norm, lr, steps = 0.05, 0.5, 3
+    start = model.init(jax.random.PRNGKey(1))
+    opt = optim.clip_by_global_norm(optim.sgd(lr), max_norm)
+    path = tmp_path / "run.ckpt"
+    state, history = fnnet.fit(model, "cross-entropy", opt, (x, y), epochs=steps, batch_size=None,
+                               key=key, params=start, progress=False, checkpoint=path)
+    assert checkpoints.metadata(path)["config"]["run"]["optimizer"] == str(opt)
+    # by hand: the same start, each step the gradient rescaled to norm max_norm at most
+    params = jax.tree_util.tree_map(np.asarray, start)
+    grad_fn = jax.jit(fnnet.value_and_grad(model, "cross-entropy"))
+    clipped_any = False
+    for _ in range(steps):
+        _, g = grad_fn(params, jnp.asarray(x), jnp.asarray(y))
+        norm = np_global_norm(g)
+        clipped_any |= norm > max_norm
+        factor = min(1.0, max_norm / norm)
+        params = jax.tree_util.tree_map(lambda p, g_, f=factor: p - lr * (np.asarray(g_) * f),
+                                        params, g)
+    assert clipped_any
+    assert_trees(state.params, params, rtol=1e-5, atol=1e-6)
+    # float16 products with dynamic loss scaling, and two models under vmap
+    clipped_adam = optim.clip_by_global_norm(optim.adam(0.05), 1.0)
+    state, history = fnnet.fit(model, "cross-entropy", clipped_adam, (x, y), epochs=2,
+                               batch_size=8, key=key, progress=False, precision="f16",
+                               lrs=[0.05, 0.01])
+    assert np.all(np.isfinite(np.asarray(history["loss"])))
+    assert all(np.all(np.isfinite(np.asarray(leaf)))
+               for leaf in jax.tree_util.tree_leaves(state.params))

@@ -288,6 +288,7 @@ def eight_devices():
     return json.loads(line[len("RESULT "):])
 
 
+@pytest.mark.slow  # a subprocess with eight CPU devices
 def test_eight_devices_train_like_one(eight_devices):
     r = eight_devices
     assert r["minibatch_rel"] < 1e-4, r
@@ -297,6 +298,7 @@ def test_eight_devices_train_like_one(eight_devices):
     assert r["params_devices"] == 8 and r["params_replicated"]
 
 
+@pytest.mark.slow  # a subprocess with eight CPU devices
 def test_eight_devices_split_the_batch(eight_devices):
     r = eight_devices
     assert r["batch_shards"] == 8
@@ -305,6 +307,7 @@ def test_eight_devices_split_the_batch(eight_devices):
     assert r["guarded_epoch_seen"] == 256
 
 
+@pytest.mark.slow  # a subprocess with eight CPU devices
 def test_eight_devices_bad_configurations(eight_devices):
     e = eight_devices["errors"]
     assert "batch size 30 is not divisible by the 8 devices" in e["indivisible"]

@@ -152,6 +152,7 @@ def _assert_split(placed, models):
         assert shards == [[d, d * per, per] for d in range(8)], shards
 
 
+@pytest.mark.slow  # a subprocess with eight CPU devices
 def test_eight_devices_train_the_ensemble_like_one(models_on_eight):
     r = models_on_eight["ens"]
     assert r["rel"] < 1e-5, r
@@ -160,6 +161,7 @@ def test_eight_devices_train_the_ensemble_like_one(models_on_eight):
     assert r["val_models"] == 8
 
 
+@pytest.mark.slow  # a subprocess with eight CPU devices
 def test_eight_devices_train_a_sweep_like_one(models_on_eight):
     r = models_on_eight["sweep"]
     assert r["rel"] < 1e-5, r

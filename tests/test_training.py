@@ -417,3 +417,32 @@ def test_to_device_checks_converts_and_shares_aligned_host_arrays():
         fnnet.to_device(x, y[:49])
     with pytest.raises(TypeError, match="floating-point"):
         fnnet.to_device(x.astype(np.uint8), y)
+
+
+def test_fit_trains_sequence_models_and_scores_every_token():
+    """Ids ``(N, T)`` stay integer for an embedding; ``(N, T, F)`` sequences are floats; the
+    accuracy of a model with ``(N, T, V)`` outputs is over every token, in fit and evaluate."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 7, (48, 6)).astype(np.int32)
+    labels = np.roll(ids, -1, axis=1)
+    model = fnnet.Sequential(fnnet.Embedding(7, 8), fnnet.LSTM(8, 12), fnnet.Dense(12, 7),
+                             fnnet.Softmax())
+    state, history = fnnet.fit(model, "ce", optim.adam(1e-2), (ids, labels), epochs=2,
+                               batch_size=16, validation=(ids, labels), progress=False)
+    assert history["loss"][1] < history["loss"][0]
+    out = model.apply(state.params, jnp.asarray(ids))
+    expected = float(metrics.accuracy(out, jnp.asarray(labels)))
+    _, accuracy = fnnet.evaluate(model, "ce", state.params, ids, labels, batch_size=20)
+    assert 0 <= float(accuracy) <= 1 and float(accuracy) == pytest.approx(expected, abs=1e-6)
+    assert history["val_accuracy"][-1] == pytest.approx(expected, abs=1e-6)
+    assert all(0 <= a <= 1 for a in history["train_accuracy"])
+    with pytest.raises(TypeError, match="x must hold integer ids"):
+        fnnet.fit(model, "ce", optim.sgd(0.1), (ids.astype(np.float32), labels), progress=False)
+
+    x = rng.normal(size=(32, 5, 3)).astype(np.float32)
+    y = (x.sum(axis=(1, 2)) > 0).astype(np.int32)
+    classifier = fnnet.Sequential(fnnet.GRU(3, 8), fnnet.LastStep(), fnnet.Dense(8, 2),
+                                  fnnet.Softmax())
+    _, history = fnnet.fit(classifier, "ce", optim.adam(1e-2), (x, y), epochs=3, batch_size=8,
+                           progress=False)
+    assert history["loss"][-1] < history["loss"][0]

@@ -1,4 +1,5 @@
-"""MNIST and Fashion-MNIST: IDX files, where to find them, how to download them, and helpers.
+"""MNIST and Fashion-MNIST: IDX files, where to find them, how to download them, and helpers;
+and the tiny Shakespeare text corpus, found and downloaded the same way.
 
 Everything here is plain numpy plus the standard library; nothing imports jax. One module a
 concern, every public name re-exported here:
@@ -25,6 +26,13 @@ concern, every public name re-exported here:
 ``synthetic``
     ``synthetic_mnist`` makes small learnable stand-in data and ``write_mnist_files`` writes it
     (or any arrays) as the four IDX files, for tests and smoke runs without the real data.
+``shakespeare``
+    ``load_shakespeare()`` returns the tiny Shakespeare corpus (char-rnn's, nanoGPT's) as a
+    ``CharCorpus``: the text, its 65-character sorted vocabulary, int32 token ids split 90/10
+    into ``train`` and ``validation``, and ``encode``/``decode``; from
+    ``data_dir/tinyshakespeare/`` alone when given, else ``$FNNET_DATA_DIR/tinyshakespeare/`` or
+    the cache's ``shakespeare/``, downloading it once (size and SHA-256 checked) when none holds
+    it and ``download=True``.
 """
 
 from fnnet.datasets.download import ChecksumError
@@ -39,6 +47,7 @@ from fnnet.datasets.preprocess import (
     prepare,
     scale,
 )
+from fnnet.datasets.shakespeare import CharCorpus, ShakespeareNotFoundError, load_shakespeare
 from fnnet.datasets.sources import (
     CLASS_NAMES,
     DATASETS,
@@ -56,6 +65,7 @@ from fnnet.datasets.synthetic import synthetic_mnist, write_mnist_files
 __all__ = [
     "ALIGNMENT",
     "CLASS_NAMES",
+    "CharCorpus",
     "DATASETS",
     "FILES",
     "IDX_DTYPES",
@@ -67,6 +77,7 @@ __all__ = [
     "DatasetError",
     "DatasetNotFoundError",
     "IDXError",
+    "ShakespeareNotFoundError",
     "aligned_empty",
     "cache_dir",
     "flatten",
@@ -74,6 +85,7 @@ __all__ = [
     "load_dataset",
     "load_fashion_mnist",
     "load_mnist",
+    "load_shakespeare",
     "one_hot",
     "prepare",
     "read_idx",

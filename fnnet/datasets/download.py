@@ -24,7 +24,7 @@ from pathlib import Path
 from fnnet import io
 from fnnet.datasets.sources import FILES, SHA256, SIZES, file_in
 
-__all__ = ["ChecksumError", "download_missing"]
+__all__ = ["ChecksumError", "download_first", "download_missing"]
 
 TIMEOUT_S = 60  # the most one read may wait
 DEADLINE_S = 600  # the most one file's download may take
@@ -32,7 +32,8 @@ _CHUNK = 1 << 20
 
 
 class ChecksumError(ValueError):
-    """A downloaded file did not match its published SHA-256 or size (nothing was kept)."""
+    """A file did not match its published SHA-256 or size: a download (nothing was kept), or a
+    file found on disk that is not the published one."""
 
 
 def _log(message: str) -> None:
@@ -93,18 +94,21 @@ def _download_one(url: str, dest: Path, accepted: tuple[str, ...], max_bytes: in
     _log(f"  saved {dest} ({size / 1e6:.1f} MB, SHA-256 ok)")
 
 
-def _download_file(name: str, filename: str, target: Path, mirrors: list[str]) -> list[str]:
-    """Try each mirror for one file; return ``[]`` on success, else one line per attempt.
+def download_first(urls: list[str], dest: Path, accepted: tuple[str, ...], max_bytes: int,
+                   what: str) -> list[str]:
+    """Try each of ``urls`` in order for one file, kept at ``dest`` only if its SHA-256 is one
+    of ``accepted`` and it has at most ``max_bytes`` bytes; return ``[]`` on success, else one
+    line per attempt. ``what`` names the file in the error (``"input.txt of tinyshakespeare"``).
 
-    Raises ``ChecksumError`` (listing every attempt) when no mirror succeeded and at least one
-    of them served the file with a wrong checksum.
+    Raises ``ChecksumError`` (listing every attempt) when no URL succeeded and at least one of
+    them served the file with a wrong checksum or size. Nothing but the verified file is ever
+    left at ``dest`` or beside it.
     """
     attempts = []
     saw_mismatch = False
-    for base in mirrors:
-        url = base + filename
+    for url in urls:
         try:
-            _download_one(url, target / filename, SHA256[name][filename], SIZES[name][filename])
+            _download_one(url, dest, accepted, max_bytes)
             return []
         except ChecksumError as exc:
             attempts.append(f"{url}: {exc}")
@@ -115,11 +119,17 @@ def _download_file(name: str, filename: str, target: Path, mirrors: list[str]) -
         _log(f"  failed: {attempts[-1]}")
     if saw_mismatch:
         raise ChecksumError(
-            f"could not download {filename} of {name} into {target}: "
+            f"could not download {what} into {dest.parent}: "
             + "; ".join(attempts)
-            + f". Nothing was kept for {filename}."
+            + f". Nothing was kept for {dest.name}."
         )
-    return attempts or [f"{filename}: no mirrors configured"]
+    return attempts or [f"{dest.name}: no mirrors configured"]
+
+
+def _download_file(name: str, filename: str, target: Path, mirrors: list[str]) -> list[str]:
+    """Try each mirror for one file of dataset ``name`` (``download_first``)."""
+    return download_first([base + filename for base in mirrors], target / filename,
+                          SHA256[name][filename], SIZES[name][filename], f"{filename} of {name}")
 
 
 def download_missing(name: str, target: Path, mirrors: list[str]) -> list[str]:

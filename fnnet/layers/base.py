@@ -10,12 +10,15 @@ A layer's full protocol::
     next_state(state, cache)                           -> state       after a training forward
     with_precision(policy)                             -> layer       its products under ``policy``
     stochastic                                         -> bool        draws random numbers in training
+    takes_ids                                          -> bool        reads integer ids, not floats
 
 Every layer (and ``fnnet.networks.Sequential``) subclasses ``Layer``: ``init``, ``apply``,
 ``forward`` and ``backward`` are abstract; ``Layer`` gives the rest a default for a layer that
 keeps no state, draws no random numbers and has no matrix products: ``init_state`` is ``()``,
-``next_state`` returns the state unchanged, ``with_precision`` returns the layer itself and
-``stochastic`` is ``False``. Such layers accept and ignore ``state``, ``key`` and ``train``.
+``next_state`` returns the state unchanged, ``with_precision`` returns the layer itself, and
+``stochastic`` and ``takes_ids`` are ``False``. Such layers accept and ignore ``state``, ``key``
+and ``train``.
+``Embedding`` reads integer ids (``takes_ids = True``: ``fit`` keeps such inputs integer);
 ``Dropout`` needs a ``key`` in training (``stochastic = True``); ``BatchNorm`` keeps running
 statistics as its state, which ``next_state`` updates from what ``forward`` cached; ``Dense`` and
 ``Conv2D`` carry a precision policy (``fnnet.precision``) that ``with_precision`` replaces. The state
@@ -43,6 +46,7 @@ class Layer(abc.ABC):
     products."""
 
     stochastic = False  # True for a layer that draws random numbers in training (needs key=)
+    takes_ids = False  # True for a layer whose input is integer ids (an embedding)
 
     @abc.abstractmethod
     def init(self, key, dtype=jnp.float32):

@@ -116,23 +116,19 @@ class Dense(Layer):
             db = Σ_{n,t} dY[n,t]                                  (n_out,)
             dX[n, t] = dY[n, t] W                                 (N, T, ..., n_in)
 
-        (the flattening is a free reshape of row-major arrays; ``dX`` contracts the last axis
-        and keeps the leading ones).
+        The flattening is a free reshape of row-major arrays, so this is the 2-D rule on the
+        ``(M, n_in)`` and ``(M, n_out)`` rows, its products and layouts included, with ``dX``
+        shaped back to ``(N, T, ..., n_in)``.
 
         Under a casting policy each product reads ``bf16``/``f16`` inputs and accumulates in
-        float32, and ``dYᵀ`` is written out row-major first (``fnnet.precision.transposed``),
-        the flattened ``dY`` likewise.
+        float32, and ``dYᵀ`` is written out row-major first (``fnnet.precision.transposed``;
+        with leading axes, the flattened ``dY``'s).
         """
         x, policy = cache, self.precision
-        if x.ndim > 2:  # leading axes: flatten them into rows, one product for dW
-            x_rows = x.reshape(-1, x.shape[-1])
-            dy_rows = dy.reshape(-1, dy.shape[-1])
-            if not policy.casts:
-                return DenseParams(W=dy_rows.T @ x_rows, b=dy_rows.sum(axis=0)), dy @ params.W
-            dyc = policy.cast(dy_rows)
-            dW = policy.dot(_precision.transposed(dyc, policy), x_rows, (1, 0))
-            dx = policy.dot(policy.cast(dy), params.W, (dy.ndim - 1, 0))
-            return DenseParams(W=dW, b=dy_rows.sum(axis=0)), dx
+        if x.ndim > 2:  # leading axes: the 2-D rule on the rows, dX shaped back
+            grads, dx_rows = self.backward(params, x.reshape(-1, x.shape[-1]),
+                                           dy.reshape(-1, dy.shape[-1]))
+            return grads, dx_rows.reshape(x.shape[:-1] + dx_rows.shape[-1:])
         if not policy.casts:
             if x.ndim == 1:
                 return DenseParams(W=jnp.outer(dy, x), b=dy), dy @ params.W

@@ -65,6 +65,7 @@ class Embedding(Layer):
 
     vocab_size: int
     dim: int
+    takes_ids = True
 
     def __init__(self, vocab_size, dim):
         object.__setattr__(self, "vocab_size", integer("Embedding", "vocab_size", vocab_size))
@@ -77,7 +78,10 @@ class Embedding(Layer):
         return EmbeddingParams(W=jax.random.normal(key, (self.vocab_size, self.dim), dtype))
 
     def _check(self, params, ids):
-        dtype = jnp.result_type(ids)
+        """``ids`` as an array, checked: integer dtype and ``W``'s shape at trace time, and the
+        range when the ids are concrete (outside ``jit``)."""
+        ids = jnp.asarray(ids)
+        dtype = ids.dtype
         if not jnp.issubdtype(dtype, jnp.integer):
             raise TypeError(f"{self}: expected integer ids (e.g. int32 of shape (N, T)), got "
                             f"dtype {dtype}")
@@ -88,18 +92,18 @@ class Embedding(Layer):
             if low < 0 or high >= self.vocab_size:
                 raise ValueError(f"{self}: ids must be in [0, {self.vocab_size}), got ids from "
                                  f"{low} to {high} (under jit they would be clamped into range)")
+        return ids
 
     def _clamped(self, ids):
         return jnp.clip(ids, 0, self.vocab_size - 1)
 
     def apply(self, params, x, *, state=(), key=None, train=False):
-        self._check(params, x)
-        return jnp.take(params.W, self._clamped(x), axis=0, mode="clip")
+        ids = self._clamped(self._check(params, x))
+        return jnp.take(params.W, ids, axis=0, mode="clip")
 
     def forward(self, params, x, *, state=(), key=None, train=True):
         """``(Y, cache)``: the rows, and the (clamped) ids they came from."""
-        self._check(params, x)
-        ids = self._clamped(x)
+        ids = self._clamped(self._check(params, x))
         return jnp.take(params.W, ids, axis=0, mode="clip"), ids
 
     def backward(self, params, cache, dy):

@@ -39,11 +39,16 @@ decay). L1 regularisation, ``l1``, adds the gradient of ``l1 · Σ|p|`` the same
 Low-precision params (bfloat16, float16) are updated in float32 arithmetic and rounded back to
 their dtype, and their buffers are kept in float32 (``base.compute_dtype``).
 
+Gradient clipping wraps any optimizer: ``clip_by_global_norm(adam(1e-3), 1.0)`` rescales the
+gradients by ``min(1, max_norm / ‖g‖₂)`` (the global norm over every leaf, in float32) before the
+wrapped update; its state is the wrapped optimizer's, and ``str`` names both.
+
 Modules: ``base`` (the ``Optimizer`` pair and the machinery every rule shares), ``schedules``,
-``rules`` (the four rules and the lookup by name).
+``rules`` (the four rules and the lookup by name), ``clip`` (``clip_by_global_norm``).
 """
 
 from .base import Optimizer, compute_dtype, lr_of
+from .clip import ClippedOptimizer, clip_by_global_norm, global_norm
 from .rules import NAMES, adam, get, momentum, rmsprop, sgd
 from .schedules import (
     Constant,
@@ -58,17 +63,20 @@ from .schedules import (
 
 __all__ = [
     "NAMES",
+    "ClippedOptimizer",
     "Constant",
     "CosineDecay",
     "ExponentialDecay",
     "Optimizer",
     "StepDecay",
     "adam",
+    "clip_by_global_norm",
     "compute_dtype",
     "constant",
     "cosine_decay",
     "exponential_decay",
     "get",
+    "global_norm",
     "lr_of",
     "momentum",
     "rmsprop",

@@ -35,7 +35,8 @@ class EpochRecord:
     Attributes:
         epoch: the epoch's number, from 1.
         loss: mean training loss over the epoch's minibatches.
-        train_accuracy: accuracy over the epoch's minibatches, as trained.
+        train_accuracy: accuracy over the epoch's minibatches, as trained (over every token of
+            a sequence model's outputs).
         val_loss, val_accuracy: on the validation data at the epoch's end, or ``None``.
         examples_per_second: training examples processed per second (all models together).
         seconds: wall time of the epoch, compilation excluded.
@@ -59,7 +60,7 @@ def _to_list(value):
     return np.asarray(value).tolist()
 
 
-def epoch_record(epoch, stats, seconds, examples, batch_rows):
+def epoch_record(epoch, stats, seconds, examples):
     """The ``EpochRecord`` of an epoch from its program's ``stats``.
 
     Args:
@@ -67,11 +68,10 @@ def epoch_record(epoch, stats, seconds, examples, batch_rows):
         stats: the epoch program's statistics, on the host.
         seconds: its wall time.
         examples: training examples it processed, all models together.
-        batch_rows: rows per step (to turn ``loss_sum`` into a mean over steps).
     """
     seen = np.asarray(stats["seen"])
     with np.errstate(invalid="ignore", divide="ignore"):  # a stopped model saw nothing: NaN
-        loss = np.where(seen > 0, stats["loss_sum"] / (seen // batch_rows), np.nan)
+        loss = np.where(seen > 0, stats["loss_sum"] / np.maximum(stats["ok_steps"], 1), np.nan)
         accuracy = np.where(seen > 0, stats["correct"] / seen, np.nan)
     diverged = np.flatnonzero(np.atleast_1d(np.asarray(stats["bad_step"]) >= 0)).tolist()
     return EpochRecord(epoch, _to_list(loss), _to_list(accuracy), examples / seconds, seconds,

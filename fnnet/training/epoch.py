@@ -32,19 +32,21 @@ def float_dtype(params):
 def _empty_totals(dtype):
     return {"loss_sum": jnp.zeros((), dtype), "correct": jnp.zeros((), jnp.int32),
             "skipped": jnp.zeros((), jnp.int32),
-            "seen": jnp.zeros((), jnp.int32), "bad_step": jnp.array(-1, jnp.int32),
+            "seen": jnp.zeros((), jnp.int32), "ok_steps": jnp.zeros((), jnp.int32),
+            "bad_step": jnp.array(-1, jnp.int32),
             "last_loss": jnp.array(jnp.nan, dtype), "bad_loss": jnp.array(jnp.nan, dtype),
             "step": jnp.zeros((), jnp.int32)}
 
 
-def _add_step(totals, stats, rows, dtype):
+def _add_step(totals, stats, dtype):
     """The epoch's running totals after one step's ``stats`` (``train_step``'s)."""
     ok, value = stats["ok"], stats["loss"].astype(dtype)
     return {
         "skipped": totals["skipped"] + stats["skipped"].astype(jnp.int32),
         "loss_sum": totals["loss_sum"] + jnp.where(ok, value, 0),
         "correct": totals["correct"] + stats["correct"],
-        "seen": totals["seen"] + jnp.where(ok, rows, 0),
+        "seen": totals["seen"] + stats["scored"],
+        "ok_steps": totals["ok_steps"] + ok.astype(jnp.int32),
         "bad_step": jnp.where(stats["stopped"], totals["step"], totals["bad_step"]),
         "bad_loss": jnp.where(stats["stopped"], value, totals["bad_loss"]),
         "last_loss": jnp.where(ok, value, totals["last_loss"]),
@@ -67,9 +69,10 @@ def epoch_program(model, loss, optimizer, n, batch_size, *, grads="manual", fuse
     skips the copy and returns the params that produced the bad loss (``EpochRunner`` then
     replays the epoch with the copy on).
 
-    ``stats``: ``loss_sum`` (over the ok steps), ``correct`` and ``seen`` (predictions and
-    examples), ``skipped`` (updates skipped for a loss-scale overflow), ``bad_step`` (the step
-    that stopped the model, or −1), ``last_loss`` (the last ok loss), ``bad_loss`` (the loss at
+    ``stats``: ``loss_sum`` and ``ok_steps`` (over the ok steps), ``correct`` and ``seen``
+    (correct predictions and predictions made: one per row, or per token of a sequence),
+    ``skipped`` (updates skipped for a loss-scale overflow), ``bad_step`` (the step that stopped
+    the model, or −1), ``last_loss`` (the last ok loss), ``bad_loss`` (the loss at
     ``bad_step``), ``step`` (steps run) and ``steps``: every step's own stats, stacked (what
     ``train_step`` returned at each step).
 
@@ -101,7 +104,7 @@ def epoch_program(model, loss, optimizer, n, batch_size, *, grads="manual", fuse
             new, stats = step(current, xb, yb, jax.random.fold_in(steps_key, totals["step"]))
             if keep_last_good:
                 last_good = select(stats["ok"], current.params, last_good)
-            return (new, last_good, _add_step(totals, stats, rows, dtype)), stats
+            return (new, last_good, _add_step(totals, stats, dtype)), stats
 
         state = state._replace(loss_limit=jnp.asarray(state.loss_limit, jnp.float32))
         carry = (state, state.params if keep_last_good else (), _empty_totals(dtype))

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +21,8 @@ from .epoch import float_dtype
 
 def evaluate(model, loss, params, x, y, batch_size=10_000, fused=True, *, state=(),
              precision=None):
-    """``(mean loss, accuracy)`` of ``params`` on ``x, y``, in chunks of ``batch_size`` rows, in
+    """``(mean loss, accuracy)`` of ``params`` on ``x, y`` (accuracy over every prediction: one
+    per row, or per token of a sequence model), in chunks of ``batch_size`` rows, in
     inference mode (no dropout; normalisation with the running statistics in ``state``), the
     products under ``precision`` (``fnnet.precision``; ``None``: the model as it is)."""
     model = _precision.with_precision(model, precision)
@@ -40,20 +43,24 @@ def evaluate(model, loss, params, x, y, batch_size=10_000, fused=True, *, state=
         loss_sum, correct = score(xb, yb)
         return (acc[0] + loss_sum, acc[1] + correct), None
 
+    per_row = jax.eval_shape(lambda: score_fn(params, x[:1], y[:1], state=state, train=False))[1]
+    predictions = n * math.prod(per_row.shape[1:-1])  # one per row, or per token
     dtype = float_dtype(params)
     (loss_sum, correct), _ = jax.lax.scan(
         body, (jnp.zeros((), dtype), jnp.zeros((), jnp.int32)), jnp.arange(full))
     if full * chunk < n:
         rest_loss, rest_correct = score(x[full * chunk:], y[full * chunk:])
         loss_sum, correct = loss_sum + rest_loss, correct + rest_correct
-    return loss_sum / n, correct / n
+    return loss_sum / n, correct / predictions
 
 
-def to_device(x, y, dtype=jnp.float32, where="train"):
-    """``(x, y)`` on the default device, as ``fit`` holds them: ``x`` as ``dtype``, integer labels
-    as int32, float targets as ``dtype``. ``x`` is ``(N, features)`` or a batch of images
-    ``(N, H, W, C)``; shapes and dtypes are checked (``where`` names the split in the error; the
-    shape is checked against the model's first layer where the model is known, in ``fit``).
+def to_device(x, y, dtype=jnp.float32, where="train", *, ids=False):
+    """``(x, y)`` on the default device, as ``fit`` holds them: ``x`` as ``dtype`` (as int32 with
+    ``ids``, for a model whose first layer reads integer ids), integer labels as int32, float
+    targets as ``dtype``. ``x`` is ``(N, features)``, sequences ``(N, T, features)`` (or ids
+    ``(N, T)``) or a batch of images ``(N, H, W, C)``; shapes and dtypes are checked (``where``
+    names the split in the error; the shape is checked against the model's first layer where the
+    model is known, in ``fit``).
 
     One copy at most: an array that already has the dtype is handed to ``jax.device_put`` as it
     is, and on the CPU a numpy array aligned to 64 bytes (``fnnet.datasets.prepare`` makes them
@@ -62,18 +69,22 @@ def to_device(x, y, dtype=jnp.float32, where="train"):
     """
     x = np.asarray(x) if not isinstance(x, jax.Array) else x
     y = np.asarray(y) if not isinstance(y, jax.Array) else y
-    if x.ndim not in (2, 4):
-        raise ValueError(f"fit: {where} x must have shape (N, features) or, for images, "
-                         f"(N, H, W, C), got {tuple(x.shape)}")
+    if x.ndim not in (2, 3, 4):
+        raise ValueError(f"fit: {where} x must have shape (N, features), (N, T, features) for "
+                         f"sequences, (N, T) for ids or (N, H, W, C) for images, got "
+                         f"{tuple(x.shape)}")
     if len(x) != len(y):
         raise ValueError(f"fit: {where} x has {len(x)} rows but y has {len(y)}")
     if len(x) == 0:
         raise ValueError(f"fit: {where} data is empty")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
+    if ids and not jnp.issubdtype(x.dtype, jnp.integer):
+        raise TypeError(f"fit: {where} x must hold integer ids (the model's first layer reads "
+                        f"ids), got {x.dtype}")
+    if not ids and not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"fit: {where} x must be floating-point, got {x.dtype} "
                         f"(scale pixels to [0, 1] first, e.g. fnnet.datasets.scale)")
     y_dtype = jnp.int32 if jnp.issubdtype(y.dtype, jnp.integer) else dtype
-    dtype = jax.dtypes.canonicalize_dtype(dtype)
+    dtype = jnp.int32 if ids else jax.dtypes.canonicalize_dtype(dtype)
     y_dtype = jax.dtypes.canonicalize_dtype(y_dtype)
     return (jax.device_put(x if x.dtype == dtype else x.astype(dtype)),
             jax.device_put(y if y.dtype == y_dtype else y.astype(y_dtype)))

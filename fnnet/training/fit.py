@@ -88,7 +88,7 @@ def _validator(model, loss, fused, validation, dtype, models, state):
     """A compiled ``state -> (val_loss, val_accuracy)``, or ``None`` without validation data."""
     if validation is None:
         return None
-    vx, vy = to_device(*validation, dtype, "validation")
+    vx, vy = to_device(*validation, dtype, "validation", ids=model.takes_ids)
 
     def score(params, model_state, x, y):
         return evaluate(model, loss, params, x, y, fused=fused, state=model_state)
@@ -131,7 +131,7 @@ def _prepare(model, loss, optimizer, train, validation, *, epochs, batch_size, g
         _precision.check_params_dtype(params, policy, "fit")
     scaler = _loss_scale.get(loss_scale, policy)
     loss = _losses.get(loss)
-    x, y = to_device(*train, dtype, "train")
+    x, y = to_device(*train, dtype, "train", ids=model.takes_ids)
     n = x.shape[0]
     batch_size = _check_args(optimizer, grads, epochs, batch_size, n)
     models = model_count(ensemble, lrs)
@@ -255,8 +255,7 @@ def fit(model, loss, optimizer, train, *, epochs=1, batch_size=128, key=None, va
         started, compiled_before = time.perf_counter(), runner.compile_seconds
         state, stats = runner(state, x, y)
         seconds = time.perf_counter() - started - (runner.compile_seconds - compiled_before)
-        record = cb.epoch_record(epoch, stats, seconds, (n // rows) * rows * (plan.models or 1),
-                                 rows)
+        record = cb.epoch_record(epoch, stats, seconds, (n // rows) * rows * (plan.models or 1))
         if validate is not None:
             record.val_loss, record.val_accuracy = validate(state)
         cb.append(history, record)

@@ -106,7 +106,8 @@ def training_bytes(model, optimizer, x_row, batch_rows, models, dtype):
     """
     params = jax.eval_shape(lambda key: model.init(key, dtype), jax.random.PRNGKey(0))
     opt_state = jax.eval_shape(optimizer.init, params)
-    batch = jax.ShapeDtypeStruct((batch_rows,) + tuple(x_row.shape), dtype)
+    batch = jax.ShapeDtypeStruct((batch_rows,) + tuple(x_row.shape),
+                                 jnp.int32 if model.takes_ids else dtype)
     model_state = model.init_state(dtype)
     cache = jax.eval_shape(lambda p, b: model.forward(p, b, state=model_state,
                                                       key=jax.random.PRNGKey(0)), params, batch)

@@ -91,7 +91,8 @@ def train_step(model, loss, optimizer, *, grads="manual", fused=True, loss_scale
         ``step(state, x, y, key)``: ``state`` a ``TrainState`` (one model; ``jax.vmap`` it for
         stacked models), ``x, y`` one minibatch, ``key`` the step's random key (dropout masks).
         It returns the state after the step and ``stats``, a dict of scalars: ``loss`` (the
-        minibatch loss, unscaled), ``correct`` (correct predictions, 0 unless ok), ``ok`` (the
+        minibatch loss, unscaled), ``correct`` and ``scored`` (correct predictions and predictions
+        made, one per row or per token of a sequence; 0 unless ok), ``ok`` (the
         step's loss was finite and within the bound, and the model had not stopped),
         ``skipped`` (ok, but the update was skipped for a loss-scale overflow) and ``stopped``
         (this step stopped the model). Jittable and vmappable.
@@ -125,8 +126,10 @@ def train_step(model, loss, optimizer, *, grads="manual", fused=True, loss_scale
         if scaler is not None:
             new = new._replace(loss_scale=select(ok, scaler.update(state.loss_scale, finite),
                                                  state.loss_scale))
+        predictions = metrics.predicted_classes(y_pred).size  # N, or N·T over a sequence
         stats = {"loss": value, "ok": ok, "skipped": ok & ~finite, "stopped": ~ok & ~state.stopped,
-                 "correct": jnp.where(ok, metrics.correct(y_pred, y), 0)}
+                 "correct": jnp.where(ok, metrics.correct(y_pred, y), 0),
+                 "scored": jnp.where(ok, predictions, 0)}
         return new, stats
 
     return step

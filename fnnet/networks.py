@@ -16,11 +16,15 @@ import jax.numpy as jnp
 
 from .checks import integer
 from .layers import (
+    GRU,
+    LSTM,
+    RNN,
     Conv2D,
     Dense,
     Dropout,
     Flatten,
     Identity,
+    LastStep,
     Layer,
     MaxPool2D,
     ReLU,
@@ -210,6 +214,30 @@ def cnn(input_shape=(28, 28, 1), classes=10, channels=(32, 64), kernel_size=3, p
         features = hidden
     layers += [Dense(features, classes), Softmax()]
     return Sequential(*layers)
+
+
+CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+def sequence_classifier(n_in, classes, hidden=128, cell="lstm"):
+    """A recurrent network that reads a sequence ``(N, T, n_in)`` and classifies it from its last
+    hidden state::
+
+        LSTM(n_in, hidden)  LastStep  Dense(hidden, classes)  Softmax
+
+    MNIST read row by row is such a sequence: 28 time steps of 28 pixels.
+
+    Args:
+        n_in: features per time step.
+        classes: the number of outputs.
+        hidden: the recurrent layer's width.
+        cell: ``"lstm"``, ``"gru"`` or ``"rnn"`` (a tanh RNN).
+    """
+    if cell not in CELLS:
+        raise ValueError(f"sequence_classifier: cell must be one of {', '.join(CELLS)}, got "
+                         f"{cell!r}")
+    return Sequential(CELLS[cell](n_in, integer("sequence_classifier", "hidden", hidden)),
+                      LastStep(), Dense(hidden, classes), Softmax())
 
 
 def checks_positive(where, name, values, length):

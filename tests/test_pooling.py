@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from test_core import RTOL, rel_err
+from test_gradients import RTOL, rel_err
 
 from fnnet.layers import Dense, ReLU
 from fnnet.layers.conv import Conv2D

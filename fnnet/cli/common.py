@@ -17,8 +17,10 @@ from pathlib import Path
 from .. import checks, datasets
 from .model_config import (
     CNN_ARCHITECTURE,
+    FIXED,
     HIDDEN_ACTIVATIONS,
     LOSSES,
+    LSTM_ARCHITECTURE,
     MODELS,
     OUTPUTS,
     MetadataError,
@@ -138,12 +140,15 @@ def layers(text):
 # Flags shared by commands
 
 
-MLP_ONLY = ("layers", "activation", "output")  # flags --model cnn refuses when given
+MLP_ONLY = ("layers", "activation", "output")  # flags --model cnn and lstm refuse when given
 _ARCH = CNN_ARCHITECTURE
 CNN_SUMMARY = (f"fnnet.cnn(): {len(_ARCH['channels'])} stages of {_ARCH['kernel_size']}x"
                f"{_ARCH['kernel_size']} convolution, ReLU and {_ARCH['pool']}x{_ARCH['pool']} max "
                f"pooling ({' and '.join(map(str, _ARCH['channels']))} channels), dropout "
                f"{_ARCH['dropout']:g}, dense {_ARCH['hidden']}, ReLU, dense 10, softmax")
+LSTM_SUMMARY = (f"fnnet.sequence_classifier(28, 10): LSTM(28, {LSTM_ARCHITECTURE['hidden']}) "
+                f"over each image's 28 rows, the last step, dense 10, softmax")
+SUMMARIES = {"cnn": ("CNN", CNN_SUMMARY), "lstm": ("LSTM", LSTM_SUMMARY)}
 
 
 def add_network_flags(parser, default_layers):
@@ -152,8 +157,8 @@ def add_network_flags(parser, default_layers):
     can tell them apart from their defaults; ``resolve_network`` fills them in."""
     parser.add_argument("--model", choices=MODELS, default="mlp",
                         help=f"the network: mlp, a multilayer perceptron on flat images (--layers, "
-                             f"--activation, --output), or cnn, {CNN_SUMMARY}, on 28x28x1 images "
-                             f"(default: mlp)")
+                             f"--activation, --output); cnn, {CNN_SUMMARY}, on 28x28x1 images; or "
+                             f"lstm, {LSTM_SUMMARY} (default: mlp)")
     parser.add_argument("--layers", type=layers, metavar="N,N,...",
                         help=f"MLP layer sizes, input first (default: {default_layers})")
     parser.add_argument("--activation", choices=HIDDEN_ACTIVATIONS,
@@ -163,23 +168,25 @@ def add_network_flags(parser, default_layers):
     parser.add_argument("--loss", choices=LOSSES, default="cross-entropy",
                         help="loss (default: cross-entropy); cross-entropy needs --output softmax, "
                              "binary-cross-entropy --output sigmoid or softmax; --model cnn "
-                             "trains with cross-entropy only")
+                             "and lstm train with cross-entropy only")
 
 
 def resolve_network(args, default_layers):
     """Fill in the MLP flags' defaults (``default_layers``, relu, softmax); for ``--model cnn``
-    refuse the MLP flags given and a loss other than cross-entropy, and set ``layers`` to
-    ``None``, ``activation`` and ``output`` to the CNN's (relu, softmax). ``UsageError`` for a
-    refusal, or a loss and output that do not go together."""
-    if args.model == "cnn":
-        given = [f"--{name}" for name in MLP_ONLY if getattr(args, name) is not None]
+    or ``lstm`` refuse the MLP flags given and a loss other than cross-entropy, and set
+    ``layers`` to ``None``, ``activation`` and ``output`` to the network's (``FIXED``).
+    ``UsageError`` for a refusal, or a loss and output that do not go together."""
+    if args.model in FIXED:
+        name, summary = SUMMARIES[args.model]
+        given = [f"--{flag}" for flag in MLP_ONLY if getattr(args, flag) is not None]
         if given:
             raise UsageError(args.prog, f"argument {', '.join(given)}: only for --model mlp; the "
-                                        f"CNN is {CNN_SUMMARY}")
+                                        f"{name} is {summary}")
         if args.loss != "cross-entropy":
-            raise UsageError(args.prog, f"argument --loss: --model cnn trains with cross-entropy "
-                                        f"only (its output is a softmax), got --loss {args.loss}")
-        args.activation, args.output = "relu", "softmax"
+            raise UsageError(args.prog, f"argument --loss: --model {args.model} trains with "
+                                        f"cross-entropy only (its output is a softmax), got "
+                                        f"--loss {args.loss}")
+        args.activation, args.output = FIXED[args.model]["activation"], FIXED[args.model]["output"]
         return
     if args.layers is None:
         args.layers = layers(default_layers)

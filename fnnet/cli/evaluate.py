@@ -24,7 +24,7 @@ from .model_config import (
     describe,
     model_from_metadata,
     param_template,
-    takes_images,
+    prepare,
 )
 from .scoring import model_scores, predict, summarize_test
 
@@ -99,7 +99,7 @@ def _test_data(args, meta):
         _, test = load_data(args.prog, name, recorded, not args.no_download,
                             given_as="the data folder the checkpoint records",
                             remedy="pass --data-dir with the folder that holds them now")
-    return datasets.prepare(*test, images=takes_images(meta))
+    return prepare(meta, *test)
 
 
 def run(args):

@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import losses
 from ..gradcheck import check_grads
-from ..networks import cnn, mlp
+from ..networks import cnn, mlp, sequence_classifier
 from ..optim import sgd
 from ..training.inputs import check_memory, training_bytes
 from .common import (
@@ -20,14 +20,22 @@ from .common import (
     resolve_network,
     seed,
 )
-from .model_config import CNN_ARCHITECTURE, IMAGE_SHAPE, NUM_CLASSES, describe
+from .model_config import (
+    CNN_ARCHITECTURE,
+    IMAGE_SHAPE,
+    LSTM_ARCHITECTURE,
+    NUM_CLASSES,
+    ROWS_SHAPE,
+    describe,
+)
 
 DESCRIPTION = """\
 Compare the hand-derived backward with jax.grad per parameter, in float32 and float64, on random
 parameters and data. Exit status 0 when both dtypes pass their tolerance, 1 otherwise.
 
 --model cnn checks fnnet.cnn() on random 28x28x1 images, in training mode: its dropout draws
-the same mask (from --seed) in both gradients."""
+the same mask (from --seed) in both gradients. --model lstm checks fnnet.sequence_classifier(28,
+10) on random 28x28 images read row by row: backpropagation through 28 time steps."""
 
 
 def add_parser(subparsers):
@@ -57,6 +65,8 @@ def _network(args):
     """``(model, input shape of one example, number of outputs)`` of the flags."""
     if args.model == "cnn":
         return cnn(IMAGE_SHAPE, NUM_CLASSES), IMAGE_SHAPE, NUM_CLASSES
+    if args.model == "lstm":
+        return sequence_classifier(ROWS_SHAPE[1], NUM_CLASSES), ROWS_SHAPE, NUM_CLASSES
     return mlp(args.layers, args.activation, args.output), (args.layers[0],), args.layers[-1]
 
 
@@ -116,8 +126,9 @@ def run(args):
     problem = _problem(model, shape, outputs, args.loss, args.batch, args.seed)
     # the dropout key of the CNN; the MLP draws nothing
     key = jax.random.PRNGKey(args.seed) if args.model == "cnn" else None
+    architecture = {"cnn": CNN_ARCHITECTURE, "lstm": LSTM_ARCHITECTURE}.get(args.model)
     what = describe({"model": args.model, "layers": args.layers, "activation": args.activation,
-                     "output": args.output, "architecture": CNN_ARCHITECTURE})
+                     "output": args.output, "architecture": architecture})
     print(f"gradcheck: {what}, {args.loss}, batch {args.batch}, seed {args.seed}")
     verdicts = []
     settings = (("float32", args.tol32, args.fd_tol32), ("float64", args.tol64, args.fd_tol64))

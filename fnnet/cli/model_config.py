@@ -29,10 +29,18 @@ key existed lacks it; ``LEGACY`` says what it means there.
   defaults), so that the checkpoint rebuilds the same network whatever ``cnn``'s defaults become.
   ``layers`` is ``None`` (the CNN's layers are not a list of widths), ``activation`` ``"relu"``,
   ``output`` ``"softmax"``, and the loss must be cross-entropy.
+- ``"lstm"``: ``sequence_classifier(28, NUM_CLASSES, **architecture)`` on each image read row by
+  row, ``(N, 28, 28)``: 28 time steps of 28 pixels (``ROWS_SHAPE``); ``architecture`` holds its
+  keyword arguments (``LSTM_ARCHITECTURE``), ``activation`` is ``"tanh"`` (the cell's), the rest
+  as for the CNN.
+
+``FIXED`` holds what the CNN and the LSTM fix (their activation and output); ``input_layout``
+says how a kind reads an image: ``"flat"``, ``"images"`` or ``"rows"``.
 
 ``model_from_metadata`` rebuilds the network and the model count from the ``MODEL_KEYS`` of such
 metadata (and ``model``, ``architecture``), refusing what the command line would refuse;
-``takes_images`` says which input layout it takes, ``describe`` names it in one line, and
+``input_layout`` (and ``takes_images``) say which input layout it takes and ``prepare`` makes it,
+``describe`` names it in one line, and
 ``param_template`` gives the shapes and dtypes to load the params with (``load(path, like=...)``).
 
 Losses and outputs that make no sense together are refused (``LOSS_OUTPUTS``):
@@ -56,26 +64,38 @@ import inspect
 import jax
 import jax.numpy as jnp
 
-from .. import checks, optim
+from .. import checks, datasets, optim
 from ..datasets import DATASETS
-from ..networks import Sequential, cnn, mlp
+from ..networks import Sequential, cnn, mlp, sequence_classifier
 from ..precision import NAMES as precision_names
 from ..precision import with_precision
 
-__all__ = ["CNN_ARCHITECTURE", "CONFIG_KEYS", "HIDDEN_ACTIVATIONS", "IMAGE_PIXELS", "IMAGE_SHAPE",
-           "LEGACY", "LOSSES", "LOSS_OUTPUTS", "MODELS", "MODEL_KEYS", "MetadataError",
-           "NUM_CLASSES", "OUTPUTS", "check_image_layers", "check_loss_output",
-           "check_model_settings", "describe", "model_from_metadata", "network", "optimizer_of",
-           "param_template", "takes_images", "train_config"]
+__all__ = ["CNN_ARCHITECTURE", "CONFIG_KEYS", "FIXED", "HIDDEN_ACTIVATIONS", "IMAGE_PIXELS",
+           "IMAGE_SHAPE", "LAYOUTS", "LEGACY", "LOSSES", "LOSS_OUTPUTS", "LSTM_ARCHITECTURE",
+           "MODELS", "MODEL_KEYS", "MetadataError", "NUM_CLASSES", "OUTPUTS", "ROWS_SHAPE",
+           "check_image_layers", "check_loss_output", "check_model_settings", "describe",
+           "input_layout", "model_from_metadata", "network", "optimizer_of", "param_template",
+           "prepare", "takes_images", "train_config"]
 
 IMAGE_PIXELS = 784
 IMAGE_SHAPE = (28, 28, 1)  # (H, W, C) of one image as the CNN takes it
 NUM_CLASSES = 10
-MODELS = ("mlp", "cnn")
-# fnnet.cnn's keyword arguments but the image shape and class count, at its defaults (JSON-ready).
-CNN_ARCHITECTURE = {name: list(p.default) if isinstance(p.default, tuple) else p.default
-                    for name, p in inspect.signature(cnn).parameters.items()
-                    if name not in ("input_shape", "classes")}
+ROWS_SHAPE = (28, 28)  # (T, features) of one image read row by row, as the LSTM takes it
+MODELS = ("mlp", "cnn", "lstm")
+
+
+def _defaults(factory, *given):
+    """``factory``'s keyword arguments but ``given``, at their defaults (JSON-ready)."""
+    return {name: list(p.default) if isinstance(p.default, tuple) else p.default
+            for name, p in inspect.signature(factory).parameters.items() if name not in given}
+
+
+CNN_ARCHITECTURE = _defaults(cnn, "input_shape", "classes")
+LSTM_ARCHITECTURE = _defaults(sequence_classifier, "n_in", "classes")
+# What the networks other than the MLP fix: their hidden activation and their output.
+FIXED = {"cnn": {"activation": "relu", "output": "softmax"},
+         "lstm": {"activation": "tanh", "output": "softmax"}}
+LAYOUTS = {"mlp": "flat", "cnn": "images", "lstm": "rows"}
 HIDDEN_ACTIVATIONS = ("relu", "sigmoid", "tanh", "linear")
 OUTPUTS = ("softmax", "sigmoid", "tanh", "linear")
 LOSSES = ("cross-entropy", "mse", "binary-cross-entropy")
@@ -145,10 +165,10 @@ def train_config(*, dataset: str, loss: str, optimizer: str, lr: float, epochs: 
         checks.choice("train_config", "precision", precision, precision_names)
     except ValueError as e:
         raise MetadataError(str(e)) from None
-    if model == "cnn":
-        activation = "relu" if activation is None else activation
-        output = "softmax" if output is None else output
-        architecture = dict(CNN_ARCHITECTURE) if architecture is None else architecture
+    if model in FIXED:
+        activation = FIXED[model]["activation"] if activation is None else activation
+        output = FIXED[model]["output"] if output is None else output
+        architecture = dict(_ARCHITECTURES[model]) if architecture is None else architecture
     config = {"dataset": dataset, "model": model,
               "layers": None if layers is None else list(layers), "activation": activation,
               "output": output, "architecture": architecture, "loss": loss,
@@ -217,7 +237,7 @@ def check_model_settings(metadata: dict) -> None:
         "dataset": metadata["dataset"] in DATASETS,
         "loss": metadata["loss"] in LOSSES,
         "ensemble": type(num_models) is int and num_models >= 1,
-        **(_cnn_validity(metadata) if kind == "cnn" else _mlp_validity(metadata)),
+        **(_mlp_validity(metadata) if kind == "mlp" else _fixed_validity(metadata, kind)),
     }
     bad = [f"{key}={metadata.get(key)!r}" for key, ok in valid.items() if not ok]
     if bad:
@@ -239,24 +259,34 @@ def _mlp_validity(metadata):
     }
 
 
-def _cnn_validity(metadata):
-    """Whether each CNN setting is valid: ``{key: ok}``; the architecture must build a network
-    for the dataset's images."""
+def _fixed_validity(metadata, kind):
+    """Whether each setting of a CNN or an LSTM is valid: ``{key: ok}``; the architecture must
+    build a network for the dataset's images."""
     architecture = metadata.get("architecture")
-    builds = isinstance(architecture, dict) and set(architecture) == set(CNN_ARCHITECTURE)
+    builds = isinstance(architecture, dict) and set(architecture) == set(_ARCHITECTURES[kind])
     if builds:
         try:
-            _build_cnn(architecture)
+            _BUILDERS[kind](architecture)
         except (ValueError, TypeError):
             builds = False
-    return {"layers": metadata["layers"] is None, "activation": metadata["activation"] == "relu",
-            "output": metadata["output"] == "softmax", "architecture": builds,
+    fixed = FIXED[kind]
+    return {"layers": metadata["layers"] is None,
+            "activation": metadata["activation"] == fixed["activation"],
+            "output": metadata["output"] == fixed["output"], "architecture": builds,
             "loss": metadata["loss"] == "cross-entropy"}
 
 
 def _build_cnn(architecture):
     settings = dict(architecture, channels=tuple(architecture["channels"]))
     return cnn(IMAGE_SHAPE, NUM_CLASSES, **settings)
+
+
+def _build_lstm(architecture):
+    return sequence_classifier(ROWS_SHAPE[1], NUM_CLASSES, **architecture)
+
+
+_ARCHITECTURES = {"cnn": CNN_ARCHITECTURE, "lstm": LSTM_ARCHITECTURE}
+_BUILDERS = {"cnn": _build_cnn, "lstm": _build_lstm}
 
 
 def model_from_metadata(metadata: dict) -> tuple[Sequential, int]:
@@ -291,24 +321,42 @@ def network(metadata: dict) -> Sequential:
         MetadataError: as ``check_model_settings``.
     """
     check_model_settings(metadata)
-    if takes_images(metadata):
-        return _build_cnn(metadata["architecture"])
+    kind = metadata.get("model", LEGACY["model"])
+    if kind in _BUILDERS:
+        return _BUILDERS[kind](metadata["architecture"])
     return mlp(metadata["layers"], metadata["activation"], metadata["output"])
 
 
+def input_layout(metadata: dict) -> str:
+    """How the network of ``metadata`` reads an image: ``"flat"`` rows ``(N, 784)`` (an MLP),
+    ``"images"`` ``(N, 28, 28, 1)`` (a CNN) or ``"rows"`` ``(N, 28, 28)``, 28 time steps of 28
+    pixels (an LSTM)."""
+    return LAYOUTS[metadata.get("model", LEGACY["model"])]
+
+
 def takes_images(metadata: dict) -> bool:
-    """Whether the network of ``metadata`` takes images ``(N, 28, 28, 1)`` (a CNN) rather than
-    flat rows ``(N, 784)`` (an MLP)."""
-    return metadata.get("model", LEGACY["model"]) == "cnn"
+    """Whether the network of ``metadata`` takes images ``(N, 28, 28, 1)`` (a CNN)."""
+    return input_layout(metadata) == "images"
+
+
+def prepare(metadata: dict, x, y):
+    """``(x, y)`` of a data set (uint8 images, labels) as the network of ``metadata`` reads
+    them (``input_layout``), through ``fnnet.datasets.prepare``."""
+    layout = input_layout(metadata)
+    x, y = datasets.prepare(x, y, images=layout != "flat")
+    return (x.reshape((len(x), *ROWS_SHAPE)) if layout == "rows" else x), y
 
 
 def describe(metadata: dict) -> str:
     """The network of ``metadata`` in a few words: ``"784-128-10 relu/softmax"`` or
     ``"cnn conv 32-64 (3x3, pool 2), dense 128, dropout 0.5"``."""
-    if not takes_images(metadata):
+    layout = input_layout(metadata)
+    if layout == "flat":
         return (f"{'-'.join(map(str, metadata['layers']))} "
                 f"{metadata['activation']}/{metadata['output']}")
     arch = metadata["architecture"]
+    if layout == "rows":
+        return f"{arch['cell']} {arch['hidden']} over 28 rows of 28 pixels, dense 10"
     size = arch["kernel_size"]
     head = f", dense {arch['hidden']}" if arch["hidden"] else ""
     drop = f", dropout {arch['dropout']:g}" if arch["dropout"] else ""

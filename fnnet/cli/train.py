@@ -1,4 +1,4 @@
-"""``fnnet train``: train an MLP or a CNN on MNIST or Fashion-MNIST with ``fnnet.fit``.
+"""``fnnet train``: train an MLP, a CNN or an LSTM on MNIST or Fashion-MNIST with ``fnnet.fit``.
 
 ``--model mlp`` (the default) trains ``fnnet.mlp(--layers, --activation, --output)`` on flat
 images ``(N, 784)`` with ``MLP_DEFAULTS``: momentum lr 0.1, a constant rate, 10 epochs of batch
@@ -6,9 +6,11 @@ images ``(N, 784)`` with ``MLP_DEFAULTS``: momentum lr 0.1, a constant rate, 10 
 ``CNN_DEFAULTS``: momentum lr 0.05 multiplied by 0.8 per epoch (``--lr-decay``), 10 epochs of
 batch 64. Those were chosen on the validation split of MNIST (5,000 images held out of its
 training set; batch 64 against 128, learning rates 0.02 to 0.3, decay 0.75 to 1, momentum against
-Adam), never on its test set, which is scored once, after training. A flag given explicitly
-overrides its default. The MLP-only flags are refused with ``--model cnn``, and its loss is
-cross-entropy.
+Adam), never on its test set, which is scored once, after training. ``--model lstm`` trains
+``fnnet.sequence_classifier(28, 10)`` (an LSTM over each image's 28 rows, its last step, dense
+10, softmax) on ``(N, 28, 28)`` with ``LSTM_DEFAULTS``: Adam lr 0.003 multiplied by 0.8 per epoch,
+10 epochs of batch 128, chosen the same way. A flag given explicitly overrides its default. The
+MLP-only flags are refused with ``--model cnn`` and ``lstm``, and their loss is cross-entropy.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..training.config import ResumeError
 from .common import (
     CNN_SUMMARY,
     FORMATTER,
+    LSTM_SUMMARY,
     UsageError,
     add_cache_flags,
     add_data_flags,
@@ -55,6 +58,7 @@ from .model_config import (
     describe,
     network,
     optimizer_of,
+    prepare,
     train_config,
 )
 from .scoring import targets
@@ -74,6 +78,8 @@ DEFAULT_BATCH = 128
 MLP_DEFAULTS = {"optimizer": DEFAULT_OPTIMIZER, "lr": DEFAULT_LR[DEFAULT_OPTIMIZER], "lr_decay": 1.0,
                 "epochs": DEFAULT_EPOCHS, "batch_size": DEFAULT_BATCH}
 CNN_DEFAULTS = {"optimizer": "momentum", "lr": 0.05, "lr_decay": 0.8, "epochs": 10, "batch_size": 64}
+LSTM_DEFAULTS = {"optimizer": "adam", "lr": 3e-3, "lr_decay": 0.8, "epochs": 10, "batch_size": 128}
+DEFAULTS = {"mlp": MLP_DEFAULTS, "cnn": CNN_DEFAULTS, "lstm": LSTM_DEFAULTS}
 MODELS_TEXT = textwrap.fill(
     f"Models: --model mlp (the default) is fnnet.mlp(--layers, --activation, --output) on flat "
     f"images, by default {DEFAULT_OPTIMIZER} lr {DEFAULT_LR[DEFAULT_OPTIMIZER]:g} for "
@@ -81,16 +87,28 @@ MODELS_TEXT = textwrap.fill(
     f"images; by default {CNN_DEFAULTS['optimizer']} lr {CNN_DEFAULTS['lr']:g}, multiplied by "
     f"{CNN_DEFAULTS['lr_decay']:g} per epoch (--lr-decay), for {CNN_DEFAULTS['epochs']} epochs "
     f"of batch {CNN_DEFAULTS['batch_size']}, chosen on the validation split of MNIST, never on "
-    f"its test set. "
-    f"--layers, --activation and --output are refused with --model cnn, and its loss is "
-    f"cross-entropy.", width=96)
+    f"its test set. --model lstm is {LSTM_SUMMARY}; by default {LSTM_DEFAULTS['optimizer']} lr "
+    f"{LSTM_DEFAULTS['lr']:g}, multiplied by {LSTM_DEFAULTS['lr_decay']:g} per epoch, for "
+    f"{LSTM_DEFAULTS['epochs']} epochs of batch {LSTM_DEFAULTS['batch_size']}, chosen the same "
+    f"way. --layers, --activation and --output are refused with --model cnn and lstm, and their "
+    f"loss is cross-entropy.", width=96)
+
+
+def _others(setting):
+    """``"0.05 for --model cnn, 0.003 for --model lstm"``: the other models' defaults."""
+    return ", ".join(f"{DEFAULTS[model][setting]:g} for --model {model}"
+                     if not isinstance(DEFAULTS[model][setting], str)
+                     else f"{DEFAULTS[model][setting]} for --model {model}"
+                     for model in ("cnn", "lstm"))
+
+
 DEFAULT_VALIDATION = 5000  # examples held out of the training set, at most a tenth of it
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
 DESCRIPTION = f"""\
-Train an MLP or a CNN on MNIST or Fashion-MNIST with fnnet.fit and write into --out: config.json
-(the settings), train_state.npz (the training state after every epoch, which --resume reads),
-model.npz (the final params), metrics.json and curves.png.
+Train an MLP, a CNN or an LSTM on MNIST or Fashion-MNIST with fnnet.fit and write into --out:
+config.json (the settings), train_state.npz (the training state after every epoch, which --resume
+reads), model.npz (the final params), metrics.json and curves.png.
 
 {MODELS_TEXT}
 
@@ -110,31 +128,27 @@ Many processes: fnnet launch -n N -- fnnet train --distributed .... Compiled pro
 
 def add_parser(subparsers):
     """The ``train`` subcommand and its flags."""
-    parser = subparsers.add_parser("train", help="train an MLP or a CNN on MNIST or Fashion-MNIST",
+    parser = subparsers.add_parser("train", help="train an MLP, a CNN or an LSTM on MNIST or Fashion-MNIST",
                                    description=DESCRIPTION, formatter_class=FORMATTER)
     parser.add_argument("--dataset", choices=datasets.DATASETS, default="mnist",
                         help="dataset (default: mnist)")
     add_network_flags(parser, "784,128,10")
     parser.add_argument("--optimizer", choices=optim.NAMES,
-                        help=f"optimizer (default: {DEFAULT_OPTIMIZER}; "
-                             f"{CNN_DEFAULTS['optimizer']} for --model cnn)")
+                        help=f"optimizer (default: {DEFAULT_OPTIMIZER}; {_others('optimizer')})")
     parser.add_argument("--lr", type=positive_float,
                         help="learning rate > 0 (default: " + ", ".join(
                             f"{lr:g} for {name}" for name, lr in DEFAULT_LR.items())
-                        + f"; {CNN_DEFAULTS['lr']:g} for --model cnn with its default "
-                          f"optimizer)")
+                        + f"; {_others('lr')}, with their default optimizers)")
     parser.add_argument("--lr-decay", type=decay_rate, metavar="RATE",
                         help=f"multiply the learning rate by RATE in (0, 1] per epoch, smoothly "
                              f"step by step: lr x RATE^(step / steps per epoch) (default: 1, a "
-                             f"constant rate; {CNN_DEFAULTS['lr_decay']:g} for --model cnn)")
+                             f"constant rate; {_others('lr_decay')})")
     parser.add_argument("--epochs", type=positive_int,
-                        help=f"epochs (default: {DEFAULT_EPOCHS}; {CNN_DEFAULTS['epochs']} for "
-                             f"--model cnn)")
+                        help=f"epochs (default: {DEFAULT_EPOCHS}; {_others('epochs')})")
     parser.add_argument("--batch-size", type=batch_size, default=argparse.SUPPRESS,
                         metavar="N|full",
                         help=f"minibatch size, or 'full' for full-batch gradient descent "
-                             f"(default: {DEFAULT_BATCH}; {CNN_DEFAULTS['batch_size']} for "
-                             f"--model cnn)")
+                             f"(default: {DEFAULT_BATCH}; {_others('batch_size')})")
     parser.add_argument("--validation", type=count, metavar="N",
                         help=f"training examples held out for validation, 0 for none (default: "
                              f"{DEFAULT_VALIDATION}, at most a tenth of the training set)")
@@ -177,10 +191,9 @@ def _check_flags(args):
 
 
 def _fill_defaults(args):
-    """Give the training flags not given the defaults of ``--model`` (``MLP_DEFAULTS`` or
-    ``CNN_DEFAULTS``); ``--lr`` for an optimizer other than the model's default is
-    ``DEFAULT_LR``'s."""
-    defaults = CNN_DEFAULTS if args.model == "cnn" else MLP_DEFAULTS
+    """Give the training flags not given the defaults of ``--model`` (``DEFAULTS``); ``--lr``
+    for an optimizer other than the model's default is ``DEFAULT_LR``'s."""
+    defaults = DEFAULTS[args.model]
     for name in ("optimizer", "lr_decay", "epochs"):
         if getattr(args, name) is None:
             setattr(args, name, defaults[name])
@@ -230,8 +243,8 @@ def _data(args):
                                f"{len(train[0])} training examples (use --batch-size full for "
                                f"full-batch gradient descent)")
     folder = None if args.data_dir is None else data_folder(args.dataset, args.data_dir)
-    images = args.model == "cnn"  # NHWC (N, 28, 28, 1); flat rows (N, 784) for the MLP
-    return [datasets.prepare(*part, images=images) for part in (train, held, test)], folder
+    layout = {"model": args.model}  # flat rows, NHWC images or rows as time steps
+    return [prepare(layout, *part) for part in (train, held, test)], folder
 
 
 def _announce(args, config, out, examples):

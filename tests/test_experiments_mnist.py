@@ -13,7 +13,7 @@ import types
 from pathlib import Path
 
 import pytest
-from test_experiments_a import run_modules_help
+from test_experiments_notes import run_modules_help
 
 from experiments import mnist_relu_softmax, mnist_sigmoid_bce, mnist_tanh_mse, run_all, sweep
 

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from test_experiments_a import run_modules_help
+from test_experiments_notes import run_modules_help
 
 from experiments import batchnorm_by_hand, common, conv_by_hand, mnist_cnn, run_all
 

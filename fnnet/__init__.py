@@ -42,7 +42,7 @@ from .layers import (
     Softmax,
     Tanh,
 )
-from .networks import Sequential, cnn, mlp, sequence_classifier
+from .networks import Sequential, cnn, language_model, mlp, sequence_classifier
 from .training import (
     EpochRecord,
     EpochRunner,
@@ -66,7 +66,7 @@ def __getattr__(name):
 __all__ = [
     "Dense", "DenseParams", "Identity", "ReLU", "Sigmoid", "Softmax", "Tanh", "Conv2D",
     "MaxPool2D", "AvgPool2D", "Flatten", "Dropout", "BatchNorm", "LayerNorm", "Sequential", "mlp", "cnn",
-    "sequence_classifier",
+    "sequence_classifier", "language_model",
     "losses", "value_and_grad", "autodiff_value_and_grad", "loss_output_and_grad", "check_grads",
     "manual_vjp", "GradReport", "optim", "metrics", "datasets", "save", "load", "fit", "devices", "plots",
     "train_step", "RunConfig", "evaluate", "to_device", "TrainState", "EpochRunner", "EpochRecord",

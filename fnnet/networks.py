@@ -22,6 +22,7 @@ from .layers import (
     Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     Identity,
     LastStep,
@@ -238,6 +239,35 @@ def sequence_classifier(n_in, classes, hidden=128, cell="lstm"):
                          f"{cell!r}")
     return Sequential(CELLS[cell](n_in, integer("sequence_classifier", "hidden", hidden)),
                       LastStep(), Dense(hidden, classes), Softmax())
+
+
+def language_model(vocab_size, dim=64, hidden=256, depth=1, cell="lstm", stateful=None):
+    """A character (or token) language model: ids ``(N, T)`` to next-token probabilities
+    ``(N, T, vocab_size)``::
+
+        Embedding(vocab_size, dim)  LSTM(dim, hidden) [LSTM(hidden, hidden) ...]
+        Dense(hidden, vocab_size)  Softmax
+
+    trained with cross-entropy over every token (``dZ = (A − Y)/(N·T)``).
+
+    Args:
+        vocab_size: the number of ids.
+        dim: the embedding's width.
+        hidden: each recurrent layer's width.
+        depth: the number of recurrent layers.
+        cell: ``"lstm"``, ``"gru"`` or ``"rnn"``.
+        stateful: ``N`` to carry the recurrent state of ``N`` sequences from one call to the
+            next (truncated backpropagation through time; generation with ``N = 1``), or
+            ``None``.
+    """
+    if cell not in CELLS:
+        raise ValueError(f"language_model: cell must be one of {', '.join(CELLS)}, got {cell!r}")
+    integer("language_model", "depth", depth)
+    widths = [integer("language_model", "dim", dim)] + [hidden] * depth
+    recurrent = [CELLS[cell](n_in, n_out, stateful=stateful)
+                 for n_in, n_out in zip(widths[:-1], widths[1:])]
+    return Sequential(Embedding(vocab_size, dim), *recurrent, Dense(hidden, vocab_size),
+                      Softmax())
 
 
 def checks_positive(where, name, values, length):

@@ -66,7 +66,7 @@ FLOORS = (
                      "fnnet.checkpoint_tree", "fnnet.checkpoints")),
     ("maths", ("fnnet.layers", "fnnet.losses", "fnnet.metrics", "fnnet.precision",
                "fnnet.loss_scale", "fnnet.optim", "fnnet.networks", "fnnet.gradients",
-               "fnnet.gradcheck")),
+               "fnnet.gradcheck", "fnnet.sampling")),
     ("devices", ("fnnet.devices",)),
     ("training", ("fnnet.training",)),
     ("data and figures", ("fnnet.datasets", "fnnet.plots")),

@@ -49,7 +49,7 @@ import contextlib
 import sys
 
 from .._version import __version__
-from . import bench, evaluate, gradcheck, launch, train
+from . import bench, evaluate, gradcheck, launch, sample, train
 from .common import FORMATTER, DataUnavailable, Parser, UsageError, compile_cache, exit_code
 from .train import (
     CNN_DEFAULTS,
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                     epilog=EXAMPLES)
     parser.add_argument("--version", action="version", version=f"fnnet {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (train, evaluate, gradcheck, bench, launch):
+    for command in (train, evaluate, gradcheck, sample, bench, launch):
         command.add_parser(subparsers)
     return parser
 

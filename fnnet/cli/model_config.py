@@ -224,6 +224,9 @@ def check_model_settings(metadata: dict) -> None:
     """
     if not isinstance(metadata, dict):
         raise MetadataError(f"metadata must be a dict, got {type(metadata).__name__}")
+    if metadata.get("dataset") == "shakespeare":
+        raise MetadataError("a character model of tiny Shakespeare, not an image classifier: "
+                            "read it with 'fnnet sample'")
     missing = [key for key in MODEL_KEYS if key not in metadata]
     if missing:
         raise MetadataError(f"not a model checkpoint written by fnnet train (its metadata lacks "

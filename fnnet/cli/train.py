@@ -31,6 +31,7 @@ from ..devices import distributed
 from ..io import write_json
 from ..training import DIVERGENCE_FACTOR, fit
 from ..training.config import ResumeError
+from . import train_text
 from .common import (
     CNN_SUMMARY,
     FORMATTER,
@@ -130,8 +131,10 @@ def add_parser(subparsers):
     """The ``train`` subcommand and its flags."""
     parser = subparsers.add_parser("train", help="train an MLP, a CNN or an LSTM on MNIST or Fashion-MNIST",
                                    description=DESCRIPTION, formatter_class=FORMATTER)
-    parser.add_argument("--dataset", choices=datasets.DATASETS, default="mnist",
-                        help="dataset (default: mnist)")
+    parser.add_argument("--dataset", choices=(*datasets.DATASETS, train_text.TEXT),
+                        default="mnist",
+                        help="dataset (default: mnist); shakespeare trains a character LSTM "
+                             "(--model lstm)")
     add_network_flags(parser, "784,128,10")
     parser.add_argument("--optimizer", choices=optim.NAMES,
                         help=f"optimizer (default: {DEFAULT_OPTIMIZER}; {_others('optimizer')})")
@@ -173,6 +176,7 @@ def add_parser(subparsers):
                         help="one process of a distributed run (fnnet launch -n N -- fnnet train "
                              "--distributed ..., or SLURM): split each minibatch across the "
                              "devices of all processes; process 0 prints and writes the files")
+    train_text.add_text_flags(parser)
     add_data_flags(parser)
     add_cache_flags(parser)
     parser.set_defaults(run=run)
@@ -309,6 +313,9 @@ def run(args):
     diverged; ``EXIT_INTERRUPTED`` on Ctrl-C (see ``DESCRIPTION``). With ``--distributed`` only
     process 0 prints and writes; the others return 0 once training is done."""
     prog = args.prog
+    if args.dataset == train_text.TEXT:
+        return _run_text(args)
+    train_text.refuse_text_flags(args)
     _check_flags(args)
     if args.distributed:
         join(prog)  # before any other JAX call
@@ -341,6 +348,29 @@ def run(args):
     diverged = divergence_message(history, args.ensemble)
     if diverged:
         print(f"{prog}: error: {diverged}", file=sys.stderr, flush=True)
+        return EXIT_DIVERGED
+    return 0
+
+
+def _run_text(args):
+    """``--dataset shakespeare``: the character LSTM (``train_text``), with the same output
+    folder, resume, Ctrl-C and divergence handling as the image models."""
+    train_text.check_flags(args, DEFAULT_LR)
+    out = check_out(args.prog, args.out if args.out is not None else Path("runs") / args.dataset)
+    state_path = out / "train_state.npz"
+    if args.resume:
+        _check_resume_state(args.prog, state_path)
+    started_ns = time.time_ns()
+    try:
+        history = train_text.run(args, out, _write_config(out))
+    except ResumeError as e:
+        raise UsageError(args.prog, f"argument --resume: {str(e).removeprefix('fit: ')}; resume "
+                                    f"with the same flags") from None
+    except KeyboardInterrupt:
+        return _interrupted(args, out, state_path, 0 if args.resume else started_ns)
+    diverged = divergence_message(history, 1)
+    if diverged:
+        print(f"{args.prog}: error: {diverged}", file=sys.stderr, flush=True)
         return EXIT_DIVERGED
     return 0
 

@@ -1,0 +1,200 @@
+"""``fnnet train --dataset shakespeare --model lstm``: a character LSTM on tiny Shakespeare.
+
+The corpus (``fnnet.datasets.load_shakespeare``: 65 characters, the first 90 % training, the
+last 10 % validation, nanoGPT's split) is cut into windows of ``--block-size + 1`` characters,
+``x`` the first ``block-size`` and ``y`` the next character at every position; the training
+windows are non-overlapping and start at a random offset drawn with ``--seed``, the validation
+windows are every window of the validation text. ``fnnet.language_model`` (an embedding, LSTM
+layers, dense to the vocabulary, softmax) trains with cross-entropy over every character by
+``fnnet.fit``, each window from a zero state, its gradient clipped to ``--clip`` (global norm).
+Losses are in nats per character (the mean of ``−log p`` over every character) and in bits per
+character (divided by ``ln 2``). Writes what ``fnnet train`` writes for images but the test
+scores (the corpus has no test split): ``config.json``, ``train_state.npz``, ``model.npz``,
+``metrics.json`` and ``curves.png``; ``fnnet sample`` reads ``model.npz``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import numpy as np
+
+from .. import checkpoints, datasets, optim
+from ..io import write_json
+from ..networks import language_model
+from ..training import fit
+from .common import DataUnavailable, UsageError, positive_float, positive_int
+
+TEXT = "shakespeare"
+# The defaults: sized for a 10-minute budget on a 2-core CPU (README has the measured run; no
+# sweep over them was made).
+TEXT_DEFAULTS = {"optimizer": "adam", "lr": 3e-3, "lr_decay": 0.7, "epochs": 6, "batch_size": 32}
+TEXT_ARCHITECTURE = {"dim": 64, "hidden": 384, "depth": 1, "cell": "lstm"}
+BLOCK_SIZE = 64
+CLIP = 1.0
+# Flags only the image models take; refused with --dataset shakespeare when given.
+IMAGE_ONLY = ("layers", "activation", "output", "validation")
+TEXT_ONLY = ("block_size", "dim", "hidden", "depth", "clip")
+
+
+def add_text_flags(parser):
+    """The flags of the character model (refused for the image data sets)."""
+    group = parser.add_argument_group("--dataset shakespeare (a character LSTM)")
+    group.add_argument("--block-size", type=positive_int, metavar="T",
+                       help=f"characters per training window (default: {BLOCK_SIZE})")
+    group.add_argument("--dim", type=positive_int, metavar="D",
+                       help=f"embedding width (default: {TEXT_ARCHITECTURE['dim']})")
+    group.add_argument("--hidden", type=positive_int, metavar="H",
+                       help=f"LSTM width (default: {TEXT_ARCHITECTURE['hidden']})")
+    group.add_argument("--depth", type=positive_int, metavar="L",
+                       help=f"LSTM layers (default: {TEXT_ARCHITECTURE['depth']})")
+    group.add_argument("--clip", type=positive_float, metavar="NORM",
+                       help=f"clip the gradient to this global norm (default: {CLIP:g})")
+
+
+def refuse_text_flags(args):
+    """Image data sets: the character model's flags are refused when given."""
+    given = [f"--{name.replace('_', '-')}" for name in TEXT_ONLY if getattr(args, name) is not None]
+    if given:
+        raise UsageError(args.prog, f"argument {', '.join(given)}: only for --dataset {TEXT}")
+
+
+def check_flags(args, default_lr):
+    """``--model lstm`` only; the image flags, full batch, ensembles and several processes
+    refused; the defaults filled in (``--lr`` for an optimizer other than Adam is
+    ``default_lr``'s)."""
+    if args.model != "lstm":
+        raise UsageError(args.prog, f"argument --model: --dataset {TEXT} trains a character "
+                                    f"LSTM, --model lstm; got --model {args.model}")
+    given = [f"--{name}" for name in IMAGE_ONLY if getattr(args, name, None) is not None]
+    if args.loss != "cross-entropy":
+        given.append("--loss")
+    if args.ensemble != 1:
+        given.append("--ensemble")
+    if args.distributed:
+        given.append("--distributed")
+    if hasattr(args, "batch_size") and args.batch_size is None:
+        given.append("--batch-size full")
+    if given:
+        raise UsageError(args.prog, f"argument {', '.join(given)}: not for --dataset {TEXT} (its "
+                                    f"validation split is the last 10% of the text, its loss "
+                                    f"cross-entropy over every character, its batches windows of "
+                                    f"text; one model, one process)")
+    for name in ("optimizer", "lr_decay", "epochs", "batch_size"):
+        if getattr(args, name, None) is None:
+            setattr(args, name, TEXT_DEFAULTS[name])
+    if args.lr is None:
+        args.lr = (TEXT_DEFAULTS["lr"] if args.optimizer == TEXT_DEFAULTS["optimizer"]
+                   else default_lr[args.optimizer])
+
+
+def windows(ids, block, offset=0):
+    """``(x, y)``: the non-overlapping windows of ``block + 1`` ids from ``offset``, ``x`` the
+    first ``block`` of each and ``y`` the ids one step later, both ``(count, block)``."""
+    count = (len(ids) - offset - 1) // block
+    if count < 1:
+        raise ValueError(f"a text of {len(ids)} characters holds no window of {block + 1}")
+    span = ids[offset:offset + count * block + 1]
+    return (span[:-1].reshape(count, block).copy(), span[1:].reshape(count, block).copy())
+
+
+def architecture(args):
+    """The network's settings: the flags given, else ``TEXT_ARCHITECTURE``'s."""
+    return {name: getattr(args, name) if getattr(args, name, None) is not None else default
+            for name, default in TEXT_ARCHITECTURE.items()}
+
+
+def _config(args, corpus, folder, arch, block, clip):
+    return {"dataset": TEXT, "model": "lstm", "architecture": arch, "block_size": block,
+            "vocab": "".join(corpus.vocab), "loss": "cross-entropy", "optimizer": args.optimizer,
+            "lr": args.lr, "lr_decay": args.lr_decay, "clip": clip, "epochs": args.epochs,
+            "batch_size": args.batch_size, "grads": args.grads, "precision": args.precision,
+            "seed": args.seed, "ensemble": 1,
+            "data_dir": None if folder is None else str(folder)}
+
+
+def _optimizer(config, steps_per_epoch):
+    schedule = (None if config["lr_decay"] == 1
+                else optim.exponential_decay(config["lr_decay"], every=steps_per_epoch))
+    inner = optim.get(config["optimizer"], config["lr"], schedule=schedule)
+    return optim.clip_by_global_norm(inner, config["clip"])
+
+
+def _progress(epochs, block):
+    """A callback printing each epoch's training and validation loss per character."""
+    def callback(record, state, history):
+        train, val = record.loss, record.val_loss
+        print(f"epoch {record.epoch:>{len(str(epochs))}}/{epochs}  train {train:.4f} nats/char "
+              f"({train / math.log(2):.3f} bits)  val {val:.4f} nats/char "
+              f"({val / math.log(2):.3f} bits)  {record.examples_per_second * block:>9,.0f} "
+              f"chars/s  {record.seconds:.1f}s", flush=True)
+    return callback
+
+
+def run(args, out, write_config):
+    """Train the character model (flags checked by ``check_flags``); write its files into
+    ``out``; return the history. ``write_config`` is the train command's callback writing
+    ``config.json`` after the first epoch."""
+    block = args.block_size or BLOCK_SIZE
+    clip = args.clip or CLIP
+    try:
+        corpus = datasets.load_shakespeare(args.data_dir, download=not args.no_download)
+    except (OSError, ValueError) as e:
+        raise DataUnavailable(args.prog, " ".join(str(e).split())) from None
+    offset = int(np.random.default_rng(args.seed).integers(0, block))
+    train, validation = windows(corpus.train, block, offset), windows(corpus.validation, block)
+    if args.batch_size > len(train[0]):
+        raise UsageError(args.prog, f"argument --batch-size: expected at most the "
+                                    f"{len(train[0])} training windows")
+    arch = architecture(args)
+    folder = None if args.data_dir is None else args.data_dir.resolve()
+    config = _config(args, corpus, folder, arch, block, clip)
+    model = language_model(len(corpus.vocab), **arch)
+    steps = len(train[0]) // args.batch_size
+    if not args.quiet:
+        print(f"fnnet train: {TEXT} {describe(config)}, {args.optimizer} lr {args.lr:g}"
+              f"{'' if args.lr_decay == 1 else f' x{args.lr_decay:g} per epoch'}, clip {clip:g}, "
+              f"{args.epochs} epochs of {steps} steps of {args.batch_size} windows of {block} "
+              f"characters, seed {args.seed}; {train[0].size:,} training and "
+              f"{validation[0].size:,} validation characters -> {out}", flush=True)
+    started = time.perf_counter()
+    callbacks = [write_config] + ([] if args.quiet else [_progress(args.epochs, block)])
+    state, history = fit(
+        model=model, loss="cross-entropy", optimizer=_optimizer(config, steps), train=train,
+        epochs=args.epochs, batch_size=args.batch_size, key=jax.random.PRNGKey(args.seed),
+        validation=validation, grads=args.grads, progress=False,
+        checkpoint=out / "train_state.npz", resume=args.resume, precision=args.precision,
+        recipe=config, callbacks=callbacks)
+    seconds = time.perf_counter() - started
+    return _results(history["config"], state, history, out, seconds, validation[1].size)
+
+
+def describe(config):
+    """``"char lstm 1x384 (embedding 64)"``."""
+    arch = config["architecture"]
+    return (f"char {arch['cell']} {arch['depth']}x{arch['hidden']} (embedding {arch['dim']}, "
+            f"{len(config['vocab'])} characters)")
+
+
+def _results(config, state, history, out, seconds, characters):
+    final = {"train_loss": history["loss"][-1], "validation_loss": history["val_loss"][-1],
+             "validation_bits_per_char": history["val_loss"][-1] / math.log(2),
+             "epochs_trained": history["epoch"][-1]}
+    checkpoints.save(out / "model.npz", state.params, **config, **final, dtype="float32")
+    write_json(out / "metrics.json", {"config": config, **final, "seconds": seconds,
+                                      "compile_seconds": history["compile_seconds"],
+                                      "history": history})
+    from .. import plots  # matplotlib only once there is a figure to draw
+
+    plots.plot_history(history, out / "curves.png",
+                       title=f"{TEXT} {describe(config)}: loss in nats per character, "
+                             f"next-character accuracy")
+    print(f"validation loss {final['validation_loss']:.4f} nats/char "
+          f"({final['validation_bits_per_char']:.3f} bits/char) over {characters:,} validation "
+          f"characters")
+    print(f"trained in {seconds:.1f} s, {history['compile_seconds']:.2f} s of it compiling; wrote "
+          f"config.json, train_state.npz, model.npz, metrics.json, curves.png into {out}",
+          flush=True)
+    return history

@@ -1,0 +1,71 @@
+"""Text from a language model: one compiled loop, one character (or token) at a time.
+
+``sample`` feeds the prompt through a recurrent language model built with ``stateful=1``
+(``fnnet.language_model(..., stateful=1)``), whose layers carry their final hidden state from one
+call to the next through the model state (``init_state``/``next_state``), then draws each next
+id from the model's output ``p``, sharpened or flattened by the temperature ``τ``::
+
+    id_{t+1} ~ Categorical(softmax(log p_t / τ))        τ → 0: the most likely id; τ = 1: p itself
+
+and feeds it back. The whole generation is one ``lax.scan`` inside one compiled program: no
+recompilation per character and no host round trip until the ids come back.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["sample"]
+
+
+def _last_step(model, params, state, ids):
+    """The output at the last position for ``ids`` ``(1, T)``, and the state after them."""
+    y, cache = model.forward(params, ids, state=state, train=False)
+    return y[0, -1], model.next_state(state, cache)
+
+
+@partial(jax.jit, static_argnums=(0, 3, 4))
+def _generate(model, params, prompt, length, temperature, key):
+    p, state = _last_step(model, params, model.init_state(), prompt[None, :])
+
+    def step(carry, step_key):
+        p, state = carry
+        logits = jnp.log(jnp.maximum(p, jnp.finfo(p.dtype).tiny)) / temperature
+        next_id = jax.random.categorical(step_key, logits).astype(prompt.dtype)
+        return _last_step(model, params, state, next_id[None, None]), next_id
+
+    _, ids = jax.lax.scan(step, (p, state), jax.random.split(key, length))
+    return ids
+
+
+def sample(model, params, prompt, length, *, key, temperature=1.0):
+    """``length`` ids drawn from ``model`` after ``prompt``.
+
+    Args:
+        model: a language model over ids whose recurrent layers carry one sequence's state
+            (``fnnet.language_model(vocab, ..., stateful=1)``); its output is probabilities
+            ``(1, T, vocab)``.
+        params: its parameters.
+        prompt: the ids to start from, a 1-D integer array of at least one id.
+        length: how many ids to draw (> 0).
+        key: a ``jax.random`` key: the same key draws the same ids.
+        temperature: ``τ > 0``.
+
+    Returns:
+        The ``length`` ids drawn, an int32 array (the prompt not included).
+
+    Raises:
+        ValueError: an empty prompt, ``length < 1`` or ``temperature <= 0``.
+    """
+    prompt = jnp.asarray(prompt, jnp.int32)
+    if prompt.ndim != 1 or prompt.size == 0:
+        raise ValueError(f"sample: prompt must be a 1-D array of at least one id, got shape "
+                         f"{prompt.shape}")
+    if int(length) < 1:
+        raise ValueError(f"sample: length must be at least 1, got {length}")
+    if not float(temperature) > 0:
+        raise ValueError(f"sample: temperature must be > 0, got {temperature}")
+    return _generate(model, params, prompt, int(length), float(temperature), key)

@@ -58,6 +58,7 @@ def test_create_matches_what_fit_trains_from():
     assert _leaves_equal(state.params, params)
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_ensemble_member_k_is_the_single_model_of_key_k():
     opt = optim.adam(1e-2)
     key = jax.random.PRNGKey(7)
@@ -125,6 +126,7 @@ def test_runner_compiles_once_and_its_program_is_pure():
     assert _leaves_equal(program_out, after)
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_runner_replays_a_diverged_epoch_and_keeps_the_last_finite_params():
     x, y = fnnet.to_device(*_data())
     opt = optim.sgd(1e30)

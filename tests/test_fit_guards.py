@@ -55,6 +55,7 @@ def test_non_finite_inputs_are_refused_before_training():
         fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), batch_size=16, progress=False)
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_a_loss_growing_past_the_bound_counts_as_divergence():
     x, y = _data(256)
     with pytest.warns(RuntimeWarning, match="past the divergence bound"):
@@ -76,6 +77,7 @@ def test_healthy_training_is_not_flagged():
     assert "diverged" not in history and len(history["epoch"]) == 4
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_resume_refuses_a_changed_configuration(tmp_path):
     x, y = _data()
     path = tmp_path / "run.npz"
@@ -137,6 +139,7 @@ def test_an_optimizer_name_instead_of_an_optimizer_is_a_clear_error():
         fnnet.fit(MODEL, "ce", "sgd", (x, y), batch_size=16, progress=False)
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_adam_trains_low_precision_params_without_nan(dtype):
     x, y = _data(256)

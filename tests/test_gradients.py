@@ -240,6 +240,7 @@ def test_fused_rule_is_used_by_default_and_survives_extreme_logits():
     assert_trees_close(grads, ref)
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_fused_rule_found_in_nested_sequential():
     inner = fnnet.Sequential(fnnet.Dense(4, 3), fnnet.Softmax())
     model = fnnet.Sequential(fnnet.Dense(5, 4), fnnet.Tanh(), inner)
@@ -373,6 +374,7 @@ def test_jit_equals_eager():
     assert_trees_close(gj, ge, rtol=1e-14)
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_vmap_over_examples_gives_per_example_gradients():
     model, loss, params, x, y = make_case("tanh", "softmax+ce", 2, 8, seed=2)
     vg = fnnet.value_and_grad(model, loss)
@@ -386,6 +388,7 @@ def test_vmap_over_examples_gives_per_example_gradients():
     assert_trees_close(jax.tree_util.tree_map(lambda a: a.mean(0), per_grads), batch_grads)
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_vmap_over_stacked_params_trains_many_networks_at_once():
     model = fnnet.mlp([4, 6, 3], activation="sigmoid")
     keys = jax.random.split(jax.random.PRNGKey(0), 5)
@@ -402,6 +405,7 @@ def test_vmap_over_stacked_params_trains_many_networks_at_once():
         assert_trees_close(jax.tree_util.tree_map(lambda a, k=k: a[k], grads), ref)
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_grad_of_apply_and_nested_sequential():
     inner = fnnet.Sequential(fnnet.Dense(3, 3), fnnet.Tanh())
     model = fnnet.Sequential(fnnet.Dense(2, 3), fnnet.ReLU(), inner, fnnet.Dense(3, 1))

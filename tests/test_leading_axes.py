@@ -317,6 +317,7 @@ SEQUENCE_MODELS = {
 }
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
 @pytest.mark.parametrize("name", list(SEQUENCE_MODELS))
 def test_sequence_network_value_and_grad_matches_autodiff(name, fused):

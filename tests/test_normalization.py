@@ -190,6 +190,7 @@ def mixed_network():
         fnnet.Dense(5, 3), fnnet.Softmax())
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 @pytest.mark.parametrize("fused", [True, False])
 def test_a_mixed_network_matches_autodiff_with_the_same_key(fused):
     model = mixed_network()
@@ -214,6 +215,7 @@ def test_a_mixed_network_matches_autodiff_with_the_same_key(fused):
     assert report.max_abs <= 1e-10 * scale
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_stacked_models_jit_and_vmap_through_state_and_keys():
     model = mixed_network()
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
@@ -254,6 +256,7 @@ def conv_network():
         Dropout(0.3), fnnet.Dense(12, 5), fnnet.Tanh(), fnnet.Dense(5, 3), fnnet.Softmax())
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_a_conv_network_mixing_every_layer_matches_autodiff_with_the_same_key():
     model = conv_network()
     params = model.init(jax.random.PRNGKey(3), F64)
@@ -276,6 +279,7 @@ def test_a_conv_network_mixing_every_layer_matches_autodiff_with_the_same_key():
         np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_a_model_with_state_checkpoints_and_resumes_exactly(tmp_path):
     model = fnnet.Sequential(fnnet.Conv2D(1, 3, 3), BatchNorm(3), fnnet.ReLU(), fnnet.Flatten(),
                              Dropout(0.2), fnnet.Dense(48, 2), fnnet.Softmax())

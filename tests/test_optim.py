@@ -657,6 +657,7 @@ def test_clipping_names_both_and_refuses_a_bad_bound():
         optim.clip_by_global_norm("adam", 1.0)
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_clipping_inside_fit(tmp_path):
     """Full-batch steps of a tiny model: the params ``fit`` reaches with a clipped sgd are the
     ones the clipped steps give by hand, the configuration records the wrapper, and it trains

@@ -60,6 +60,7 @@ def _max_rel(a, b):
     ("linear", losses.mse, "manual", 50, 64),                 # chunk larger than n: one call
     ("softmax", losses.cross_entropy, "autodiff", 103, 16),
 ])
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_chunked_gradient_equals_unchunked(output, loss, grads, n, chunk):
     model = fnnet.mlp([12, 9, 7, 4], output=output)
     params = _params(model, 1)
@@ -73,6 +74,7 @@ def test_chunked_gradient_equals_unchunked(output, loss, grads, n, chunk):
     assert _max_rel(c_g, g) < 1e-12
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_full_batch_epoch_chunked_equals_unchunked():
     n = 200
     model = fnnet.mlp([10, 8, 3])
@@ -156,6 +158,7 @@ def test_bad_device_configurations_give_clear_errors():
                   devices=count + 1, progress=False)
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_one_device_mesh_trains_like_no_mesh():
     x, y = _data(64, 10, 3)
     model = fnnet.mlp([10, 8, 3])

@@ -169,6 +169,7 @@ def test_eight_devices_train_a_sweep_like_one(models_on_eight):
     np.testing.assert_allclose(r["lr"], np.geomspace(0.3, 0.003, 16), rtol=1e-6)
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_each_device_holds_its_models(models_on_eight):
     r = models_on_eight
     _assert_split(r["ens"]["placed"], 8)
@@ -176,6 +177,7 @@ def test_each_device_holds_its_models(models_on_eight):
     _assert_split(r["resume"]["placed"], 8)  # a resumed run is placed again
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_model_sharded_step_has_no_collective(models_on_eight):
     r = models_on_eight
     assert r["ens"]["collectives"] == [] and r["sweep"]["collectives"] == []

@@ -74,6 +74,7 @@ def test_get_names_and_refusals():
         LS.DynamicLossScale(backoff=1.0)
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_none_is_the_model_as_it_is_everywhere():
     """``precision=None`` never turns a model built under a policy back into float32."""
     model, params, x, y = _mlp_case(0, 16, [12, 9, 4])
@@ -151,6 +152,7 @@ def test_mlp_gradients_within_policy_tolerance(policy, seed, batch, widths):
         assert_close(g, reference, TOL[policy], f"{policy} {grads}")
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 @pytest.mark.parametrize("policy", ["bf16", "f16"])
 @settings(max_examples=3)
 @given(seed=st.integers(0, 2**16), batch=st.integers(1, 6), size=st.integers(7, 11),
@@ -287,6 +289,7 @@ def test_fit_refuses_narrow_master_params():
                   precision="f16", progress=False)
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_ensembles_and_checkpoints_keep_the_policy(tmp_path):
     model, opt = fnnet.mlp([20, 16, 5]), optim.momentum(0.1)
     x, y = _data()

@@ -120,6 +120,7 @@ def test_model_scores_are_each_models_evaluate(problem, loss):
         assert accuracies[i] == pytest.approx(float(one[1]))
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 @pytest.mark.parametrize("num_models", [1, 2])
 def test_images_are_scored_in_chunks_with_the_same_result(monkeypatch, num_models):
     """A CNN's inputs ``(N, H, W, C)`` go through ``IMAGE_ROWS`` at a time (20 rows in chunks

@@ -55,6 +55,7 @@ def test_xor_reaches_100_percent():
     assert history["loss"][-1] < 0.05 < history["loss"][0]
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_spiral_reaches_100_percent():
     x, y = spiral()
     model = fnnet.mlp([2, 32, 32, 2], activation="tanh")
@@ -65,6 +66,7 @@ def test_spiral_reaches_100_percent():
     assert acc == 1.0, f"spiral training accuracy {acc}"
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_full_batch_mode_is_plain_gradient_descent():
     # batch_size=None: each epoch is one step on all N examples, exactly W -= alpha dW (note 002)
     rng = np.random.default_rng(0)
@@ -87,6 +89,7 @@ def test_full_batch_mode_is_plain_gradient_descent():
 # Manual and autodiff gradients follow the same trajectory
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_manual_and_autodiff_training_follow_the_same_trajectory():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(64, 6)), rng.integers(0, 4, 64)
@@ -139,6 +142,7 @@ def test_train_step_refuses_what_is_not_a_train_state():
         scaled(state, jnp.ones((2, 3)), jnp.zeros(2, int), jax.random.PRNGKey(0))
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 @pytest.mark.parametrize("dropout", [False, True])
 def test_the_epoch_is_the_step_scanned(dropout):
     """One step, one meaning: the epoch ``fit`` compiles equals calling ``train_step`` in a
@@ -170,6 +174,7 @@ def test_the_epoch_is_the_step_scanned(dropout):
 # Ensembles and sweeps: K models in one program equal the K trained one by one
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_ensemble_equals_models_trained_one_by_one():
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(60, 5)), rng.integers(0, 3, 60)
@@ -193,6 +198,7 @@ def test_ensemble_equals_models_trained_one_by_one():
                              jax.tree_util.tree_map(lambda a: a[1], stacked)) > 1e-3
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_learning_rate_sweep_equals_separate_runs():
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(40, 4)), rng.integers(0, 2, 40)
@@ -228,6 +234,7 @@ def test_checkpoint_round_trip(tmp_path):
         fnnet.load(path, like={"params": other, "opt_state": optim.adam(1e-3).init(other)})
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=(48, 5)), rng.integers(0, 3, 48)
@@ -246,6 +253,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert meta["epoch"] == 4
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_resume_from_corrupted_or_truncated_checkpoint_is_a_clear_error(tmp_path):
     x, y = np.ones((8, 2)), np.zeros(8, int)
     model = fnnet.mlp([2, 2])
@@ -274,6 +282,7 @@ def test_resume_from_corrupted_or_truncated_checkpoint_is_a_clear_error(tmp_path
 # Safety: the NaN guard, determinism
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_non_finite_loss_stops_training_and_keeps_last_finite_params():
     rng = np.random.default_rng(5)
     x, y = 10 * rng.normal(size=(32, 3)), rng.normal(size=(32, 1))
@@ -292,6 +301,7 @@ def test_non_finite_loss_stops_training_and_keeps_last_finite_params():
                                               jnp.asarray(y[:8], jnp.float32))))
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_ensemble_member_that_diverges_is_frozen_others_go_on():
     rng = np.random.default_rng(6)
     x, y = 10 * rng.normal(size=(32, 3)), rng.normal(size=(32, 1))
@@ -305,6 +315,7 @@ def test_ensemble_member_that_diverges_is_frozen_others_go_on():
     assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree_util.tree_leaves(params))
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_same_key_gives_bit_identical_params():
     rng = np.random.default_rng(7)
     x, y = rng.normal(size=(100, 6)).astype(np.float32), rng.integers(0, 3, 100)
@@ -385,6 +396,7 @@ def test_accuracy_and_confusion_matrix():
     np.testing.assert_array_equal(jitted, cm)
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_a_stopped_model_reports_nan_not_a_perfect_loss():
     rng = np.random.default_rng(8)
     x, y = rng.normal(size=(64, 4)), rng.integers(0, 2, 64)
@@ -419,6 +431,7 @@ def test_to_device_checks_converts_and_shares_aligned_host_arrays():
         fnnet.to_device(x.astype(np.uint8), y)
 
 
+@pytest.mark.slow  # seconds of training or compiling: the full suite runs it
 def test_fit_trains_sequence_models_and_scores_every_token():
     """Ids ``(N, T)`` stay integer for an embedding; ``(N, T, F)`` sequences are floats; the
     accuracy of a model with ``(N, T, V)`` outputs is over every token, in fit and evaluate."""

@@ -1,9 +1,13 @@
-"""The ``fnnet`` command line: ``train``, ``evaluate``, ``gradcheck``, ``bench`` and ``launch``.
+"""The ``fnnet`` command line: ``train``, ``evaluate``, ``gradcheck``, ``sample``, ``bench`` and
+``launch``.
 
 ::
 
     fnnet train --dataset mnist                  # 784-128-10 ReLU/softmax
     fnnet train --model cnn --out runs/cnn       # fnnet.cnn() on 28x28x1 images
+    fnnet train --model lstm --out runs/lstm     # an LSTM over each image's 28 rows
+    fnnet train --dataset shakespeare --model lstm   # a character LSTM on tiny Shakespeare
+    fnnet sample runs/shakespeare --prompt ROMEO:    # text from it, one compiled loop
     fnnet evaluate runs/mnist/model.npz          # accuracy, confusion matrix, misclassified digits
     fnnet gradcheck --layers 784,32,10           # hand-derived backward vs jax.grad, f32 and f64
     fnnet bench --quick                          # fnnet.bench, arguments forwarded
@@ -26,6 +30,9 @@ test set. ``--layers``, ``--activation`` and
 records the model kind (``fnnet.cli.model_config``): ``evaluate`` rebuilds the CNN and feeds it NHWC
 images, ``--resume`` refuses a change of model, and ``--ensemble K`` vmaps K CNNs like K MLPs.
 ``gradcheck --model cnn`` checks the CNN's hand-derived backward on a few random images.
+``train --model lstm`` reads each image as 28 time steps of 28 pixels
+(``fnnet.sequence_classifier``, ``train.LSTM_DEFAULTS``); ``train --dataset shakespeare --model
+lstm`` trains a character model (``train_text``), which ``sample`` reads.
 
 Losses and outputs that make no sense together are refused (exit status 2):
 ``--loss cross-entropy`` needs ``--output softmax``, ``--loss binary-cross-entropy`` needs
@@ -37,7 +44,8 @@ in JAX's persistent compilation cache, in ``~/.cache/fnnet/jax`` (``--compile-ca
 with ``--no-compile-cache``), for the time the command runs: ``main`` sets JAX's settings and puts
 the previous ones back (``common.compile_cache``); importing fnnet sets nothing.
 
-One module per command (``train``, ``evaluate``, ``gradcheck``, ``bench``, ``launch``), each with
+One module per command (``train``, ``evaluate``, ``gradcheck``, ``sample``, ``bench``,
+``launch``; ``train_text`` is ``train``'s character model), each with
 ``add_parser(subparsers)`` and ``run``; what they share is in ``common``. Scoring is
 ``fnnet.cli.scoring``, the checkpoint metadata ``fnnet.cli.model_config``.
 """
@@ -74,6 +82,8 @@ EXAMPLES = """\
 examples:
   fnnet train --dataset mnist                 784-128-10 ReLU/softmax, validated on held-out data
   fnnet train --model cnn --out runs/cnn      the CNN (fnnet.cnn) on 28x28x1 images
+  fnnet train --model lstm --out runs/lstm    an LSTM reading each image row by row
+  fnnet train --dataset shakespeare --model lstm   a character LSTM; then fnnet sample runs/shakespeare
   fnnet train --optimizer adam --ensemble 5   five models, scored alone and averaged
   fnnet evaluate runs/mnist/model.npz         confusion matrix and misclassified digits
   fnnet gradcheck --layers 784,32,10          hand-derived backward vs jax.grad, float32 and float64

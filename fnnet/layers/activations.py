@@ -12,6 +12,7 @@ output is its own distribution over ``V``), and its backward contracts the last 
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
@@ -38,8 +39,9 @@ class Activation(Layer):
         dataclass(frozen=True, repr=False)(cls)
 
     @staticmethod
+    @abc.abstractmethod
     def f(x):
-        raise NotImplementedError
+        """The activation, ``Y = f(X)`` (every concrete activation gives it)."""
 
     def init(self, key, dtype=jnp.float32):
         return ()
@@ -67,8 +69,9 @@ class Elementwise(Activation):
     """
 
     @staticmethod
+    @abc.abstractmethod
     def df(cached):
-        raise NotImplementedError
+        """``f'(X)`` from what ``forward`` cached (every element-wise activation gives it)."""
 
     def backward(self, params, cache, dy):
         """Note 000 (experiments/NOTES.md): ``dE/dX = dE/dY ⊙ f'(X)``. Element-wise, so rows and

@@ -93,7 +93,8 @@ class DynamicLossScale:
 
 def default_for(policy):
     """The loss scale a precision policy trains with when none is named: dynamic for float16
-    products, none otherwise (``policy`` a ``fnnet.precision.Policy`` or ``None``)."""
+    products, none otherwise (``policy`` a ``fnnet.precision.Policy`` or ``None``: no policy
+    named, so none; a model built under float16 beforehand needs its scale named)."""
     if policy is not None and policy.compute is not None and \
             jnp.dtype(policy.compute) == jnp.dtype(jnp.float16):
         return DynamicLossScale()

@@ -9,6 +9,7 @@ import jax
 
 from .. import checkpoints
 from ..networks import language_model
+from ..precision import with_precision
 from ..sampling import sample
 from .common import FORMATTER, UsageError, add_cache_flags, positive_float, positive_int, seed
 from .model_config import param_template
@@ -63,6 +64,12 @@ def _character_model(prog, path):
     return meta["vocab"], arch
 
 
+def meta_precision(path):
+    """The precision the run at ``path`` trained under (``"f32"`` for runs that record none):
+    its products are sampled under the same policy."""
+    return checkpoints.metadata(path).get("precision") or "f32"
+
+
 def run(args):
     """Print ``--prompt`` and the ``--length`` characters drawn after it."""
     prog = args.prog
@@ -74,7 +81,8 @@ def run(args):
         raise UsageError(prog, f"argument --prompt: expected at least one character, all of them "
                                f"in the model's {len(vocab)}-character vocabulary; {got}")
     try:
-        model = language_model(len(vocab), stateful=1, **arch)
+        model = with_precision(language_model(len(vocab), stateful=1, **arch),
+                               meta_precision(path))
         params, _ = checkpoints.load(path, like=param_template(model, 1))
     except (OSError, ValueError, TypeError) as e:
         raise UsageError(prog, f"argument RUN: {path}: {e}") from None

@@ -92,9 +92,10 @@ class RunConfig:
     def differences(self, saved):
         """The settings in which ``saved`` (a ``to_json`` dict of the run to continue) differs
         from this configuration, one ``"name saved -> now"`` line each; empty when this run may
-        continue it. Where the recipe differs, only the recipe's lines are given (the engine's
-        follow from them). An engine setting ``saved`` lacks (it was saved before the setting
-        existed, or flat, without ``"run"``) is not compared.
+        continue it. The recipe's settings are those of this configuration's recipe (a library
+        call without one compares the engine alone); where they differ, only the recipe's lines
+        are given (the engine's follow from them). An engine setting ``saved`` lacks (it was
+        saved before the setting existed, or flat, without ``"run"``) is not compared.
 
         Raises:
             ResumeError: ``saved`` is not a dict.

@@ -192,8 +192,10 @@ def fit(model, loss, optimizer, train, *, epochs=1, batch_size=128, key=None, va
           (``None``: the model as it is; ``"f32"``, ``"bf16"``, ``"f16"`` or a
           ``fnnet.precision.Policy``, applied to the model here: products read bfloat16/float16
           and accumulate in float32, params, optimizer state, loss and statistics stay
-          float32); ``loss_scale`` (``"auto"``: dynamic for float16 products, none otherwise;
-          a ``fnnet.loss_scale.DynamicLossScale``; ``None``: none).
+          float32); ``loss_scale`` (``"auto"``: dynamic when ``precision`` names float16
+          products, none otherwise, so a model built under float16 before ``fit`` and trained
+          with ``precision=None`` needs its scale named; a ``fnnet.loss_scale.DynamicLossScale``;
+          ``None``: none).
         - Several models: ``ensemble=K`` or ``lrs=[...]``: K models in one compiled program
           (``TrainState.create``).
         - Where: ``devices`` (a list, a count or ``"all"``; ``None``: the default device),
@@ -204,7 +206,8 @@ def fit(model, loss, optimizer, train, *, epochs=1, batch_size=128, key=None, va
         - Saving: ``checkpoint=PATH`` saves the ``TrainState``, epoch, history and configuration
           after every epoch (atomically); with ``resume=True`` the run saved there continues up
           to ``epochs`` and ends where an uninterrupted run would (a resume whose configuration
-          differs, but for ``epochs``, is refused). ``recipe``: the caller's settings (JSON
+          differs, but for ``epochs``, is refused; the saved state wins over ``key`` and
+          ``params``, which only start a new run). ``recipe``: the caller's settings (JSON
           values), recorded in the configuration and compared on resume.
         - Watching: ``progress`` (a line per epoch on standard error), ``callbacks`` (more
           ``callback(record, state, history)`` to call after each epoch).

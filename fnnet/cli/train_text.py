@@ -5,8 +5,9 @@ last 10 % validation, nanoGPT's split) is cut into windows of ``--block-size + 1
 ``x`` the first ``block-size`` and ``y`` the next character at every position; the training
 windows are non-overlapping and start at a random offset drawn with ``--seed``, the validation
 windows are the non-overlapping windows of the validation text from its start.
-``fnnet.language_model`` (an embedding, LSTM layers, dense to the vocabulary, softmax) trains with cross-entropy over every character by
-``fnnet.fit``, each window from a zero state, its gradient clipped to ``--clip`` (global norm).
+``fnnet.language_model`` (an embedding, LSTM layers, dense to the vocabulary, softmax) trains
+with cross-entropy over every character by ``fnnet.fit``, each window from a zero state, its
+gradient clipped to ``--clip`` (global norm).
 Losses are in nats per character (the mean of ``−log p`` over every character) and in bits per
 character (divided by ``ln 2``). Writes what ``fnnet train`` writes for images but the test
 scores (the corpus has no test split): ``config.json``, ``train_state.npz``, ``model.npz``,

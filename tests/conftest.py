@@ -2,9 +2,13 @@
 (first calls compile), a fixed profile so CI is reproducible, and the quick tier's one example
 per property test."""
 
+import functools
+import http.server
 import os
+import threading
 
 import jax
+import pytest
 from hypothesis import settings
 
 jax.config.update("jax_enable_x64", True)
@@ -25,3 +29,25 @@ def pytest_collection_modifyitems(config, items):
         chosen = getattr(test, "_hypothesis_internal_use_settings", None)
         if chosen is not None:
             test._hypothesis_internal_use_settings = settings(chosen, max_examples=1)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A local HTTP server over ``tmp_path / "www"``; yields ``(base_url, folder)``."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", root
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

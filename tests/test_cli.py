@@ -47,6 +47,21 @@ def data_root(tmp_path_factory):
     return root
 
 
+def train_with_spy(argv):
+    """``(exit status, the keyword arguments fit was handed)`` of ``fnnet argv...`` run
+    in-process, ``fit`` itself running as usual."""
+    seen, real_fit = {}, cli.train.fit
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return real_fit(**kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli.train, "fit", spy)
+        code = cli.main([str(a) for a in argv])
+    return code, seen
+
+
 def run(capsys, *argv):
     """``(exit status, stdout, stderr)`` of ``fnnet argv...`` run in-process."""
     code = cli.main([str(a) for a in argv])

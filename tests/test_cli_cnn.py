@@ -47,15 +47,7 @@ class Stop(Exception):
 def trained(data_root, tmp_path_factory):
     """One ``fnnet train --model cnn`` run, with the inputs ``fit`` was handed."""
     out = tmp_path_factory.mktemp("cnn") / "run"
-    seen, real_fit = {}, cli.train.fit
-
-    def spy(**kwargs):
-        seen.update(kwargs)
-        return real_fit(**kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli.train, "fit", spy)
-        code = cli.main([str(a) for a in cnn_argv(data_root, out)])
+    code, seen = test_cli.train_with_spy(cnn_argv(data_root, out))
     return code, out, seen
 
 

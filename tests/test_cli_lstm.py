@@ -25,16 +25,8 @@ LSTM = ["--model", "lstm", "--epochs", "1", "--batch-size", "50", "--validation"
 def trained(data_root, tmp_path_factory):
     """One ``fnnet train --model lstm`` run, with the inputs ``fit`` was handed."""
     out = tmp_path_factory.mktemp("lstm") / "run"
-    seen, real_fit = {}, cli.train.fit
-
-    def spy(**kwargs):
-        seen.update(kwargs)
-        return real_fit(**kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli.train, "fit", spy)
-        code = cli.main([str(a) for a in ["train", "--data-dir", data_root, "--no-download",
-                                          "--out", out, *LSTM]])
+    code, seen = test_cli.train_with_spy(["train", "--data-dir", data_root, "--no-download",
+                                          "--out", out, *LSTM])
     return code, out, seen
 
 

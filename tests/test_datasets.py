@@ -7,16 +7,13 @@ at a closed local port, so nothing here can reach the internet or touch the real
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
-import http.server
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -387,26 +384,7 @@ def test_env_root_pointing_at_files_gets_a_hint(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------------
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def mirror(tmp_path):
-    """A local HTTP server over ``tmp_path / "www"``; yields ``(base_url, folder)``."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", root
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+# ``mirror``, a local HTTP server over a folder, is a fixture of conftest.py.
 
 
 def _publish(folder: Path, seed: int, monkeypatch, name: str = "mnist") -> tuple:

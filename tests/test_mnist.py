@@ -35,21 +35,28 @@ def _complete(folder):
                for f in datasets.FILES)
 
 
-def mnist_root():
-    """The data root holding ``mnist/``; fails under CI, else skips, when there is none."""
+def data_root(present, holding, what):
+    """The data root for which ``present(root)`` holds: ``$FNNET_DATA_DIR``, else the folder
+    beside the repository; fails under CI, else skips, naming where it looked, when none does."""
     candidates = []
     if os.environ.get("FNNET_DATA_DIR"):
         candidates.append(("$FNNET_DATA_DIR", Path(os.environ["FNNET_DATA_DIR"]).expanduser()))
     candidates.append(("beside the repository", SHARED_DATA))
     for _, root in candidates:
-        if _complete(root / "mnist"):
+        if present(root):
             return root
-    looked = "; ".join(f"{label}: {root / 'mnist'}" for label, root in candidates)
-    message = (f"real MNIST not found: looked for the four files {', '.join(datasets.FILES)} in "
-               f"{looked}. Set FNNET_DATA_DIR to a folder holding mnist/.")
+    looked = "; ".join(f"{label}: {root / holding}" for label, root in candidates)
+    message = (f"{what} not found: looked in {looked}. Set FNNET_DATA_DIR to a folder holding "
+               f"{holding}.")
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def mnist_root():
+    """The data root holding ``mnist/``; fails under CI, else skips, when there is none."""
+    return data_root(lambda root: _complete(root / "mnist"), "mnist/",
+                     f"real MNIST (the four files {', '.join(datasets.FILES)})")
 
 
 @functools.cache

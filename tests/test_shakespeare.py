@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import http.server
-import os
-import socket
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_datasets import DEAD_MIRROR, _listing
+from test_mnist import data_root
 
 from fnnet import datasets
 from fnnet.datasets import ChecksumError, DatasetNotFoundError, load_shakespeare
 from fnnet.datasets import shakespeare as S
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # a stand-in corpus: a few lines, 90/10 split at 90% of its length
 FAKE = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
@@ -37,19 +33,8 @@ FAKE = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
 def shakespeare_root():
     """The data root holding ``tinyshakespeare/input.txt``; fails under CI, else skips, when
     there is none."""
-    candidates = []
-    if os.environ.get("FNNET_DATA_DIR"):
-        candidates.append(("$FNNET_DATA_DIR", Path(os.environ["FNNET_DATA_DIR"]).expanduser()))
-    candidates.append(("beside the repository", SHARED_DATA))
-    for _, root in candidates:
-        if (root / S.FOLDER / S.FILENAME).is_file():
-            return root
-    looked = "; ".join(f"{label}: {root / S.FOLDER / S.FILENAME}" for label, root in candidates)
-    message = (f"the tiny Shakespeare file was not found: looked in {looked}. Set "
-               f"FNNET_DATA_DIR to a folder holding {S.FOLDER}/{S.FILENAME}.")
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    return data_root(lambda root: (root / S.FOLDER / S.FILENAME).is_file(),
+                     f"{S.FOLDER}/{S.FILENAME}", "the tiny Shakespeare file")
 
 
 @functools.cache
@@ -99,15 +84,6 @@ def test_the_real_corpus_through_data_dir(monkeypatch, tmp_path):
 # A stand-in text: lookup, download, refusals
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-DEAD_MIRROR = f"http://127.0.0.1:{_closed_port()}/"
-
-
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     """No FNNET_DATA_DIR, a private cache, the default mirror refusing connections, and the
@@ -128,13 +104,6 @@ def _put(root: Path, data: bytes, folder=S.FOLDER) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
-
-
-def _listing(folder: Path) -> list[str]:
-    """Every file under ``folder`` (hidden temporaries included), relative, sorted."""
-    if not folder.exists():
-        return []
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
 def _check_fake(c):
@@ -190,28 +159,6 @@ def test_not_found_and_no_download_says_where_it_looked(fake, tmp_path, monkeypa
         load_shakespeare()  # the default mirror: a closed local port
     assert DEAD_MIRROR + S.FILENAME in str(excinfo.value)
     assert _listing(tmp_path / "cache") == [] and not (tmp_path / "cache" / S.CACHE_FOLDER).exists()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def mirror(tmp_path):
-    """A local HTTP server over ``tmp_path / "www"``; yields ``(base_url, folder)``."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", root
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_download_lands_in_the_cache_once(fake, mirror, tmp_path, monkeypatch, capsys):

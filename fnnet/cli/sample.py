@@ -50,7 +50,9 @@ def _model_file(prog, run):
 
 
 def _character_model(prog, path):
-    """``(vocab, architecture)`` from the metadata of ``path``, read before any array."""
+    """``(vocab, architecture, precision)`` from the metadata of ``path``, read before any
+    array (``"f32"`` for a run that records no precision: its products are sampled under the
+    policy it trained under)."""
     try:
         meta = checkpoints.metadata(path)
     except (OSError, ValueError) as e:
@@ -61,28 +63,21 @@ def _character_model(prog, path):
         what = meta.get("dataset", "no data set")
         raise UsageError(prog, f"argument RUN: {path} is not a character model (it was trained "
                                f"on {what}); expected one of 'fnnet train --dataset {TEXT}'")
-    return meta["vocab"], arch
-
-
-def meta_precision(path):
-    """The precision the run at ``path`` trained under (``"f32"`` for runs that record none):
-    its products are sampled under the same policy."""
-    return checkpoints.metadata(path).get("precision") or "f32"
+    return meta["vocab"], arch, meta.get("precision") or "f32"
 
 
 def run(args):
     """Print ``--prompt`` and the ``--length`` characters drawn after it."""
     prog = args.prog
     path = _model_file(prog, args.folder)
-    vocab, arch = _character_model(prog, path)
+    vocab, arch, precision = _character_model(prog, path)
     outside = sorted(set(args.prompt) - set(vocab))
     if not args.prompt or outside:
         got = f"not in it: {outside!r}" if outside else "got an empty prompt"
         raise UsageError(prog, f"argument --prompt: expected at least one character, all of them "
                                f"in the model's {len(vocab)}-character vocabulary; {got}")
     try:
-        model = with_precision(language_model(len(vocab), stateful=1, **arch),
-                               meta_precision(path))
+        model = with_precision(language_model(len(vocab), stateful=1, **arch), precision)
         params, _ = checkpoints.load(path, like=param_template(model, 1))
     except (OSError, ValueError, TypeError) as e:
         raise UsageError(prog, f"argument RUN: {path}: {e}") from None

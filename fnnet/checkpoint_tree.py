@@ -45,6 +45,9 @@ _EXTENDED_DTYPES = {
 
 # ``leaf(i, where, shape, dtype)``: stored array i, which must be a ``(shape, dtype)`` array.
 LeafReader = Callable[[int, str, tuple, np.dtype], np.ndarray]
+# What ``from_manifest(..., stored=[])`` lists: ``(i, where, shape, dtype)`` of each stored array
+# the tree names (as the leaf reader would be asked for it), in the order the tree names them.
+StoredLeaf = tuple[object, str, tuple, np.dtype]
 
 
 class ManifestError(Exception):
@@ -157,7 +160,7 @@ def _scalar(node: dict, kind: str, where: str):
     return value
 
 
-def _namedtuple(node: dict, leaf: LeafReader | None, path: str, depth: int):
+def _namedtuple(node: dict, leaf: LeafReader | None, path: str, depth: int, stored):
     name = node["name"]
     cls = registered_namedtuple(name)
     if cls is None:
@@ -171,10 +174,11 @@ def _namedtuple(node: dict, leaf: LeafReader | None, path: str, depth: int):
             f"registered class has {list(cls._fields)}"
         )
     pairs = zip(cls._fields, node["children"], strict=True)
-    return cls(*(from_manifest(c, leaf, f"{path}.{f}", depth + 1) for f, c in pairs))
+    return cls(*(from_manifest(c, leaf, f"{path}.{f}", depth + 1, stored=stored)
+                 for f, c in pairs))
 
 
-def _key(node: dict, leaf: LeafReader | None, where: str):
+def _key(node: dict, leaf: LeafReader | None, where: str, stored):
     shape = _shape(node, where)
     try:
         impl = node["impl"]
@@ -183,20 +187,25 @@ def _key(node: dict, leaf: LeafReader | None, where: str):
     except Exception as e:
         raise ManifestError(f"{where}: cannot rebuild PRNG key ({e})") from e
     if leaf is None:
+        if stored is not None:
+            stored.append((node["leaf"], where, shape + data.shape, np.dtype(data.dtype)))
         return jax.ShapeDtypeStruct(shape, one.dtype)
-    stored = leaf(node["leaf"], where, shape + data.shape, np.dtype(data.dtype))
+    key_data = leaf(node["leaf"], where, shape + data.shape, np.dtype(data.dtype))
     try:
-        return jax.random.wrap_key_data(jnp.asarray(stored), impl=impl)
+        return jax.random.wrap_key_data(jnp.asarray(key_data), impl=impl)
     except Exception as e:
         raise ManifestError(f"{where}: cannot rebuild PRNG key ({e})") from e
 
 
-def _array(node: dict, leaf: LeafReader | None, where: str):
+def _array(node: dict, leaf: LeafReader | None, where: str, stored):
     dtype, shape = _dtype(node["dtype"], where), _shape(node, where)
-    if leaf is None:
-        return jax.ShapeDtypeStruct(shape, dtype)
     extended = dtype.name in _EXTENDED_DTYPES
-    arr = leaf(node["leaf"], where, shape, np.dtype(f"u{dtype.itemsize}") if extended else dtype)
+    as_stored = np.dtype(f"u{dtype.itemsize}") if extended else dtype
+    if leaf is None:
+        if stored is not None:
+            stored.append((node["leaf"], where, shape, as_stored))
+        return jax.ShapeDtypeStruct(shape, dtype)
+    arr = leaf(node["leaf"], where, shape, as_stored)
     if extended and arr.dtype == np.dtype(f"u{dtype.itemsize}"):
         arr = arr.view(dtype)
     if arr.dtype != dtype or arr.shape != shape:
@@ -213,12 +222,16 @@ def _array(node: dict, leaf: LeafReader | None, where: str):
     return out
 
 
-def from_manifest(node: dict, leaf: LeafReader | None, path: str = "", depth: int = 0):
+def from_manifest(node: dict, leaf: LeafReader | None, path: str = "", depth: int = 0, *,
+                  stored: list[StoredLeaf] | None = None):
     """The tree described by manifest NODE ``node``.
 
     ``leaf(i, where, shape, dtype)`` reads stored array i, which the manifest says is a
     ``(shape, dtype)`` array (it may refuse one that is not, before reading it). With
-    ``leaf=None`` nothing is read: each array and key is described by a ``jax.ShapeDtypeStruct``.
+    ``leaf=None`` nothing is read: each array and key is described by a ``jax.ShapeDtypeStruct``,
+    and ``(i, where, shape, dtype)`` of each stored array is appended to ``stored`` when it is a
+    list (``i`` as the manifest has it: checking it is the caller's business), so that every
+    array can be checked before any is read.
 
     Raises ``ManifestError`` naming the place of a node that does not make sense or lies more
     than ``MAX_DEPTH`` levels deep, and lets ``KeyError``/``TypeError``/``ValueError`` of a
@@ -233,18 +246,19 @@ def from_manifest(node: dict, leaf: LeafReader | None, path: str = "", depth: in
     if kind in ("bool", "int", "float", "str"):
         return _scalar(node, kind, where)
     if kind in ("tuple", "list"):
-        items = [from_manifest(c, leaf, f"{path}[{i}]", depth + 1)
+        items = [from_manifest(c, leaf, f"{path}[{i}]", depth + 1, stored=stored)
                  for i, c in enumerate(node["children"])]
         return tuple(items) if kind == "tuple" else items
     if kind == "dict":
         pairs = zip(node["keys"], node["children"], strict=True)
-        return {k: from_manifest(c, leaf, f"{path}[{k!r}]", depth + 1) for k, c in pairs}
+        return {k: from_manifest(c, leaf, f"{path}[{k!r}]", depth + 1, stored=stored)
+                for k, c in pairs}
     if kind == "namedtuple":
-        return _namedtuple(node, leaf, path, depth)
+        return _namedtuple(node, leaf, path, depth, stored)
     if kind == "key":
-        return _key(node, leaf, where)
+        return _key(node, leaf, where, stored)
     if kind == "array":
-        return _array(node, leaf, where)
+        return _array(node, leaf, where, stored)
     raise ManifestError(f"{where}: unknown node type {kind!r}")
 
 

@@ -19,12 +19,15 @@ The file is an ordinary ``.npz``: entry ``leaf_<i>`` holds the i-th array, and e
 
 where NODE describes the tree (``fnnet.checkpoint_tree`` lists the kinds of node).
 
-Safety: :func:`load` reads with ``allow_pickle=False`` and builds NamedTuples only from the
-registry, never from a name found in the file, so loading a checkpoint never executes code. Nothing
-is decompressed before its size is known to be the one expected: each array's zip entry and
-``.npy`` header (shape, dtype, size) must agree with the manifest, and the manifest with ``like=``,
-before the array is read; the manifest itself is at most ``MAX_MANIFEST_BYTES`` and its tree at
-most ``fnnet.checkpoint_tree.MAX_DEPTH`` levels deep.
+Safety: :func:`load` never unpickles and builds NamedTuples only from the registry, never from a
+name found in the file, so loading a checkpoint never executes code. Only a regular file is read
+(a FIFO in its place is refused, not waited on). Nothing is decompressed before its size is known
+to be the one expected, and every array is checked before any is read: the zip directory must
+name each entry once; the manifest (at most ``MAX_MANIFEST_BYTES``, its tree at most
+``fnnet.checkpoint_tree.MAX_DEPTH`` levels deep) must name each stored array once and agree with
+``like=``; each array's zip entry and ``.npy`` header (shape, dtype, size) must agree with the
+manifest, a deflated entry may inflate at most ``MAX_RATIO`` to 1, and all arrays together take
+at most ``MAX_BYTES`` without ``like=`` (exactly what ``like=`` describes with it).
 
 Every array comes back as a jax array (``jnp.asarray``). A leaf JAX cannot hold in its saved
 dtype (``float64`` or ``int64`` while ``jax_enable_x64`` is off) is an error rather than a silent
@@ -37,6 +40,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +58,20 @@ from fnnet.checkpoint_tree import (
     to_manifest,
 )
 
-__all__ = ["CheckpointError", "FNNET_VERSION", "FORMAT_VERSION", "MANIFEST", "MAX_MANIFEST_BYTES",
-           "load", "register_namedtuple", "save"]
+__all__ = ["CheckpointError", "FNNET_VERSION", "FORMAT_VERSION", "MANIFEST", "MAX_BYTES",
+           "MAX_MANIFEST_BYTES", "MAX_RATIO", "RATIO_FREE_BYTES", "load", "metadata",
+           "register_namedtuple", "save"]
 
 FORMAT_VERSION = 1
 MAX_MANIFEST_BYTES = 64 << 20
+# The most bytes the arrays of one checkpoint may take once read by ``load`` without ``like=``
+# (with it, they take exactly what the template describes); ``load(max_bytes=)`` sets another.
+MAX_BYTES = 2 << 30
+# A deflated entry inflating to more than RATIO_FREE_BYTES may inflate to at most MAX_RATIO times
+# the bytes it is stored in. fnnet stores its arrays uncompressed; deflate packs real weights
+# far less tightly, but zeros some 1,000 to 1 (a few kB of file that would become gigabytes).
+MAX_RATIO = 100
+RATIO_FREE_BYTES = 1 << 20
 FNNET_VERSION = __version__
 MANIFEST = "__manifest__"
 _FORMAT = "fnnet-checkpoint"
@@ -100,90 +114,170 @@ def save(path, tree, /, **metadata) -> Path:
 
 
 def _unreadable(path: Path, what: str, e: Exception) -> CheckpointError:
-    if "pickle" not in str(e):
-        reason = f"{type(e).__name__}: {e}"
-    elif what == "the file":  # numpy's last guess for a file that is neither .npz nor .npy
-        reason = "not an .npz archive; never tried as a pickle, since unpickling can execute code"
-    else:
-        return CheckpointError(
-            f"{path}: {what} holds pickled data, which is never loaded (unpickling can execute "
-            f"code); not an fnnet checkpoint"
-        )
-    return CheckpointError(f"{path}: {what} is corrupted or truncated ({reason})")
+    return CheckpointError(f"{path}: {what} is corrupted or truncated ({type(e).__name__}: {e})")
 
 
-def _read(path: Path):
-    """(npz, manifest, leaf reader) of the file at ``path``; CheckpointError if it is no good."""
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
-        raise
-    except Exception as e:  # zipfile, zlib, numpy's format parser: each fails in its own way
-        raise _unreadable(path, "the file", e) from e
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise CheckpointError(f"{path}: not a checkpoint (a .npy array, not an .npz archive)")
-    try:
-        return (npz, *_manifest(path, npz))
-    except BaseException:
-        npz.close()
-        raise
+class _Archive:
+    """An open checkpoint file: only a regular file (``fnnet.io.open_regular``), a zip archive
+    whose directory names every entry once; entries are checked before they are inflated."""
 
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = io.open_regular(path, "a regular .npz checkpoint file", CheckpointError)
+        try:
+            self.size = os.fstat(self.file.fileno()).st_size
+            self.zip = self._open_zip()
+        except BaseException:
+            self.file.close()
+            raise
 
-def _member_header(path: Path, npz, name: str, what: str):
-    """``(shape, dtype, bytes the entry inflates to, bytes its header describes)`` of entry
-    ``name``, from the zip directory and the ``.npy`` header alone: nothing else is read."""
-    try:
-        info = npz.zip.getinfo(f"{name}.npy")
-    except KeyError:
-        raise CheckpointError(f"{path}: {what} is missing (no entry {name!r})") from None
-    try:
-        with npz.zip.open(info) as f:
-            version = np.lib.format.read_magic(f)
-            if version not in ((1, 0), (2, 0)):
-                raise ValueError(f"unsupported .npy format version {version}")
-            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read(f)
-            header = f.tell()
-    except Exception as e:
-        raise _unreadable(path, f"entry {name!r}", e) from e
-    return shape, dtype, info.file_size, header + math.prod(shape) * dtype.itemsize
+    def _open_zip(self) -> zipfile.ZipFile:
+        path = self.path
+        start = self.file.read(len(np.lib.format.MAGIC_PREFIX))
+        self.file.seek(0)
+        if start == np.lib.format.MAGIC_PREFIX:
+            raise CheckpointError(f"{path}: not a checkpoint (a .npy array, not an .npz archive)")
+        try:
+            archive = zipfile.ZipFile(self.file)
+        except Exception as e:  # zipfile fails in many ways on a file that is not a zip
+            raise CheckpointError(f"{path}: the file is corrupted or truncated (not an .npz "
+                                  f"archive: {type(e).__name__}: {e})") from e
+        seen: set[str] = set()
+        for name in archive.namelist():
+            if name in seen:
+                archive.close()
+                raise CheckpointError(f"{path}: the zip directory names entry {name!r} twice; "
+                                      f"expected each entry once (a checkpoint fnnet wrote)")
+            seen.add(name)
+        return archive
 
+    def close(self) -> None:
+        self.zip.close()
+        self.file.close()
 
-def _entry_reader(path: Path, npz):
-    """``entry(name, what, shape=None, dtype=None)``: the array in entry ``name``, refused
-    before it is decompressed unless its header says ``(shape, dtype)`` (when given) and its
-    zip entry inflates to exactly what that header describes."""
+    def __enter__(self):
+        return self
 
-    def entry(name: str, what: str, shape=None, dtype=None) -> np.ndarray:
-        stored_shape, stored_dtype, inflated, described = _member_header(path, npz, name, what)
+    def __exit__(self, *exc):
+        self.close()
+
+    def info(self, name: str, what: str) -> zipfile.ZipInfo:
+        """The zip entry ``name.npy``, refused (from the zip directory alone) if it is missing,
+        encrypted, compressed other than as numpy does, larger than the file, or compressed
+        past ``MAX_RATIO``."""
+        path = self.path
+        try:
+            info = self.zip.getinfo(f"{name}.npy")
+        except KeyError:
+            raise CheckpointError(f"{path}: {what} is missing (no entry {name!r})") from None
+        method = info.compress_type
+        if info.flag_bits & 0x1 or method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise CheckpointError(
+                f"{path}: {what}: entry {name!r} is encrypted or compressed with zip method "
+                f"{method}; expected it stored or deflated, as numpy writes it")
+        if info.compress_size > self.size or (method == zipfile.ZIP_STORED
+                                              and info.compress_size != info.file_size):
+            raise CheckpointError(
+                f"{path}: {what}: entry {name!r} is corrupted or truncated (the zip directory "
+                f"says {info.compress_size:,} bytes stored, {info.file_size:,} inflated, in a "
+                f"file of {self.size:,} bytes)")
+        if (method == zipfile.ZIP_DEFLATED and info.file_size > RATIO_FREE_BYTES
+                and info.file_size > MAX_RATIO * info.compress_size):
+            ratio = info.file_size / max(info.compress_size, 1)
+            raise CheckpointError(
+                f"{path}: {what}: entry {name!r} would inflate to {info.file_size:,} bytes from "
+                f"{info.compress_size:,} stored ({ratio:,.0f} to 1); expected at most {MAX_RATIO} "
+                f"to 1 for an entry over {RATIO_FREE_BYTES:,} bytes; refused before "
+                f"decompressing it")
+        return info
+
+    def header(self, info: zipfile.ZipInfo, name: str):
+        """``(shape, dtype, header bytes)`` of entry ``info``'s ``.npy`` header: only the header
+        is inflated."""
+        try:
+            with self.zip.open(info) as f:
+                return _npy_header(f)
+        except CheckpointError:
+            raise
+        except Exception as e:
+            raise _unreadable(self.path, f"entry {name!r}", e) from e
+
+    def checked(self, name: str, what: str, shape=None, dtype=None):
+        """``(info, shape, dtype)`` of entry ``name``, refused before it is decompressed unless
+        its header says ``(shape, dtype)`` (when given) and its zip entry inflates to exactly
+        what that header describes."""
+        path = self.path
+        info = self.info(name, what)
+        stored_shape, stored_dtype, header = self.header(info, name)
         if shape is not None and (stored_shape != tuple(shape) or stored_dtype != dtype):
             raise CheckpointError(
                 f"{path}: {what}: entry {name!r} holds {stored_dtype}{list(stored_shape)}, but "
                 f"the manifest says {dtype}{list(shape)}; refused before reading it")
-        if inflated != described:
+        described = header + math.prod(stored_shape) * stored_dtype.itemsize
+        if info.file_size != described:
             raise CheckpointError(
-                f"{path}: {what}: entry {name!r} would inflate to {inflated:,} bytes, but its "
-                f"header describes {described:,}; refused before decompressing it")
+                f"{path}: {what}: entry {name!r} would inflate to {info.file_size:,} bytes, but "
+                f"its header describes {described:,}; refused before decompressing it")
+        return info, stored_shape, stored_dtype
+
+    def raw(self, info: zipfile.ZipInfo, name: str, size: int) -> bytes:
+        """The ``size`` data bytes of entry ``info`` (checked by ``checked``), after its header."""
         try:
-            return npz[name]
+            with self.zip.open(info) as f:
+                _npy_header(f)
+                data = f.read(size)
         except Exception as e:
-            raise _unreadable(path, f"entry {name!r}", e) from e
+            raise _unreadable(self.path, f"entry {name!r}", e) from e
+        if len(data) != size:
+            raise CheckpointError(f"{self.path}: entry {name!r} is truncated ({len(data):,} of "
+                                  f"{size:,} bytes)")
+        return data
 
-    return entry
+    def array(self, info: zipfile.ZipInfo, name: str, shape, dtype) -> np.ndarray:
+        """The array in entry ``info`` (checked by ``checked`` to be a ``(shape, dtype)`` array
+        inflating to exactly that)."""
+        try:
+            with self.zip.open(info) as f:
+                arr = np.lib.format.read_array(f, allow_pickle=False)
+        except Exception as e:
+            raise _unreadable(self.path, f"entry {name!r}", e) from e
+        if arr.shape != tuple(shape) or arr.dtype != dtype:  # the file changed since checked
+            raise CheckpointError(f"{self.path}: entry {name!r} changed while it was read")
+        return arr
 
 
-def _manifest(path: Path, npz):
-    entry = _entry_reader(path, npz)
-    shape, dtype, _, _ = _member_header(path, npz, MANIFEST, "the manifest")
+def _npy_header(f):
+    """``(shape, dtype, header bytes)`` from the ``.npy`` header at the start of ``f``."""
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"unsupported .npy format version {version}")
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0)
+    shape, _, dtype = read(f)
+    return shape, dtype, f.tell()
+
+
+def _read(path: Path) -> tuple[_Archive, dict]:
+    """``(archive, manifest)`` of the checkpoint at ``path``; CheckpointError if it is no good."""
+    archive = _Archive(path)
+    try:
+        return archive, _manifest(archive)
+    except BaseException:
+        archive.close()
+        raise
+
+
+def _manifest(archive: _Archive) -> dict:
+    path = archive.path
+    info, shape, dtype = archive.checked(MANIFEST, "the manifest")
     if dtype != np.uint8 or len(shape) != 1:
         raise CheckpointError(f"{path}: the manifest entry is not a 1-D uint8 array")
     if shape[0] > MAX_MANIFEST_BYTES:
         raise CheckpointError(f"{path}: the manifest holds {shape[0]:,} bytes; expected at most "
                               f"{MAX_MANIFEST_BYTES:,}")
-    raw = entry(MANIFEST, "the manifest")
+    raw = archive.raw(info, MANIFEST, shape[0])
     try:
-        manifest = json.loads(raw.tobytes().decode("utf-8"))
+        manifest = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: the manifest is not valid JSON ({e})") from e
     except RecursionError:
@@ -192,11 +286,35 @@ def _manifest(path: Path, npz):
     if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
         raise CheckpointError(f"{path}: not an fnnet checkpoint (manifest format missing)")
     _check_version(path, manifest)
+    return manifest
 
-    def leaf(i, where: str, shape, dtype) -> np.ndarray:
-        return entry(f"leaf_{i}", f"the array of {where}", shape, dtype)
 
-    return manifest, leaf
+def _check_leaves(archive: _Archive, stored: list, max_bytes: int | None) -> dict:
+    """The zip entry of each array the manifest's tree names (``stored``, as ``from_manifest``
+    lists them), all checked before any is read: each named once, each entry's header the
+    manifest's ``(shape, dtype)`` and inflating to exactly that, within ``MAX_RATIO``, and all of
+    them together at most ``max_bytes`` (``None``: no bound)."""
+    path = archive.path
+    named: dict[int, str] = {}
+    for i, where, _, _ in stored:
+        if type(i) is not int or i < 0:
+            raise CheckpointError(f"{path}: {where}: the manifest names leaf {i!r}; expected a "
+                                  f"leaf number (an int >= 0)")
+        if i in named:
+            raise CheckpointError(
+                f"{path}: the manifest names leaf {i} twice ({named[i]} and {where}); expected "
+                f"each stored array named once; refused before reading any")
+        named[i] = where
+    infos, total = {}, 0
+    for i, where, shape, dtype in stored:
+        infos[i] = archive.checked(f"leaf_{i}", f"the array of {where}", shape, dtype)[0]
+        total += math.prod(shape) * dtype.itemsize
+    if max_bytes is not None and total > max_bytes:
+        raise CheckpointError(
+            f"{path}: the arrays take {total:,} bytes once read; expected at most {max_bytes:,} "
+            f"(load(..., like=template) reads exactly what the template describes, or pass "
+            f"max_bytes=); refused before reading any")
+    return infos
 
 
 def _check_version(path: Path, manifest: dict) -> None:
@@ -214,10 +332,10 @@ def _check_version(path: Path, manifest: dict) -> None:
                               f"wrote; expected version {FORMAT_VERSION}")
 
 
-def _tree(path: Path, manifest: dict, leaf):
+def _tree(path: Path, manifest: dict, leaf, stored: list | None = None):
     """``from_manifest`` of the manifest's tree; its errors become ``CheckpointError``."""
     try:
-        return from_manifest(manifest["tree"], leaf)
+        return from_manifest(manifest["tree"], leaf, stored=stored)
     except ManifestError as e:
         raise CheckpointError(f"{path}: {e}") from None
     except CheckpointError:
@@ -230,8 +348,8 @@ def metadata(path) -> dict:
     """The metadata ``save`` stored with the checkpoint at ``path``, read from its manifest
     without reading any array (errors as for :func:`load`)."""
     path = _existing(Path(path))
-    npz, manifest, _ = _read(path)
-    with npz:
+    archive, manifest = _read(path)
+    with archive:
         if not isinstance(manifest.get("metadata"), dict):
             raise CheckpointError(f"{path}: the manifest is malformed (no metadata object)")
         return dict(manifest["metadata"])
@@ -245,7 +363,7 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def load(path, like=None) -> tuple[Any, dict]:
+def load(path, like=None, *, max_bytes: int | None = None) -> tuple[Any, dict]:
     """Read the checkpoint at ``path``; return ``(tree, metadata)``.
 
     ``path`` may omit the ``.npz`` that :func:`save` appended. Arrays come back as jax arrays.
@@ -254,21 +372,35 @@ def load(path, like=None) -> tuple[Any, dict]:
     dtype, else ``ValueError`` naming the first differing place, e.g.
     ``[0].W: checkpoint has shape (128, 784), expected (64, 784)``.
 
+    Nothing is read before everything is checked: the file must be a regular file, its zip
+    directory must name each entry once, the manifest must name each stored array once (and
+    match ``like``), every array's entry must be what the manifest says and inflate to exactly
+    that (deflated at most ``MAX_RATIO`` to 1), and the arrays together must take at most
+    ``max_bytes`` bytes: by default ``MAX_BYTES`` without ``like`` and no further bound with it
+    (the arrays are then exactly what ``like`` describes).
+
     Raises FileNotFoundError if there is no such file and :class:`CheckpointError` (a
-    ValueError) naming the file if it is corrupted, truncated, incomplete, of another format
-    version, or holds an array other than its manifest (or ``like``) describes; such an array is
-    refused before it is decompressed.
+    ValueError) naming the file if it is not a regular file, corrupted, truncated, incomplete,
+    of another format version, holds an array other than its manifest (or ``like``) describes,
+    or is over these bounds; such a file is refused before any array is decompressed.
     """
     path = _existing(Path(path))
-    npz, manifest, leaf = _read(path)
-    with npz:
-        if like is not None:  # compared with the manifest's description: nothing read yet
+    if max_bytes is None and like is None:
+        max_bytes = MAX_BYTES
+    archive, manifest = _read(path)
+    with archive:
+        stored: list = []
+        described = _tree(path, manifest, None, stored)  # nothing read yet
+        if like is not None:
             try:
-                check_like(_tree(path, manifest, None), like)
-            except CheckpointError:
-                raise
+                check_like(described, like)
             except ValueError as e:
                 raise ValueError(f"{path} does not match the expected tree: {e}") from None
+        infos = _check_leaves(archive, stored, max_bytes)
+
+        def leaf(i, where: str, shape, dtype) -> np.ndarray:
+            return archive.array(infos[i], f"leaf_{i}", shape, dtype)
+
         tree = _tree(path, manifest, leaf)
         if not isinstance(manifest.get("metadata"), dict):
             raise CheckpointError(f"{path}: the manifest is malformed (no metadata object)")

@@ -13,6 +13,10 @@ On any failure, ``KeyboardInterrupt`` included, the temporary is removed and a f
 target is left exactly as it was. A process killed outright (``kill -9``) cannot clean up after
 itself; the next write to the same target removes the temporaries of that target whose process is
 gone (``remove_stale_temporaries``).
+
+Every file fnnet reads that a user names (checkpoints, JSON, IDX files) is opened with
+``open_regular``: only a regular file is read, so a FIFO or a device in its place is refused at
+once instead of blocking, or streaming, forever.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import math
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,8 +34,9 @@ import numpy as np
 
 SUFFIX = ".fnnet-tmp"
 
-__all__ = ["SUFFIX", "atomic_write", "jsonable", "read_json", "remove_stale_temporaries",
-           "temporary_path", "write_bytes", "write_json", "write_text"]
+__all__ = ["SUFFIX", "NotARegularFileError", "atomic_write", "jsonable", "open_regular",
+           "read_json", "remove_stale_temporaries", "temporary_path", "write_bytes", "write_json",
+           "write_text"]
 
 
 def temporary_path(path) -> Path:
@@ -201,14 +207,52 @@ def write_json(path, data, *, indent: int | None = 2, nonfinite: str = "null") -
     return write_text(path, text + "\n")
 
 
+class NotARegularFileError(ValueError):
+    """A path to read names a FIFO, a socket or a device instead of a regular file."""
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def open_regular(path, what: str = "a regular file",
+                 error: type[ValueError] = NotARegularFileError):
+    """``path`` opened for reading in binary mode, refused unless it is a regular file.
+
+    The file is opened without blocking (``O_NONBLOCK``: opening a FIFO that no one writes to
+    returns at once) and checked with ``fstat`` on the open descriptor, so what is read is what
+    was checked. A folder raises ``IsADirectoryError`` (as ``open`` does); a FIFO, socket or
+    device raises ``error`` (a ``ValueError``) in one line naming the file, what it is and
+    ``what`` was expected. Missing files and permissions raise ``open``'s ``OSError``.
+    """
+    flags = (os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+             | getattr(os, "O_NOCTTY", 0))
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)),
+                        "neither a regular file nor a folder")
+            raise error(f"{os.fspath(path)}: is {kind}, which is never read (it could block or "
+                        f"never end); expected {what}")
+        if getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_json(path, max_bytes: int = 64 << 20):
     """The JSON data in ``path``, refusing a file over ``max_bytes`` before reading it.
 
-    Raises ``ValueError`` naming the file for one too large, not JSON, or nested too deeply for
-    Python's JSON reader.
+    Raises ``ValueError`` naming the file for one too large, not JSON, nested too deeply for
+    Python's JSON reader, or not a regular file (a FIFO, say: see ``open_regular``).
     """
     path = Path(path)
-    with open(path, "rb") as f:
+    with open_regular(path, "a regular JSON file") as f:
         size = os.fstat(f.fileno()).st_size
         data = b"" if size > max_bytes else f.read(max_bytes + 1)  # +1: a file grown since
     size = max(size, len(data))
@@ -216,5 +260,7 @@ def read_json(path, max_bytes: int = 64 << 20):
         raise ValueError(f"{path}: {size:,} bytes of JSON is more than the {max_bytes:,} allowed")
     try:
         return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not JSON ({e}); expected a UTF-8 JSON document") from None
     except RecursionError:
         raise ValueError(f"{path}: the JSON is nested too deeply to read") from None

@@ -1,6 +1,7 @@
 """Checkpoints built to hurt: arrays that would inflate past what the manifest or ``like=`` says
-(refused from the headers, before decompressing), manifests nested thousands of levels deep, an
-unknown format version, and a save killed outright."""
+(refused from the headers, before decompressing), entries deflated past any real ratio, arrays
+named twice, trees too large in all, a FIFO in place of the file, manifests nested thousands of
+levels deep, an unknown format version, and a save killed outright."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import subprocess
 import sys
 import time
 import tracemalloc
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_io import refused_without_blocking
 
 from fnnet import checkpoints as ckpt
 from fnnet.checkpoint_tree import MAX_DEPTH
@@ -34,8 +37,11 @@ def _npy_header(shape, descr="<f4") -> bytes:
 
 def _manifest(tmp_path, shape=(10,)) -> dict:
     path = save(tmp_path / "template", SMALL)
-    with np.load(path, allow_pickle=False) as npz:
-        manifest = json.loads(npz[ckpt.MANIFEST].tobytes())
+    with zipfile.ZipFile(path) as archive:
+        entry = bytes_io.BytesIO(archive.read(f"{ckpt.MANIFEST}.npy"))
+    assert np.lib.format.read_magic(entry) == (1, 0)
+    np.lib.format.read_array_header_1_0(entry)  # past the header: no array read
+    manifest = json.loads(entry.read())
     manifest["tree"]["children"][0]["shape"] = list(shape)
     return manifest
 
@@ -94,6 +100,100 @@ def test_a_leaf_larger_than_like_says_is_refused_before_reading(tmp_path):
     assert "['w']: checkpoint has shape (1000000000,), expected (10,)" in message
     # Without like=, the 1 MB entry cannot be the 4 GB its header describes: refused too.
     assert "would inflate to 1,048,704 bytes" in _refused_cheaply(path)
+
+
+@pytest.fixture
+def nothing_inflated(monkeypatch):
+    """Fails the test if any array of a checkpoint but its (uint8) manifest is read through
+    numpy's ``.npy`` reader."""
+    real = np.lib.format.read_array
+
+    def read_array(*args, **kwargs):
+        arr = real(*args, **kwargs)
+        if arr.dtype != np.uint8:
+            raise AssertionError(f"an array was read: {arr.dtype}{list(arr.shape)}")
+        return arr
+
+    monkeypatch.setattr(np.lib.format, "read_array", read_array)
+
+
+def test_a_deflated_entry_past_the_ratio_is_refused_before_inflating(tmp_path, nothing_inflated):
+    """2 MB of zeros deflated into 2 kB, and manifest, header and like= all agree on 2 MB: the
+    ratio alone refuses it (at this size only for the test; a 2 kB entry of 2 GB alike)."""
+    n = 1 << 19  # float32: 2 MiB
+    path = _write(tmp_path / "packed.npz", _manifest(tmp_path, (n,)), _npy_header((n,)), 2)
+    assert path.stat().st_size < 10_000
+    for like in (None, {"w": np.zeros(n, np.float32)}):
+        message = _refused_cheaply(path, like=like)
+        assert "packed.npz" in message and "would inflate to 2,097,280 bytes from" in message
+        assert f"expected at most {ckpt.MAX_RATIO} to 1" in message
+        assert "refused before decompressing" in message
+
+
+def test_a_leaf_named_twice_by_the_manifest_is_refused_before_reading_any(tmp_path,
+                                                                          nothing_inflated):
+    """One stored array named 500 times would be read (and held) 500 times."""
+    manifest = _manifest(tmp_path)
+    node = manifest["tree"]["children"][0]
+    manifest["tree"] = {"type": "list", "children": [node] * 500}
+    path = _write(tmp_path / "echo.npz", manifest, _npy_header((10,)) + bytes(40))
+    message = _refused_cheaply(path)
+    assert "echo.npz: the manifest names leaf 0 twice ([0] and [1])" in message
+    assert "expected each stored array named once" in message
+
+
+def test_an_entry_named_twice_in_the_zip_directory_is_refused(tmp_path, nothing_inflated):
+    path = _write(tmp_path / "twice.npz", _manifest(tmp_path), _npy_header((10,)) + bytes(40))
+    with zipfile.ZipFile(path, "a") as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name
+        archive.writestr("leaf_0.npy", _npy_header((10,)) + np.ones(10, "<f4").tobytes())
+    for read in (load, ckpt.metadata):
+        with pytest.raises(CheckpointError) as excinfo:
+            read(path)
+        assert "twice.npz: the zip directory names entry 'leaf_0.npy' twice" in str(
+            excinfo.value)
+
+
+def test_the_arrays_together_are_bounded_without_like(tmp_path, monkeypatch, nothing_inflated):
+    tree = {"a": np.zeros(1000, np.float32), "b": np.zeros(1000, np.float32)}
+    path = save(tmp_path / "two", tree)
+    with pytest.raises(CheckpointError) as excinfo:
+        load(path, max_bytes=7999)
+    message = str(excinfo.value)
+    assert "two.npz: the arrays take 8,000 bytes once read; expected at most 7,999" in message
+    monkeypatch.setattr(ckpt, "MAX_BYTES", 7999)
+    with pytest.raises(CheckpointError, match="8,000 bytes once read; expected at most 7,999"):
+        load(path)
+    monkeypatch.undo()  # numpy's reader back: what fits is read
+    assert load(path, max_bytes=8000)[0]["a"].shape == (1000,)
+    monkeypatch.setattr(ckpt, "MAX_BYTES", 7999)
+    assert load(path, like=tree)[0]["b"].shape == (1000,)  # with like=: exactly what it says
+
+
+def test_evaluate_reads_no_array_before_comparing_with_the_model(tmp_path, nothing_inflated):
+    """``fnnet evaluate`` of a checkpoint whose metadata names a 784-10 MLP but whose arrays are
+    others: refused from the manifest, no array read (it read them all first)."""
+    from fnnet.cli.common import UsageError
+    from fnnet.cli.evaluate import _read_checkpoint
+    from fnnet.cli.model_config import train_config
+
+    config = train_config(dataset="mnist", loss="cross-entropy", optimizer="sgd", lr=0.1,
+                          epochs=1, batch_size=32, grads="manual", seed=0, ensemble=1,
+                          layers=[784, 10], activation="relu", output="softmax")
+    path = save(tmp_path / "model", {"w": np.zeros((1000, 1000), np.float32)}, **config)
+    with pytest.raises(UsageError) as excinfo:
+        _read_checkpoint("fnnet evaluate", path)
+    assert "model.npz does not match the expected tree" in str(excinfo.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+@pytest.mark.parametrize("read", ["load", "metadata"])
+def test_a_fifo_in_place_of_a_checkpoint_is_refused_not_waited_on(tmp_path, read):
+    fifo = tmp_path / "model.npz"
+    os.mkfifo(fifo)
+    message = refused_without_blocking(fifo, lambda: getattr(ckpt, read)(fifo), CheckpointError)
+    assert message.startswith(f"{fifo}: is a FIFO (named pipe)")
+    assert "expected a regular .npz checkpoint file" in message
 
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 5000])

@@ -1,6 +1,7 @@
 """fnnet.datasets against hostile or broken inputs: a folder named by the caller is the only place
-looked at; IDX files whose header lies (gzip bombs, overflowing dimensions); mirrors that trickle
-or send too much; a download killed outright.
+looked at; IDX files whose header lies (gzip bombs, overflowing dimensions, more images than the
+published set, labels disagreeing with the images) or that are FIFOs; mirrors that trickle their
+headers or body, or send too much; a download killed outright.
 
 Network-free, like ``test_datasets`` (whose isolation fixture and helpers are used here): the only
 servers are ``http.server`` instances on 127.0.0.1.
@@ -22,11 +23,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_datasets import DEAD_MIRROR, _listing, _publish, _write_set, isolated_env  # noqa: F401
+from test_io import refused_without_blocking
 
 from fnnet import datasets
 from fnnet.datasets import (
     FILES,
     ChecksumError,
+    DatasetError,
     DatasetNotFoundError,
     IDXError,
     hold_out,
@@ -34,6 +37,8 @@ from fnnet.datasets import (
     read_idx,
 )
 from fnnet.datasets import download as download_module
+from fnnet.datasets import idx as idx_module
+from fnnet.datasets.idx import read_idx_header
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,12 +98,14 @@ def _header(code: int, shape) -> bytes:
     return bytes([0, 0, code, len(shape)]) + np.asarray(shape, ">u4").tobytes()
 
 
-def _gzip_of_zeros(head: bytes, megabytes: int) -> bytes:
-    """gzip of ``head`` then ``megabytes`` MB of zeros, compressed a megabyte at a time."""
+def _gzip_of_zeros(head: bytes, megabytes: int, extra: int = 0) -> bytes:
+    """gzip of ``head`` then ``megabytes`` MB (and ``extra`` bytes) of zeros, compressed a
+    megabyte at a time."""
     packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     parts = [packer.compress(head)]
     zeros = bytes(1 << 20)
     parts += [packer.compress(zeros) for _ in range(megabytes)]
+    parts.append(packer.compress(bytes(extra)))
     return b"".join(parts + [packer.flush()])
 
 
@@ -152,6 +159,72 @@ def test_sixty_four_dimensions_are_read(tmp_path):
     path = tmp_path / "deep.idx"
     path.write_bytes(_header(0x08, (1,) * 64) + b"\x07")
     assert read_idx(path).shape == (1,) * 64
+
+
+@pytest.fixture
+def no_data_read(monkeypatch):
+    """Fails the test if any IDX file's data (past its header) is read."""
+
+    def read_data(*args, **kwargs):
+        raise AssertionError("IDX data was read")
+
+    monkeypatch.setattr(idx_module, "_read_data", read_data)
+
+
+def test_more_images_than_the_published_set_are_refused_from_the_headers(tmp_path):
+    """70,000 training images and labels (55 MB inflated from 55 kB, within deflate's ratio, and
+    agreeing with each other): refused from the headers, before any is inflated."""
+    folder = tmp_path / "d"
+    _write_set(folder, seed=40)
+    (folder / FILES[0]).write_bytes(_gzip_of_zeros(_header(0x08, (70_000, 28, 28)), 52,
+                                                   70_000 * 784 - (52 << 20)))
+    (folder / FILES[1]).write_bytes(gzip.compress(_header(0x08, (70_000,)) + bytes(70_000)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetError) as excinfo:
+            load_mnist(folder, download=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak
+    message = str(excinfo.value)
+    assert message.startswith(f"{folder / FILES[0]}: the headers declare 70,000 images and labels;")
+    assert "expected at most the 60,000 of mnist's training set" in message
+
+
+def test_labels_disagreeing_with_the_images_are_refused_before_any_data_is_read(tmp_path,
+                                                                                no_data_read):
+    folder = tmp_path / "d"
+    _write_set(folder, seed=41)  # 30 training images
+    (folder / FILES[1]).write_bytes(_gzip_of_zeros(_header(0x08, (2_600_000,)), 3))
+    with pytest.raises(DatasetError) as excinfo:
+        load_mnist(folder, download=False)
+    message = str(excinfo.value)
+    assert "count mismatch" in message and "30 images" in message
+    assert "2600000 labels" in message and str(folder / FILES[1]) in message
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_read_idx_refuses_a_header_other_than_expected_before_reading(tmp_path, no_data_read,
+                                                                      compress):
+    path = tmp_path / "x.idx"
+    head = _header(0x08, (3, 28, 28)) + bytes(3 * 784)
+    path.write_bytes(gzip.compress(head) if compress else head)
+    assert read_idx_header(path) == (np.dtype(np.uint8), (3, 28, 28))
+    with pytest.raises(IDXError, match=r"declares shape \(3, 28, 28\), expected \(2, 28, 28\)"):
+        read_idx(path, shape=(2, 28, 28))
+    with pytest.raises(IDXError, match=r"declares dtype uint8, expected float32; refused before"):
+        read_idx(path, dtype=np.float32)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+@pytest.mark.parametrize("read", [read_idx, read_idx_header])
+def test_a_fifo_in_place_of_an_idx_file_is_refused_not_waited_on(tmp_path, read):
+    fifo = tmp_path / FILES[0]
+    os.mkfifo(fifo)
+    message = refused_without_blocking(fifo, lambda: read(fifo), IDXError)
+    assert message == (f"{fifo}: is a FIFO (named pipe), which is never read (it could block or "
+                       f"never end); expected a regular IDX file")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,6 +286,29 @@ def _flood(handler, server, announce=None):
     for _ in range(1024):
         handler.wfile.write(chunk)
         server.sent += len(chunk)
+
+
+def _trickle_headers(handler, server):
+    """Sends a status line and headers one byte every 20 ms (for at most 3 s), never ending
+    them: each read gets a byte long before any per-read timeout."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nX-Slow: " + b"x" * 200
+    for byte in head[:150]:
+        handler.wfile.write(bytes([byte]))
+        handler.wfile.flush()
+        server.sent += 1
+        time.sleep(0.02)
+
+
+def test_a_mirror_trickling_its_headers_hits_the_overall_deadline(tmp_path, monkeypatch):
+    monkeypatch.setattr(download_module, "DEADLINE_S", 0.3)
+    started = time.perf_counter()
+    with _Server(_trickle_headers) as server, pytest.raises(DatasetNotFoundError) as excinfo:
+        load_mnist(mirrors=[server.url])
+    assert time.perf_counter() - started < 2.0
+    assert server.sent < 100
+    message = str(excinfo.value)
+    assert "TimeoutError" in message and "0.3 s deadline" in message
+    assert _listing(tmp_path / "cache") == []
 
 
 def test_a_trickling_mirror_hits_the_overall_deadline(tmp_path, monkeypatch):

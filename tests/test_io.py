@@ -1,4 +1,5 @@
-"""Tests of fnnet.io: the atomic write, stale temporaries, JSON conversion, bounded JSON reads."""
+"""Tests of fnnet.io: the atomic write, stale temporaries, JSON conversion, bounded JSON reads,
+only regular files read."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import jax
@@ -27,6 +29,32 @@ def _dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
+
+
+def refused_without_blocking(fifo: Path, call, error=ValueError, seconds: float = 2.0) -> str:
+    """The message of the ``error`` that ``call()`` raises for the FIFO ``fifo``; fails (rather
+    than hangs) when ``call`` is still blocked after ``seconds``, then opening the FIFO's write
+    end so that the blocked reader sees end-of-file and its thread ends."""
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["returned"] = call()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        thread.join(seconds)
+        pytest.fail(f"reading {fifo} blocked for {seconds} s instead of refusing it")
+    assert isinstance(outcome.get("error"), error), outcome
+    return str(outcome["error"])
 
 
 def _temporary_of(path: Path, pid: int) -> Path:
@@ -217,3 +245,29 @@ def test_read_json_nested_too_deeply_is_a_value_error_naming_the_file(tmp_path):
     path.write_text("[" * 5000 + "]" * 5000)
     with pytest.raises(ValueError, match="deep.json: the JSON is nested too deeply"):
         io.read_json(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)
+    message = refused_without_blocking(fifo, lambda: io.read_json(fifo))
+    assert message == (f"{fifo}: is a FIFO (named pipe), which is never read (it could block or "
+                       f"never end); expected a regular JSON file")
+    message = refused_without_blocking(fifo, lambda: io.open_regular(fifo, "the metrics"),
+                                       io.NotARegularFileError)
+    assert message.endswith("expected the metrics")
+
+
+def test_open_regular_reads_a_regular_file_and_refuses_a_folder(tmp_path):
+    path = io.write_bytes(tmp_path / "f.bin", b"bytes")
+    with io.open_regular(path) as f:
+        assert f.read() == b"bytes"
+        assert os.get_blocking(f.fileno())
+    with pytest.raises(IsADirectoryError):
+        io.open_regular(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        io.open_regular(tmp_path / "missing")
+    (tmp_path / "bad.json").write_bytes(b"{not json")
+    with pytest.raises(ValueError, match=r"bad\.json: not JSON \(.*\); expected a UTF-8 JSON"):
+        io.read_json(tmp_path / "bad.json")

@@ -55,9 +55,10 @@ def add_parser(subparsers):
 
 def _read_checkpoint(prog, path):
     """``(model, num_models, params, metadata)`` of the checkpoint at ``path``; ``UsageError``
-    naming the problem if it is missing, unreadable, not a model checkpoint or of other shapes."""
+    naming the problem if it is missing, unreadable, not a model checkpoint or of other shapes.
+    No array is read before the manifest is compared with the params its metadata describes."""
     try:
-        _, meta = checkpoints.load(path)
+        meta = checkpoints.metadata(path)
         model, num_models = model_from_metadata(meta)
         params, _ = checkpoints.load(path, like=param_template(model, num_models))
     except MetadataError as e:

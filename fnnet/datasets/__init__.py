@@ -36,7 +36,7 @@ concern, every public name re-exported here:
 """
 
 from fnnet.datasets.download import ChecksumError
-from fnnet.datasets.idx import IDX_DTYPES, IDXError, read_idx, write_idx
+from fnnet.datasets.idx import IDX_DTYPES, IDXError, read_idx, read_idx_header, write_idx
 from fnnet.datasets.loaders import DatasetError, load_dataset, load_fashion_mnist, load_mnist
 from fnnet.datasets.preprocess import (
     ALIGNMENT,
@@ -52,10 +52,12 @@ from fnnet.datasets.sources import (
     CLASS_NAMES,
     DATASETS,
     FILES,
+    IMAGE_SHAPE,
     MIRROR_ENV,
     MIRRORS,
     SHA256,
     SIZES,
+    SPLIT_SIZES,
     DatasetNotFoundError,
     cache_dir,
     search_dirs,
@@ -69,10 +71,12 @@ __all__ = [
     "DATASETS",
     "FILES",
     "IDX_DTYPES",
+    "IMAGE_SHAPE",
     "MIRRORS",
     "MIRROR_ENV",
     "SHA256",
     "SIZES",
+    "SPLIT_SIZES",
     "ChecksumError",
     "DatasetError",
     "DatasetNotFoundError",
@@ -89,6 +93,7 @@ __all__ = [
     "one_hot",
     "prepare",
     "read_idx",
+    "read_idx_header",
     "scale",
     "search_dirs",
     "synthetic_mnist",

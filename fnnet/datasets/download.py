@@ -7,16 +7,20 @@ killed outright leaves its temporary, and the next download of the same file rem
 Mirrors are tried in order; ``file://`` URLs work too.
 
 Two bounds besides the per-read timeout ``TIMEOUT_S``: each file must arrive within
-``DEADLINE_S`` seconds (checked after every read, so it is overshot by at most one read's
-timeout), and a mirror sending more bytes than the largest accepted size of the file
-(``SIZES``) is cut off as soon as it does, so a wrong file never fills the folder.
+``DEADLINE_S`` seconds, the whole request included (connecting, the response's headers, the
+body): a watchdog shuts the connection down at the deadline, so a server trickling its headers
+or its body a byte at a time cannot keep a download going; and a mirror sending more bytes than
+the largest accepted size of the file (``SIZES``) is cut off as soon as it does, so a wrong file
+never fills the folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import socket
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -27,7 +31,7 @@ from fnnet.datasets.sources import FILES, SHA256, SIZES, file_in
 __all__ = ["ChecksumError", "download_first", "download_missing"]
 
 TIMEOUT_S = 60  # the most one read may wait
-DEADLINE_S = 600  # the most one file's download may take
+DEADLINE_S = 600  # the most one file's download may take, from connecting to the last byte
 _CHUNK = 1 << 20
 
 
@@ -48,19 +52,125 @@ def _check_length(response, url: str, dest: Path, max_bytes: int) -> None:
                             f"{max_bytes:,} bytes of the published file; nothing was downloaded")
 
 
-def _stream(response, out, url: str, dest: Path, max_bytes: int, deadline: float, digest) -> int:
+class _Deadline:
+    """A watchdog for one download: ``seconds`` after it starts, it shuts down every connection
+    opened under it (``watch``), which ends any read blocked on them at once; ``expired`` says
+    whether it has fired."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+        self.expired = False
+        self.received = 0  # body bytes received so far, for the message
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel()
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def error(self, url: str) -> TimeoutError:
+        return TimeoutError(f"{url}: not finished within the {self.seconds:g} s deadline "
+                            f"({self.received:,} bytes received); nothing was kept")
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def _watched(base, deadline: _Deadline):
+    """A ``base`` (``HTTPConnection`` or ``HTTPSConnection``) subclass whose connections connect
+    within what is left of ``deadline`` and are handed to its watchdog: the TCP socket as soon as
+    it is connected (a TLS handshake included), the socket then used once connected."""
+
+    class Connection(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            create = self._create_connection
+
+            def create_connection(*args, **kwargs):
+                sock = create(*args, **kwargs)
+                deadline.watch(sock)
+                return sock
+
+            self._create_connection = create_connection
+
+        def connect(self):
+            timeout = self.timeout if isinstance(self.timeout, (int, float)) else TIMEOUT_S
+            self.timeout = max(min(timeout, deadline.left()), 0.001)
+            super().connect()
+            deadline.watch(self.sock)
+            self.sock.settimeout(TIMEOUT_S)  # each read's own bound; the watchdog ends the rest
+
+    return Connection
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self._connection = _watched(http.client.HTTPConnection, deadline)
+
+    def http_open(self, req):
+        return self.do_open(self._connection, req)
+
+
+_HANDLERS = [_HTTPHandler]
+if hasattr(urllib.request, "HTTPSHandler"):  # Python built with ssl
+
+    class _HTTPSHandler(urllib.request.HTTPSHandler):
+        def __init__(self, deadline: _Deadline):
+            super().__init__()
+            self._connection = _watched(http.client.HTTPSConnection, deadline)
+
+        def https_open(self, req):
+            return self.do_open(self._connection, req, context=self._context)
+
+    _HANDLERS.append(_HTTPSHandler)
+
+
+def _open(url: str, deadline: _Deadline):
+    """``urlopen(url)``, every HTTP(S) connection it opens (redirects too) under ``deadline``."""
+    opener = urllib.request.build_opener(*(handler(deadline) for handler in _HANDLERS))
+    return opener.open(url, timeout=max(min(TIMEOUT_S, deadline.left()), 0.001))
+
+
+def _stream(response, out, url: str, dest: Path, max_bytes: int, deadline: _Deadline,
+            digest) -> int:
     """Copy ``response`` into ``out`` (and ``digest``), refusing more than ``max_bytes`` bytes
-    or a copy still running at ``deadline`` (``time.monotonic``); return the bytes copied."""
+    or a copy still running past ``deadline``; return the bytes copied."""
     read = getattr(response, "read1", response.read)  # one read per call: the deadline is kept
     size = 0
     while chunk := read(_CHUNK):
         size += len(chunk)
+        deadline.received = size
         if size > max_bytes:
             raise ChecksumError(f"{dest.name}: {url} sent more than the {max_bytes:,} bytes of "
                                 f"the published file; cut off, nothing was kept")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url}: not finished within the {DEADLINE_S:g} s deadline "
-                               f"({size:,} bytes received); nothing was kept")
+        if deadline.expired or deadline.left() < 0:
+            raise deadline.error(url)
         out.write(chunk)
         digest.update(chunk)
     return size
@@ -70,17 +180,18 @@ def _download_one(url: str, dest: Path, accepted: tuple[str, ...], max_bytes: in
     """Stream ``url`` into ``dest`` atomically, keeping it only if its SHA-256 is ``accepted``.
 
     On any failure nothing is left at ``dest`` and the exception propagates; a checksum
-    mismatch or a body over ``max_bytes`` raises ``ChecksumError``, a download still running
-    after ``DEADLINE_S`` seconds ``TimeoutError``.
+    mismatch or a body over ``max_bytes`` raises ``ChecksumError``, a download (connection,
+    headers and body) still running after ``DEADLINE_S`` seconds ``TimeoutError``.
     """
     _log(f"downloading {url}")
-    deadline = time.monotonic() + DEADLINE_S
     digest = hashlib.sha256()
     size = 0
 
     def write(out) -> None:
         nonlocal size
         size = _stream(response, out, url, dest, max_bytes, deadline, digest)
+        if deadline.expired:  # the watchdog ended the body early: not a checksum problem
+            raise deadline.error(url)
         got = digest.hexdigest()
         if got not in accepted:
             raise ChecksumError(
@@ -88,9 +199,17 @@ def _download_one(url: str, dest: Path, accepted: tuple[str, ...], max_bytes: in
                 f"expected {' or '.join(accepted)}; the download was discarded"
             )
 
-    with urllib.request.urlopen(url, timeout=min(TIMEOUT_S, DEADLINE_S)) as response:
-        _check_length(response, url, dest, max_bytes)
-        io.atomic_write(dest, write)
+    with _Deadline(DEADLINE_S) as deadline:
+        try:
+            with _open(url, deadline) as response:
+                _check_length(response, url, dest, max_bytes)
+                io.atomic_write(dest, write)
+        except TimeoutError:
+            raise
+        except Exception as exc:  # whatever a shut-down connection raised
+            if deadline.expired or deadline.left() <= 0:
+                raise deadline.error(url) from exc
+            raise
     _log(f"  saved {dest} ({size / 1e6:.1f} MB, SHA-256 ok)")
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from fnnet import io
 
-__all__ = ["IDX_DTYPES", "IDXError", "read_idx", "write_idx"]
+__all__ = ["IDX_DTYPES", "IDXError", "read_idx", "read_idx_header", "write_idx"]
 
 
 class IDXError(ValueError):
@@ -137,36 +137,60 @@ def _read_data(stream, where: str, dtype: np.dtype, shape, header_len: int,
     return out.reshape(shape)
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def read_idx(path: str | os.PathLike, *, dtype=None, shape=None) -> np.ndarray:
     """Read an IDX file (gzipped or raw) into a native-endian numpy array.
 
     Returns a writable array with the header's shape and the native byte order. The file is
     read as a stream, header first, into one buffer of the size the header declares: no more
     than that (plus one byte, to tell trailing garbage) is ever read or decompressed, and a
-    header declaring more than the file can hold is refused before any data is read.
+    header declaring more than the file can hold is refused before any data is read. With
+    ``dtype`` and/or ``shape`` (what ``read_idx_header`` found, say), a header declaring other
+    ones is refused before any data is read. Only a regular file is read: a FIFO is refused.
 
     Raises ``IDXError`` (a ``ValueError``) naming the file for: a gzip stream that does not
     decompress, a wrong magic number or unknown dtype code, more than ``MAX_DIMS`` dimensions,
-    a header cut short, data shorter than the header declares, or bytes left over after the
-    data.
+    a header cut short, a header other than the ``dtype``/``shape`` expected, data shorter than
+    the header declares, bytes left over after the data, or a path that is no regular file.
     """
-    path = Path(path)
-    with open(path, "rb") as f:
+    want = (None if dtype is None else np.dtype(dtype).newbyteorder("="),
+            None if shape is None else tuple(int(d) for d in shape))
+    return _open(Path(path), want)
+
+
+def read_idx_header(path: str | os.PathLike) -> tuple[np.dtype, tuple[int, ...]]:
+    """``(dtype, shape)`` the IDX file ``path`` declares (the dtype native-endian), read from
+    its header alone: at most ``4 + 4 * MAX_DIMS`` bytes are read or decompressed. Errors as for
+    ``read_idx``, except those about the data."""
+    return _open(Path(path), None)
+
+
+def _open(path: Path, want):
+    """``_read_stream`` of the file at ``path`` (gzipped or not)."""
+    with io.open_regular(path, "a regular IDX file", IDXError) as f:
         size = os.fstat(f.fileno()).st_size
         compressed = f.read(2) == _GZIP_MAGIC
         f.seek(0)
         if not compressed:
-            return _read_stream(f, f"{path}", size, compressed)
+            return _read_stream(f, f"{path}", size, compressed, want)
         try:
             with gziplib.GzipFile(fileobj=f, mode="rb") as stream:
                 return _read_stream(stream, f"{path} (after gzip decompression)", size,
-                                    compressed)
+                                    compressed, want)
         except (OSError, EOFError, zlib.error) as exc:
             raise _not_gzip(path, exc) from exc
 
 
-def _read_stream(stream, where: str, size: int, compressed: bool) -> np.ndarray:
+def _read_stream(stream, where: str, size: int, compressed: bool, want):
+    """The array in ``stream``; only the header's ``(native dtype, shape)`` when ``want`` is
+    None, else the data too, once the header is ``want``'s ``(dtype, shape)`` (None: any)."""
     dtype, shape, header_len = _header(stream, where)
+    if want is None:
+        return dtype.newbyteorder("="), shape
+    for expected, got, what in ((want[0], dtype.newbyteorder("="), "dtype"),
+                                (want[1], shape, "shape")):
+        if expected is not None and expected != got:
+            raise IDXError(f"{where}: the header declares {what} {got}, expected {expected}; "
+                           f"refused before reading the data")
     expected = _data_size(where, dtype, shape, header_len, size, compressed)
     return _read_data(stream, where, dtype, shape, header_len, expected)
 

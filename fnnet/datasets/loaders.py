@@ -1,5 +1,6 @@
 """``load_mnist``, ``load_fashion_mnist`` and ``load_dataset``: find (or download) the four IDX
-files, read them, and check that they make an image/label dataset."""
+files, check from their headers alone that they make an image/label dataset of the published
+sizes at most, then read them."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from fnnet.datasets.download import download_missing
-from fnnet.datasets.idx import read_idx
+from fnnet.datasets.idx import read_idx, read_idx_header
 from fnnet.datasets.sources import (
+    IMAGE_SHAPE,
+    SPLIT_SIZES,
     DatasetNotFoundError,
     cache_dir,
     check_name,
@@ -29,22 +32,34 @@ class DatasetError(ValueError):
     """IDX files that are well formed but are not a valid image/label dataset."""
 
 
-def _validate_split(images: np.ndarray, labels: np.ndarray, image_path: Path, label_path: Path):
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+def _check_headers(name: str, split: str, limit: int, images, labels, image_path: Path,
+                   label_path: Path) -> None:
+    """Images ``(N, 28, 28)`` and labels ``(N,)``, uint8, ``N`` at most ``limit``: checked from
+    the ``(dtype, shape)`` the two headers declare, before any data is read."""
+    (image_dtype, image_shape), (label_dtype, label_shape) = images, labels
+    if image_dtype != np.uint8 or len(image_shape) != 3 or image_shape[1:] != IMAGE_SHAPE:
         raise DatasetError(
-            f"{image_path}: expected uint8 images of shape (N, 28, 28), got {images.dtype} "
-            f"array of shape {images.shape}"
+            f"{image_path}: expected uint8 images of shape (N, 28, 28), got {image_dtype} "
+            f"array of shape {image_shape}"
         )
-    if labels.dtype != np.uint8 or labels.ndim != 1:
+    if label_dtype != np.uint8 or len(label_shape) != 1:
         raise DatasetError(
-            f"{label_path}: expected a 1-D uint8 label array, got {labels.dtype} array of shape "
-            f"{labels.shape}"
+            f"{label_path}: expected a 1-D uint8 label array, got {label_dtype} array of shape "
+            f"{label_shape}"
         )
-    if len(images) != len(labels):
+    if image_shape[0] != label_shape[0]:
         raise DatasetError(
-            f"count mismatch: {image_path} has {len(images)} images but {label_path} has "
-            f"{len(labels)} labels; expected the same number"
+            f"count mismatch: {image_path} has {image_shape[0]} images but {label_path} has "
+            f"{label_shape[0]} labels; expected the same number"
         )
+    if image_shape[0] > limit:
+        raise DatasetError(
+            f"{image_path}: the headers declare {image_shape[0]:,} images and labels; expected "
+            f"at most the {limit:,} of {name}'s {split} set; refused before reading the data"
+        )
+
+
+def _check_labels(labels: np.ndarray, label_path: Path) -> None:
     if labels.size and labels.max() > 9:
         bad = np.flatnonzero(labels > 9)
         raise DatasetError(
@@ -66,14 +81,15 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
     if paths is None:
         raise DatasetNotFoundError(name, data_dir, download, mirror_list, failures)
 
-    arrays = [read_idx(p) for p in paths]
-    splits = []
-    for (images, labels), (image_path, label_path) in zip(
-        (arrays[0:2], arrays[2:4]), (paths[0:2], paths[2:4]), strict=True
-    ):
-        _validate_split(images, labels, image_path, label_path)
-        splits.append((images, labels.astype(np.int64)))
-    return splits[0], splits[1]
+    headers = [read_idx_header(p) for p in paths]  # all four checked before any data is read
+    for i, (split, limit) in enumerate(zip(("training", "test"), SPLIT_SIZES[name], strict=True)):
+        _check_headers(name, split, limit, *headers[2 * i:2 * i + 2], *paths[2 * i:2 * i + 2])
+    # Each file must still declare what was checked (a file replaced since is refused).
+    x_train, y_train, x_test, y_test = (read_idx(p, dtype=dtype, shape=shape)
+                                        for p, (dtype, shape) in zip(paths, headers, strict=True))
+    _check_labels(y_train, paths[1])
+    _check_labels(y_test, paths[3])
+    return (x_train, y_train.astype(np.int64)), (x_test, y_test.astype(np.int64))
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True, *,
@@ -91,11 +107,16 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = True,
     set, else ``MIRRORS["mnist"]``), each checked against ``SHA256["mnist"]`` and ``SIZES`` before
     it is kept.
 
+    The four headers are checked before any data is read: images ``(N, 28, 28)`` uint8, labels
+    ``(N,)`` uint8, ``N`` the same in both and at most the published set's (``SPLIT_SIZES``:
+    60,000 training, 10,000 test), so no file is read, or inflated, past that size.
+
     Raises ``DatasetNotFoundError`` (a ``FileNotFoundError``) naming the ``data_dir`` given, or
     listing every folder searched, and how to point fnnet at local files; ``ChecksumError`` when
     a mirror served a file with the wrong SHA-256 or size; ``IDXError`` / ``DatasetError``
-    (``ValueError``\\ s) naming the bad file when a file is malformed, images are not
-    ``(N, 28, 28)`` uint8, counts differ or a label is > 9 (naming the label and its index).
+    (``ValueError``\\ s) naming the bad file when a file is malformed or no regular file, images
+    are not ``(N, 28, 28)`` uint8, counts differ or exceed the published set's, or a label is
+    > 9 (naming the label and its index).
     """
     return load_dataset("mnist", data_dir, download, mirrors=mirrors)
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from fnnet.datasets.download import ChecksumError, download_first
 from fnnet.datasets.sources import DatasetNotFoundError, cache_dir
+from fnnet.io import open_regular
 
 __all__ = ["CACHE_FOLDER", "FILENAME", "FOLDER", "MIRRORS", "MIRROR_ENV", "SHA256", "SIZE",
            "CharCorpus", "ShakespeareNotFoundError", "load_shakespeare", "search_paths"]
@@ -188,13 +189,13 @@ def _not_found(data_dir: Folder, download: bool, urls: list[str], failures: list
 def _read_checked(path: Path) -> bytes:
     """The bytes of ``path`` if it is the published file: its size checked before reading, at
     most ``SIZE`` bytes read, then its SHA-256."""
-    size = path.stat().st_size
     expected = f"expected the published {FILENAME} of {SIZE:,} bytes with SHA-256 {SHA256}"
-    if size != SIZE:
-        raise ChecksumError(f"{path}: {size:,} bytes, {expected}; replace it with the published "
-                            f"file (or delete it{_cache_hint(path)})")
-    with open(path, "rb") as f:
-        data = f.read(SIZE + 1)  # bounded: a file grown since stat() is caught, not read on
+    with open_regular(path, f"the published {FILENAME}", ChecksumError) as f:
+        size = os.fstat(f.fileno()).st_size  # of the file opened: a FIFO is refused, not read
+        if size != SIZE:
+            raise ChecksumError(f"{path}: {size:,} bytes, {expected}; replace it with the "
+                                f"published file (or delete it{_cache_hint(path)})")
+        data = f.read(SIZE + 1)  # bounded: a file grown since fstat() is caught, not read on
     digest = hashlib.sha256(data).hexdigest()
     if len(data) != SIZE or digest != SHA256:
         raise ChecksumError(f"{path}: SHA-256 {digest} ({len(data):,} bytes read), {expected}; "

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
-    "CLASS_NAMES", "DATASETS", "FILES", "MIRRORS", "MIRROR_ENV", "SHA256", "SIZES",
+    "CLASS_NAMES", "DATASETS", "FILES", "IMAGE_SHAPE", "MIRRORS", "MIRROR_ENV", "SHA256", "SIZES",
+    "SPLIT_SIZES",
     "DatasetNotFoundError", "cache_dir",
     "check_name", "file_in", "find_complete", "mirrors_for", "not_found_message", "search_dirs",
 ]
@@ -117,6 +118,16 @@ SIZES: dict[str, dict[str, int]] = {
         "t10k-images-idx3-ubyte.gz": 4_422_102,
         "t10k-labels-idx1-ubyte.gz": 5_148,
     },
+}
+
+# The images of both datasets: uint8, 28 x 28 pixels.
+IMAGE_SHAPE = (28, 28)
+
+# The number of images in the published (training, test) sets: a file declaring more is refused
+# from its header, before any of its data is read (smaller sets, such as synthetic ones, are fine).
+SPLIT_SIZES: dict[str, tuple[int, int]] = {
+    "mnist": (60_000, 10_000),
+    "fashion-mnist": (60_000, 10_000),
 }
 
 # The names of the classes, by label.

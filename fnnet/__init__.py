@@ -22,11 +22,14 @@ from .gradients import (
     value_and_grad,
 )
 from .layers import (
+    GELU,
+    GPT,
     GRU,
     LSTM,
     RNN,
     AvgPool2D,
     BatchNorm,
+    CausalSelfAttention,
     Conv2D,
     Dense,
     DenseParams,
@@ -37,16 +40,20 @@ from .layers import (
     LastStep,
     LayerNorm,
     MaxPool2D,
+    PositionEmbedding,
     ReLU,
+    Residual,
     Sigmoid,
     Softmax,
     Tanh,
+    TransformerBlock,
 )
-from .networks import Sequential, cnn, language_model, mlp, sequence_classifier
+from .networks import Sequential, cnn, gpt, language_model, mlp, sequence_classifier
 from .training import (
     EpochRecord,
     EpochRunner,
     RunConfig,
+    TokenWindows,
     TrainState,
     evaluate,
     fit,
@@ -72,4 +79,6 @@ __all__ = [
     "train_step", "RunConfig", "evaluate", "to_device", "TrainState", "EpochRunner", "EpochRecord",
     "io", "checks", "precision", "loss_scale", "__version__",
     "Embedding", "RNN", "LSTM", "GRU", "LastStep",
+    "CausalSelfAttention", "GELU", "GPT", "PositionEmbedding", "Residual", "TransformerBlock",
+    "gpt", "TokenWindows",
 ]

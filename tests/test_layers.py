@@ -19,6 +19,8 @@ LAYER_NAMES = [
     "DenseParams", "Dropout", "Elementwise", "Embedding", "EmbeddingParams", "Flatten", "GRU",
     "GRUParams", "Identity", "LSTM", "LastStep", "Layer", "LayerNorm", "MaxPool2D", "NormParams",
     "RNN", "ReLU", "Recurrent", "RecurrentParams", "Sigmoid", "Softmax", "Tanh", "get",
+    "AttentionParams", "CausalSelfAttention", "GELU", "GPT", "GPTParams", "PositionEmbedding",
+    "Residual", "Sequential", "TransformerBlock",
 ]
 # Reference forms and helpers: importable from their own modules, not fnnet.layers' names.
 HELPERS = {
@@ -27,6 +29,8 @@ HELPERS = {
     "conv_forms": ["conv2d_naive", "conv2d_backward_naive", "conv2d_backward_correlation"],
     "normalization": ["normalize", "normalize_backward", "normalize_backward_staged", "NormCache"],
     "checks": ["check_features", "check_floating"],
+    "attention": ["keep_p_forward", "keep_p_backward", "lean_forward", "lean_backward",
+                  "attention_reference", "row_blocks"],
 }
 
 
@@ -275,7 +279,7 @@ def test_bad_constructor_arguments():
         fnnet.Dense(0, 3)
     with pytest.raises(ValueError, match="unknown init 'kaiming'"):
         fnnet.Dense(3, 3, init="kaiming")
-    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
-        fnnet.mlp([3, 3], activation="gelu")
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        fnnet.mlp([3, 3], activation="swish")
     with pytest.raises(TypeError, match="not a layer"):
         fnnet.Sequential(fnnet.Dense(3, 3), "relu")

@@ -417,7 +417,7 @@ def test_by_name_and_description():
     opt = optim.get("momentum", 0.1, beta=0.5, nesterov=True)
     assert opt.hyperparams == {"lr": 0.1, "beta": 0.5, "nesterov": True, "weight_decay": 0.0}
     assert "schedule=CosineDecay" in str(optim.adam(1e-3, schedule=optim.cosine_decay(10)))
-    with pytest.raises(ValueError, match="adagrad.*sgd, momentum, adam, rmsprop"):
+    with pytest.raises(ValueError, match="adagrad.*sgd, momentum, adam, adamw, rmsprop"):
         optim.get("adagrad", 0.1)
     with pytest.raises(TypeError, match="beta"):
         optim.get("sgd", 0.1, beta=0.9)

@@ -112,6 +112,18 @@ def positive_float(text):
                                                            low_open=True), "a finite number > 0")
 
 
+def non_negative_float(text):
+    """A finite number ``>= 0``."""
+    return _convert(text, float, lambda value: checks.real("fnnet", "value", value, low=0),
+                    "a finite number >= 0")
+
+
+def dropout_rate(text):
+    """A probability in ``[0, 1)``."""
+    return _convert(text, float, lambda value: checks.real("fnnet", "value", value, low=0, high=1,
+                                                           high_open=True), "a number in [0, 1)")
+
+
 def decay_rate(text):
     """A factor in ``(0, 1]``."""
     return _convert(text, float, lambda value: checks.real("fnnet", "value", value, low=0, high=1,
@@ -151,14 +163,17 @@ LSTM_SUMMARY = (f"fnnet.sequence_classifier(28, 10): LSTM(28, {LSTM_ARCHITECTURE
 SUMMARIES = {"cnn": ("CNN", CNN_SUMMARY), "lstm": ("LSTM", LSTM_SUMMARY)}
 
 
-def add_network_flags(parser, default_layers):
+def add_network_flags(parser, default_layers, models=MODELS):
     """``--model``, ``--layers`` (default ``default_layers``), ``--activation``, ``--output``,
     ``--loss``. The three MLP flags parse to ``None`` when not given, so that ``--model cnn``
     can tell them apart from their defaults; ``resolve_network`` fills them in."""
-    parser.add_argument("--model", choices=MODELS, default="mlp",
+    gpt = ("; gpt, a GPT on characters (--dataset shakespeare only, fnnet.gpt: nanoGPT's "
+           "CPU recipe)") if "gpt" in models else ""
+    parser.add_argument("--model", choices=models, default="mlp",
                         help=f"the network: mlp, a multilayer perceptron on flat images (--layers, "
-                             f"--activation, --output); cnn, {CNN_SUMMARY}, on 28x28x1 images; or "
-                             f"lstm, {LSTM_SUMMARY} (default: mlp)")
+                             f"--activation, --output); cnn, {CNN_SUMMARY}, on 28x28x1 images; "
+                             f"lstm, {LSTM_SUMMARY} (with --dataset shakespeare a character "
+                             f"LSTM){gpt} (default: mlp)")
     parser.add_argument("--layers", type=layers, metavar="N,N,...",
                         help=f"MLP layer sizes, input first (default: {default_layers})")
     parser.add_argument("--activation", choices=HIDDEN_ACTIVATIONS,

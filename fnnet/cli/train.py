@@ -1,4 +1,5 @@
-"""``fnnet train``: train an MLP, a CNN or an LSTM on MNIST or Fashion-MNIST with ``fnnet.fit``.
+"""``fnnet train``: train an MLP, a CNN or an LSTM on MNIST or Fashion-MNIST, or a character
+LSTM or GPT on tiny Shakespeare, with ``fnnet.fit``.
 
 ``--model mlp`` (the default) trains ``fnnet.mlp(--layers, --activation, --output)`` on flat
 images ``(N, 784)`` with ``MLP_DEFAULTS``: momentum lr 0.1, a constant rate, 10 epochs of batch
@@ -53,6 +54,7 @@ from .common import (
 )
 from .launch import check_split, join
 from .model_config import (
+    MODELS,
     NUM_CLASSES,
     MetadataError,
     check_image_layers,
@@ -92,7 +94,9 @@ MODELS_TEXT = textwrap.fill(
     f"{LSTM_DEFAULTS['lr']:g}, multiplied by {LSTM_DEFAULTS['lr_decay']:g} per epoch, for "
     f"{LSTM_DEFAULTS['epochs']} epochs of batch {LSTM_DEFAULTS['batch_size']}, chosen the same "
     f"way. --layers, --activation and --output are refused with --model cnn and lstm, and their "
-    f"loss is cross-entropy.", width=96)
+    f"loss is cross-entropy. With --dataset shakespeare, --model lstm is a character LSTM and "
+    f"--model gpt a GPT with nanoGPT's CPU recipe (the flags of those two groups below).",
+    width=96)
 
 
 def _others(setting):
@@ -129,13 +133,14 @@ Many processes: fnnet launch -n N -- fnnet train --distributed .... Compiled pro
 
 def add_parser(subparsers):
     """The ``train`` subcommand and its flags."""
-    parser = subparsers.add_parser("train", help="train an MLP, a CNN or an LSTM on MNIST or Fashion-MNIST",
+    parser = subparsers.add_parser("train", help="train an MLP, a CNN or an LSTM on MNIST or Fashion-MNIST, "
+                                        "or a character LSTM or GPT on Shakespeare",
                                    description=DESCRIPTION, formatter_class=FORMATTER)
     parser.add_argument("--dataset", choices=(*datasets.DATASETS, train_text.TEXT),
                         default="mnist",
                         help="dataset (default: mnist); shakespeare trains a character LSTM "
-                             "(--model lstm)")
-    add_network_flags(parser, "784,128,10")
+                             "(--model lstm) or a GPT (--model gpt)")
+    add_network_flags(parser, "784,128,10", (*MODELS, "gpt"))
     parser.add_argument("--optimizer", choices=optim.NAMES,
                         help=f"optimizer (default: {DEFAULT_OPTIMIZER}; {_others('optimizer')})")
     parser.add_argument("--lr", type=positive_float,
@@ -226,7 +231,7 @@ def _check_resume_state(prog, state_path):
         raise UsageError(prog, f"argument --resume: nothing to resume, {state_path} does not exist "
                                f"(train without --resume first)")
     try:
-        checkpoints.load(state_path)
+        checkpoints.metadata(state_path)  # the manifest and metadata only, no array read
     except (OSError, ValueError) as e:
         raise UsageError(prog, f"argument --resume: {e}") from None
 
@@ -382,7 +387,7 @@ def _interrupted(args, out, state_path, since_ns):
         print(f"{args.prog}: interrupted before the first epoch finished; nothing was saved "
               f"to resume from (run the same command again)", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    epoch = checkpoints.load(state_path)[1]["epoch"]
+    epoch = checkpoints.metadata(state_path)["epoch"]
     argv = [arg for arg in args.argv if arg != "--resume"] + ["--resume"]
     if args.out is None:
         argv += ["--out", str(out)]

@@ -39,7 +39,11 @@ activation by name; ``softmax``, ``log_softmax`` and the softmax backward forms)
 (``INITS``), ``checks`` (the input checks run at trace time), ``embedding`` (``Embedding``,
 ``EmbeddingParams``), ``recurrent`` (``Recurrent``, the recurrent layers' shared part and
 backpropagation through time; ``RNN``, ``RecurrentParams``, ``LastStep``), ``lstm`` (``LSTM``),
-``gru`` (``GRU``, ``GRUParams``). Sequences are batch first, ``(N, T, F)``.
+``gru`` (``GRU``, ``GRUParams``), ``attention`` (``CausalSelfAttention``, ``AttentionParams``;
+its two backward forms), ``residual`` (``Residual``), ``transformer`` (``TransformerBlock``,
+``GPT``, ``GPTParams``), ``sequential`` (``Sequential``, a network of layers that is a layer);
+``embedding`` also has ``PositionEmbedding`` and ``activations`` ``GELU``. Sequences are batch
+first, ``(N, T, F)``.
 
 This package exports the layers, their params types, ``Layer``, the activation bases,
 ``ACTIVATIONS``, ``INITS`` and ``get``; the reference forms and helpers are imported from their
@@ -49,6 +53,7 @@ registers itself for checkpoints where it is defined (``fnnet.pytrees.register_n
 
 from .activations import (
     ACTIVATIONS,
+    GELU,
     Activation,
     Elementwise,
     Identity,
@@ -58,11 +63,12 @@ from .activations import (
     Tanh,
     get,
 )
+from .attention import AttentionParams, CausalSelfAttention
 from .base import Layer
 from .conv import Conv2D, ConvParams
 from .dense import Dense, DenseParams
 from .dropout import Dropout
-from .embedding import Embedding, EmbeddingParams
+from .embedding import Embedding, EmbeddingParams, PositionEmbedding
 from .gru import GRU, GRUParams
 from .initializers import INITS
 from .lstm import LSTM
@@ -70,11 +76,15 @@ from .normalization import BatchNorm, LayerNorm, NormParams
 from .pooling import AvgPool2D, MaxPool2D
 from .recurrent import RNN, LastStep, Recurrent, RecurrentParams
 from .reshape import Flatten
+from .residual import Residual
+from .sequential import Sequential
+from .transformer import GPT, GPTParams, TransformerBlock
 
 __all__ = [
     "ACTIVATIONS", "INITS", "Activation", "AvgPool2D", "BatchNorm", "Conv2D", "ConvParams", "Dense",
     "DenseParams", "Dropout", "Elementwise", "Flatten", "Identity", "Layer", "LayerNorm",
     "MaxPool2D", "NormParams", "ReLU", "Sigmoid", "Softmax", "Tanh", "get",
     "Embedding", "EmbeddingParams", "GRU", "GRUParams", "LSTM", "LastStep", "RNN", "Recurrent",
-    "RecurrentParams",
+    "RecurrentParams", "AttentionParams", "CausalSelfAttention", "GELU", "GPT", "GPTParams",
+    "PositionEmbedding", "Residual", "Sequential", "TransformerBlock",
 ]

@@ -13,6 +13,7 @@ output is its own distribution over ``V``), and its backward contracts the last 
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
@@ -130,6 +131,53 @@ class Identity(Elementwise):
         return 1
 
 
+GELU_FORMS = ("tanh", "none")
+SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+
+
+class GELU(Elementwise):
+    """The Gaussian error linear unit (Hendrycks & Gimpel 2016), ``f(x) = x Φ(x)`` with ``Φ`` the
+    standard normal's distribution function, the activation of GPT's MLP.
+
+    ``approximate="tanh"`` (the default, GPT-2's and llm.c's) replaces ``Φ`` by
+    ``½(1 + tanh u)`` with ``u = √(2/π)(x + 0.044715 x³)``::
+
+        f(x)  = ½ x (1 + tanh u)
+        f'(x) = ½ (1 + tanh u) + ½ x (1 − tanh² u) √(2/π) (1 + 3·0.044715 x²)
+
+    (the product rule, then ``tanh' = 1 − tanh²`` and ``du/dx``). ``approximate="none"`` is the
+    exact form, with ``φ`` the standard normal's density::
+
+        f(x)  = x Φ(x) = ½ x (1 + erf(x/√2))
+        f'(x) = Φ(x) + x φ(x),      φ(x) = e^{−x²/2}/√(2π)
+
+    Both cache the input. Note 000's rule ``dE/dX = dE/dY ⊙ f'(X)`` does the rest.
+
+    Args:
+        approximate: ``"tanh"`` or ``"none"``, as ``jax.nn.gelu(approximate=True/False)`` and
+            PyTorch's ``nn.GELU(approximate=...)``.
+    """
+
+    approximate: str = "tanh"
+    cache = "x"
+
+    def __post_init__(self):
+        lookup(dict.fromkeys(GELU_FORMS), self.approximate, "approximate", where="GELU")
+
+    def f(self, x):
+        if self.approximate == "tanh":
+            return 0.5 * x * (1 + jnp.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)))
+        return 0.5 * x * (1 + jax.scipy.special.erf(x / math.sqrt(2)))
+
+    def df(self, x):
+        if self.approximate == "tanh":
+            t = jnp.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x ** 3))
+            return 0.5 * (1 + t) + 0.5 * x * (1 - t) * (1 + t) * SQRT_2_OVER_PI * (
+                1 + 3 * 0.044715 * x ** 2)
+        cdf = 0.5 * (1 + jax.scipy.special.erf(x / math.sqrt(2)))
+        return cdf + x * jnp.exp(-0.5 * x ** 2) / math.sqrt(2 * math.pi)
+
+
 def softmax(x):
     """Softmax over the last axis, shifted by the maximum so that ``e^x`` never overflows.
 
@@ -202,6 +250,7 @@ ACTIVATIONS = {
     "softmax": Softmax,
     "linear": Identity,
     "identity": Identity,
+    "gelu": GELU,
 }
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..checks import integer
 from ..pytrees import register_namedtuple
-from .base import Layer
+from .base import InputShape, Layer
 from .checks import check_param
 
 
@@ -111,3 +111,55 @@ class Embedding(Layer):
         ``None`` (integer ids have no gradient)."""
         dW = jnp.zeros_like(params.W).at[cache].add(dy.astype(params.W.dtype))
         return EmbeddingParams(W=dW), None
+
+
+@dataclass(frozen=True, init=False)
+class PositionEmbedding(Layer):
+    """A learned vector per position, added to a sequence (GPT-2's ``wpe``): ``(N, T, dim) →
+    (N, T, dim)``, ``Y[n, t] = X[n, t] + W[t]`` for ``T ≤ block_size``.
+
+    The forward was ``Y = X + W_{:T}`` (``W_{:T}`` the same for every sequence ``n``), so the
+    backward is ``dX = dY`` and ``dW[t] = Σ_n dY[n, t]`` for ``t < T``, zero for the rows beyond
+    ``T`` that this input did not read.
+
+    Params ``EmbeddingParams(W)`` with ``W`` ``(block_size, dim)``, ``W ~ N(0, 0.02²)`` (GPT-2).
+
+    Args:
+        block_size: the longest sequence, ``T ≤ block_size``.
+        dim: the features per step.
+    """
+
+    block_size: int
+    dim: int
+
+    def __init__(self, block_size, dim):
+        object.__setattr__(self, "block_size", integer("PositionEmbedding", "block_size",
+                                                       block_size))
+        object.__setattr__(self, "dim", integer("PositionEmbedding", "dim", dim))
+
+    def __repr__(self):
+        return f"PositionEmbedding({self.block_size}, {self.dim})"
+
+    def init(self, key, dtype=jnp.float32):
+        return EmbeddingParams(W=0.02 * jax.random.normal(key, (self.block_size, self.dim), dtype))
+
+    def _check(self, params, x):
+        check_param(self, "W", params.W, (self.block_size, self.dim))
+        shape = tuple(jnp.shape(x))
+        if len(shape) != 3 or shape[2] != self.dim or not 1 <= shape[1] <= self.block_size:
+            raise ValueError(f"{self}: expected input of shape (N, T, {self.dim}) with "
+                             f"1 <= T <= {self.block_size}, got shape {shape}")
+
+    def apply(self, params, x, *, state=(), key=None, train=False):
+        self._check(params, x)
+        return x + params.W[:x.shape[1]]
+
+    def forward(self, params, x, *, state=(), key=None, train=True):
+        """``(Y, cache)``: the cache is the input's length ``T`` (static)."""
+        return self.apply(params, x), InputShape(tuple(x.shape))
+
+    def backward(self, params, cache, dy):
+        """``dW[t] = Σ_n dY[n, t]`` for ``t < T`` (zero beyond), ``dX = dY``."""
+        t = cache.shape[1]
+        dW = jnp.zeros_like(params.W).at[:t].set(jnp.sum(dy, axis=0).astype(params.W.dtype))
+        return EmbeddingParams(W=dW), dy

@@ -49,6 +49,11 @@ def uniform(key, shape, n_in, n_out, dtype):
     return _symmetric_uniform(key, shape, dtype, 0.5)
 
 
+def gpt2(key, shape, n_in, n_out, dtype):
+    """GPT-2's ``W ~ N(0, 0.02²)`` whatever the sizes (Radford et al. 2019; nanoGPT, llm.c)."""
+    return _normal(key, shape, dtype, 0.02)
+
+
 INITS = {
     "he": he,
     "he_uniform": he_uniform,
@@ -58,4 +63,5 @@ INITS = {
     "glorot_normal": xavier_normal,
     "lecun": lecun,
     "uniform": uniform,
+    "gpt2": gpt2,
 }

@@ -33,7 +33,7 @@ updates already applied; the first update uses ``t = 0``) uses the effective lea
 
 Weight decay, where given, is coupled L2: ``g <- g + weight_decay * p`` before the rule, so it also
 enters the momentum and second-moment buffers (this is L2 regularisation, not AdamW's decoupled
-decay). L1 regularisation, ``l1``, adds the gradient of ``l1 · Σ|p|`` the same way:
+decay; ``adamw`` decouples it). L1 regularisation, ``l1``, adds the gradient of ``l1 · Σ|p|`` the same way:
 ``g <- g + l1 * sign(p)`` (the subgradient 0 at ``p = 0``).
 
 Low-precision params (bfloat16, float16) are updated in float32 arithmetic and rounded back to
@@ -44,12 +44,12 @@ gradients by ``min(1, max_norm / ‖g‖₂)`` (the global norm over every leaf,
 wrapped update; its state is the wrapped optimizer's, and ``str`` names both.
 
 Modules: ``base`` (the ``Optimizer`` pair and the machinery every rule shares), ``schedules``,
-``rules`` (the four rules and the lookup by name), ``clip`` (``clip_by_global_norm``).
+``rules`` (the five rules and the lookup by name), ``clip`` (``clip_by_global_norm``).
 """
 
 from .base import Optimizer, compute_dtype, lr_of
 from .clip import ClippedOptimizer, clip_by_global_norm, global_norm
-from .rules import NAMES, adam, get, momentum, rmsprop, sgd
+from .rules import NAMES, adam, adamw, decayed_leaves, get, momentum, rmsprop, sgd
 from .schedules import (
     Constant,
     CosineDecay,
@@ -70,6 +70,8 @@ __all__ = [
     "Optimizer",
     "StepDecay",
     "adam",
+    "adamw",
+    "decayed_leaves",
     "clip_by_global_norm",
     "compute_dtype",
     "constant",

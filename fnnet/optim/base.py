@@ -24,7 +24,7 @@ class Optimizer(NamedTuple):
 
     ``update(grads, state, params) -> (new_params, new_state)``: one step.
 
-    ``name`` is the rule ("sgd", "momentum", "adam", "rmsprop"), ``hyperparams`` the constructor's
+    ``name`` is the rule ("sgd", "momentum", "adam", "adamw", "rmsprop"), ``hyperparams`` the constructor's
     arguments other than the schedule, ``schedule`` the learning-rate multiplier. ``str(opt)`` reads
     like the call that built it. Hashable by identity of its functions, so it can be a static
     argument.
@@ -97,10 +97,15 @@ def _check_params(name, params):
             raise TypeError(f"{name}: params must be floating-point arrays, got dtype {dtype}")
 
 
-def make(name, hyperparams, schedule, slots, rule) -> Optimizer:
-    """An ``Optimizer`` from a per-leaf ``rule`` and the names of its buffers (``slots``)."""
+def make(name, hyperparams, schedule, slots, rule, flags=None, decoupled=False) -> Optimizer:
+    """An ``Optimizer`` from a per-leaf ``rule`` and the names of its buffers (``slots``).
+
+    ``flags``, if given, is ``params -> a pytree of Python bools`` (read from the structure and
+    shapes only, so static under ``jit``), and each leaf's flag reaches the rule as ``flag=``
+    (AdamW's which-leaves-decay). ``decoupled``: the rule applies ``hyperparams["weight_decay"]``
+    itself, so it is not added to the gradient as L2."""
     base_lr = hyperparams["lr"]
-    weight_decay = hyperparams["weight_decay"]
+    weight_decay = 0.0 if decoupled else hyperparams["weight_decay"]
     l1 = checks.real(name, "l1", hyperparams.get("l1", 0.0), 0)
     schedule = constant() if schedule is None else schedule
     if not callable(schedule):
@@ -116,7 +121,7 @@ def make(name, hyperparams, schedule, slots, rule) -> Optimizer:
                 lambda p: jnp.zeros(jnp.shape(p), compute_dtype(jnp.result_type(p))), params)
         return state
 
-    def update_leaf(p, g, buffers, lr, t):
+    def update_leaf(p, g, buffers, lr, t, flag):
         p = jnp.asarray(p)
         dtype = compute_dtype(p.dtype)
         p_wide, g = p.astype(dtype), jnp.asarray(g).astype(dtype)
@@ -124,7 +129,8 @@ def make(name, hyperparams, schedule, slots, rule) -> Optimizer:
             g = g + weight_decay * p_wide
         if l1:
             g = g + l1 * jnp.sign(p_wide)
-        new_p, new_buffers = rule(p_wide, g, buffers, lr.astype(dtype), t)
+        extra = {} if flags is None else {"flag": flag}
+        new_p, new_buffers = rule(p_wide, g, buffers, lr.astype(dtype), t, **extra)
         return new_p.astype(p.dtype), {s: new_buffers[s].astype(dtype) for s in slots}
 
     def update(grads, state, params):
@@ -133,9 +139,11 @@ def make(name, hyperparams, schedule, slots, rule) -> Optimizer:
         buffers = {s: treedef.flatten_up_to(state[s]) for s in slots}
         t = state["step"]
         lr = state["lr"] * jnp.asarray(schedule(t)).astype(state["lr"].dtype)
+        leaf_flags = (treedef.flatten_up_to(flags(params)) if flags is not None
+                      else [None] * len(p_leaves))
         new_p, new_buffers = [], {s: [] for s in slots}
         for i, (p, g) in enumerate(zip(p_leaves, g_leaves, strict=True)):
-            p2, b2 = update_leaf(p, g, {s: buffers[s][i] for s in slots}, lr, t)
+            p2, b2 = update_leaf(p, g, {s: buffers[s][i] for s in slots}, lr, t, leaf_flags[i])
             new_p.append(p2)
             for s in slots:
                 new_buffers[s].append(b2[s])

@@ -1,13 +1,15 @@
-"""The rules: SGD, momentum, Adam and RMSProp, each its update equation on one leaf, and the
+"""The rules: SGD, momentum, Adam, AdamW and RMSProp, each its update equation on one leaf, and the
 lookup by name."""
 
 from __future__ import annotations
 
 import inspect
 
+import jax
 import jax.numpy as jnp
 
 from .. import checks
+from ..layers.embedding import EmbeddingParams
 from .base import Optimizer, Schedule, check_lr, make
 
 
@@ -68,6 +70,16 @@ def momentum(
     return make("momentum", hp, schedule, ("v",), rule)
 
 
+def adam_step(p, g, bufs, lr, t, b1, b2, eps):
+    """Adam's update of one leaf: ``(new p, {"m", "v"})`` (``adam``'s docstring)."""
+    k = (t + 1).astype(p.dtype)
+    m = b1 * bufs["m"] + (1 - b1) * g
+    v = b2 * bufs["v"] + (1 - b2) * (g * g)
+    m_hat = m / (1 - jnp.power(jnp.asarray(b1, p.dtype), k))
+    v_hat = v / (1 - jnp.power(jnp.asarray(b2, p.dtype), k))
+    return p - lr * m_hat / (jnp.sqrt(v_hat) + eps), {"m": m, "v": v}
+
+
 def adam(
     lr,
     b1: float = 0.9,
@@ -99,15 +111,72 @@ def adam(
     checks.real("adam", "eps", eps, 0, low_open=True)
 
     def rule(p, g, bufs, lr, t):
-        k = (t + 1).astype(p.dtype)
-        m = b1 * bufs["m"] + (1 - b1) * g
-        v = b2 * bufs["v"] + (1 - b2) * (g * g)
-        m_hat = m / (1 - jnp.power(jnp.asarray(b1, p.dtype), k))
-        v_hat = v / (1 - jnp.power(jnp.asarray(b2, p.dtype), k))
-        return p - lr * m_hat / (jnp.sqrt(v_hat) + eps), {"m": m, "v": v}
+        return adam_step(p, g, bufs, lr, t, b1, b2, eps)
 
     hp = {"lr": lr, "b1": b1, "b2": b2, "eps": eps, **_regularisers("adam", weight_decay, l1)}
     return make("adam", hp, schedule, ("m", "v"), rule)
+
+
+def decayed_leaves(params, embeddings=False):
+    """Which leaves AdamW decays: the matrices and kernels (``ndim ≥ 2``), not biases, gains or
+    (unless ``embeddings``) the tables of ``Embedding`` and ``PositionEmbedding``. A pytree of
+    Python bools shaped like ``params``."""
+
+    def flag(node):
+        if isinstance(node, EmbeddingParams):
+            return EmbeddingParams(W=embeddings)
+        return jnp.ndim(node) >= 2
+
+    return jax.tree_util.tree_map(flag, params,
+                                  is_leaf=lambda node: isinstance(node, EmbeddingParams))
+
+
+def adamw(
+    lr,
+    betas: tuple = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+    schedule: Schedule | None = None,
+    decay_embeddings: bool = False,
+) -> Optimizer:
+    """AdamW (Loshchilov & Hutter 2019): Adam with the weight decay decoupled from the gradient.
+
+    With ``lr_t = state["lr"] * schedule(t)``, ``(b1, b2) = betas``, ``m`` and ``v`` starting at
+    zero and ``k = t + 1``, every leaf takes Adam's step on its own gradient (no decay in ``m``
+    or ``v``), and the leaves that decay also shrink toward zero by ``lr_t · weight_decay``::
+
+        m <- b1 * m + (1 - b1) * g
+        v <- b2 * v + (1 - b2) * g**2
+        p <- p - lr_t * weight_decay * p  -  lr_t * m_hat / (sqrt(v_hat) + eps)     (decayed)
+        p <- p                            -  lr_t * m_hat / (sqrt(v_hat) + eps)     (the rest)
+
+    with ``m_hat``, ``v_hat`` as ``adam``'s: PyTorch's ``torch.optim.AdamW`` (the decay scaled
+    by the learning rate, so a schedule scales it too). The leaves that decay are the matrices
+    (``ndim ≥ 2``: ``Dense`` and attention weights, kernels); biases, LayerNorm gains and
+    offsets, and embedding tables (``decay_embeddings=True`` includes them) do not
+    (``decayed_leaves``).
+
+    State: ``{"lr", "step", "m", "v"}``.
+    """
+    check_lr("adamw", lr)
+    try:
+        b1, b2 = betas
+    except (TypeError, ValueError):
+        raise ValueError(f"adamw: betas must be a pair (b1, b2), got {betas!r}") from None
+    checks.real("adamw", "b1", b1, 0, 1, high_open=True)
+    checks.real("adamw", "b2", b2, 0, 1, high_open=True)
+    checks.real("adamw", "eps", eps, 0, low_open=True)
+    checks.real("adamw", "weight_decay", weight_decay, 0)
+    decay_embeddings = bool(decay_embeddings)
+
+    def rule(p, g, bufs, lr, t, flag):
+        new_p, buffers = adam_step(p, g, bufs, lr, t, b1, b2, eps)
+        return (new_p - lr * weight_decay * p if flag and weight_decay else new_p), buffers
+
+    hp = {"lr": lr, "betas": (b1, b2), "eps": eps, "weight_decay": weight_decay,
+          "decay_embeddings": decay_embeddings}
+    return make("adamw", hp, schedule, ("m", "v"), rule,
+                flags=lambda params: decayed_leaves(params, decay_embeddings), decoupled=True)
 
 
 def rmsprop(
@@ -146,7 +215,8 @@ def rmsprop(
 # ---------------------------------------------------------------------------------------------
 # Lookup by name (for a CLI).
 
-_CONSTRUCTORS = {"sgd": sgd, "momentum": momentum, "adam": adam, "rmsprop": rmsprop}
+_CONSTRUCTORS = {"sgd": sgd, "momentum": momentum, "adam": adam, "adamw": adamw,
+                 "rmsprop": rmsprop}
 NAMES = tuple(_CONSTRUCTORS)
 
 

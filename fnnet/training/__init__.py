@@ -7,6 +7,7 @@
 - ``config``: ``RunConfig``, a run's configuration, built once and compared on resume.
 - ``evaluate``: ``to_device`` and ``evaluate``.
 - ``callbacks``: ``EpochRecord``, the history, progress, checkpoints, the divergence warning.
+- ``stream``: ``TokenWindows``, a token stream trained on by random windows drawn in-program.
 - ``fit``: the outline of training, built from the above.
 """
 
@@ -24,9 +25,10 @@ from .evaluate import evaluate, to_device
 from .fit import fit
 from .state import TrainState
 from .step import DIVERGENCE_FACTOR, GRADS, train_step
+from .stream import TokenWindows, draw_windows
 
 __all__ = [
     "DIVERGENCE_FACTOR", "GRADS", "HISTORY_KEYS", "EpochRecord", "EpochRunner", "RunConfig",
-    "TrainState", "epoch_program", "epoch_record", "evaluate", "fit", "print_progress",
-    "save_checkpoint", "to_device", "train_step", "warn_diverged",
+    "TokenWindows", "TrainState", "draw_windows", "epoch_program", "epoch_record", "evaluate",
+    "fit", "print_progress", "save_checkpoint", "to_device", "train_step", "warn_diverged",
 ]

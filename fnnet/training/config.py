@@ -54,6 +54,8 @@ class RunConfig:
         lrs: one rate per stacked model, or ``None``.
         chunk_size: rows per full-batch chunk, or ``None``.
         shard: ``"batch"`` or ``"models"``: what the devices split.
+        windows: for a token stream (``TokenWindows``), ``{"block_size", "steps"}`` (``examples``
+            then counts the stream's tokens); ``None`` for a data set.
         recipe: the caller's settings (JSON values), read-only.
     """
 
@@ -72,6 +74,7 @@ class RunConfig:
     lrs: tuple | None = None
     chunk_size: int | None = None
     shard: str = "batch"
+    windows: dict | None = None
     recipe: Any = field(default_factory=dict, hash=False)
 
     def __post_init__(self):

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import losses as _losses
 from .step import DIVERGENCE_FACTOR, select, train_step
+from .stream import draw_windows
 
 
 def float_dtype(params):
@@ -56,7 +57,7 @@ def _add_step(totals, stats, dtype):
 
 def epoch_program(model, loss, optimizer, n, batch_size, *, grads="manual", fused=True,
                   shard_batch=None, chunk_size=None, keep_last_good=True,
-                  divergence_factor=DIVERGENCE_FACTOR, loss_scale=None):
+                  divergence_factor=DIVERGENCE_FACTOR, loss_scale=None, windows=None):
     """One epoch as a pure ``(state, x, y) -> (state, stats)`` over a ``TrainState``.
 
     The epoch splits ``state.key`` into the next run key, a shuffle key and a step key, shuffles
@@ -80,10 +81,14 @@ def epoch_program(model, loss, optimizer, n, batch_size, *, grads="manual", fuse
     they are; with ``chunk_size`` rows it computes the gradient chunk by chunk
     (``fnnet.devices.parallel.chunked``), so ``x`` is read from memory once per step instead of twice.
     ``shard_batch``, if given, is applied to every minibatch (or chunk).
+
+    ``windows=(block_size, steps)``: ``x`` is a 1-D token stream (``y`` is not read) and the
+    epoch is ``steps`` steps, each on ``batch_size`` windows drawn at random inside the program
+    (``fnnet.training.stream``) from ``fold_in(shuffle key, t)``; ``n`` is not used.
     """
-    full_batch = batch_size is None or batch_size >= n
+    full_batch = windows is None and (batch_size is None or batch_size >= n)
     rows = n if full_batch else batch_size
-    steps = n // rows
+    steps = n // rows if windows is None else windows[1]
     chunk = chunk_size if full_batch and chunk_size is not None and chunk_size < n else None
     step = train_step(model, loss, optimizer, grads=grads, fused=fused, loss_scale=loss_scale,
                       divergence_factor=divergence_factor, chunk_size=chunk,
@@ -92,13 +97,22 @@ def epoch_program(model, loss, optimizer, n, batch_size, *, grads="manual", fuse
 
     def epoch(state, x, y):
         key, shuffle_key, steps_key = jax.random.split(state.key, 3)
-        order = jnp.arange(n) if full_batch else jnp.argsort(jax.random.bits(shuffle_key, (n,)))
-        batches = order[: steps * rows].reshape(steps, rows)
+        if windows is not None:
+            batches = jnp.arange(steps)
+        else:
+            order = (jnp.arange(n) if full_batch
+                     else jnp.argsort(jax.random.bits(shuffle_key, (n,))))
+            batches = order[: steps * rows].reshape(steps, rows)
         dtype = float_dtype(state.params)
+
+        def batch(idx):
+            if windows is not None:
+                return draw_windows(x, jax.random.fold_in(shuffle_key, idx), rows, windows[0])
+            return (x, y) if full_batch else (x[idx], y[idx])
 
         def body(carry, idx):
             current, last_good, totals = carry  # last_good: () when not kept
-            xb, yb = (x, y) if full_batch else (x[idx], y[idx])
+            xb, yb = batch(idx)
             if shard_batch is not None:
                 xb, yb = shard_batch(xb), shard_batch(yb)
             new, stats = step(current, xb, yb, jax.random.fold_in(steps_key, totals["step"]))

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import checkpoints, checks
 from .. import loss_scale as _loss_scale
@@ -28,9 +29,10 @@ from .epoch import EpochRunner
 from .evaluate import evaluate, to_device
 from .state import TrainState, model_count
 from .step import GRADS
+from .stream import TokenWindows
 
 
-def _check_args(optimizer, grads, epochs, batch_size, n):
+def _check_args(optimizer, grads, epochs):
     if not isinstance(optimizer, Optimizer):
         hint = (f" (for a name, use fnnet.optim.get({optimizer!r}, lr))"
                 if isinstance(optimizer, str) else "")
@@ -38,6 +40,9 @@ def _check_args(optimizer, grads, epochs, batch_size, n):
                         f"fnnet.optim.sgd(0.1), got {optimizer!r}{hint}")
     checks.choice("fit", "grads", grads, GRADS)
     checks.integer("fit", "epochs", epochs, minimum=0)
+
+
+def _check_batch_size(batch_size, n):
     if batch_size is not None:
         batch_size = checks.integer("fit", "batch_size", batch_size)
         if batch_size > n:
@@ -111,12 +116,36 @@ class Plan(NamedTuple):
     model: Any
     loss: Any
     data: tuple
+    examples: int
     batch_size: int | None
     models: int | None
     where: placement.Placement
     chunk: int | None
     scaler: Any
+    windows: tuple | None
     config: RunConfig
+
+
+def _training_data(model, loss, train, dtype, batch_size):
+    """``(x, y, n, batch_size, template, windows)``: the data on the default device, the
+    examples per epoch, the batch size checked, a batch of ``x`` (shapes for the checks) and
+    the stream's ``(block_size, steps)`` or ``None``."""
+    if not isinstance(train, TokenWindows):
+        x, y = to_device(*train, dtype, "train", ids=model.takes_ids)
+        n = x.shape[0]
+        batch_size = _check_batch_size(batch_size, n)
+        return x, y, n, batch_size, x[:1], None
+    if not model.takes_ids:
+        raise ValueError(f"fit: a TokenWindows stream trains a model that reads ids (an "
+                         f"Embedding or GPT first), got {model!r}")
+    if batch_size is None:
+        raise ValueError("fit: a TokenWindows stream draws batch_size windows per step; "
+                         "batch_size=None (full batch) has no meaning for it")
+    batch_size = checks.integer("fit", "batch_size", batch_size)
+    tokens = jax.device_put(jnp.asarray(train.tokens, jnp.int32))
+    template = np.zeros((1, train.block_size), np.int32)
+    return (tokens, tokens, train.steps * batch_size, batch_size, template,
+            (train.block_size, train.steps))
 
 
 def _prepare(model, loss, optimizer, train, validation, *, epochs, batch_size, grads, fused,
@@ -131,26 +160,30 @@ def _prepare(model, loss, optimizer, train, validation, *, epochs, batch_size, g
         _precision.check_params_dtype(params, policy, "fit")
     scaler = _loss_scale.get(loss_scale, policy)
     loss = _losses.get(loss)
-    x, y = to_device(*train, dtype, "train", ids=model.takes_ids)
-    n = x.shape[0]
-    batch_size = _check_args(optimizer, grads, epochs, batch_size, n)
+    _check_args(optimizer, grads, epochs)
+    x, y, n, batch_size, template, windows = _training_data(model, loss, train, dtype,
+                                                            batch_size)
     models = model_count(ensemble, lrs)
-    _check_data(model, loss, params, models, x, y, batch_size or n, "fit: train")
+    _check_data(model, loss, params, models, template if windows else x, y,
+                batch_size or n, "fit: train")
     if validation is not None:
         _check_data(model, loss, params, models, *validation, len(validation[0]),
                     "fit: validation")
-    inputs.check_memory(inputs.training_bytes(model, optimizer, x[0], batch_size or n, models,
-                                              dtype), "fit")
+    inputs.check_memory(inputs.training_bytes(model, optimizer, template[0], batch_size or n,
+                                              models, dtype), "fit")
     where, data = placement.plan(devices, shard, batch_size or n, models, (x, y))
-    chunk = parallel.resolve_chunk_size(chunk_size, n, batch_size, data[0], where.batch_mesh)
+    chunk = (None if windows else
+             parallel.resolve_chunk_size(chunk_size, n, batch_size, data[0], where.batch_mesh))
     model = _precision.with_precision(model, policy)
     config = RunConfig(
-        model=repr(model), loss=loss.name, optimizer=str(optimizer), examples=n,
+        model=repr(model), loss=loss.name, optimizer=str(optimizer),
+        examples=len(x) if windows else n,
         batch_size=batch_size, epochs=epochs, grads=grads, fused=bool(fused),
         dtype=jnp.dtype(dtype).name, precision=None if policy is None else policy.name,
         loss_scale=None if scaler is None else repr(scaler), ensemble=ensemble, lrs=lrs,
-        chunk_size=chunk, shard=where.recorded, recipe=recipe or {})
-    return Plan(model, loss, data, batch_size, models, where, chunk, scaler, config)
+        chunk_size=chunk, shard=where.recorded,
+        windows=windows and {"block_size": windows[0], "steps": windows[1]}, recipe=recipe or {})
+    return Plan(model, loss, data, n, batch_size, models, where, chunk, scaler, windows, config)
 
 
 def _callbacks(given, plan, progress, checkpoint):
@@ -178,7 +211,11 @@ def fit(model, loss, optimizer, train, *, epochs=1, batch_size=128, key=None, va
         loss: an ``fnnet.losses.Loss`` or its name.
         optimizer: an ``fnnet.optim.Optimizer`` (``fnnet.optim.sgd(0.1)``).
         train: ``(x, y)``: ``x`` of shape ``(N, features)`` or images ``(N, H, W, C)``,
-            floating; ``y`` integer labels ``(N,)`` or targets shaped like the output.
+            floating (integer ids ``(N, T)`` for a model that reads ids); ``y`` integer labels
+            ``(N,)`` (``(N, T)``) or targets shaped like the output. Or a token stream,
+            ``fnnet.training.TokenWindows(tokens, block_size, steps)``: each step draws
+            ``batch_size`` random windows inside the program, and an epoch is ``steps`` steps
+            (``fnnet.training.stream``).
 
     Keyword arguments, by group:
         - What to train: ``epochs``; ``batch_size`` (the last partial batch of each shuffled
@@ -241,11 +278,11 @@ def fit(model, loss, optimizer, train, *, epochs=1, batch_size=128, key=None, va
         state, history, first_epoch = _resume(checkpoint, state, plan.config)
     state = plan.where.place(state)
     x, y = plan.data
-    n = x.shape[0]
+    n = plan.examples
 
     runner = EpochRunner(plan.model, plan.loss, optimizer, n, plan.batch_size, grads=grads,
                          fused=fused, chunk_size=plan.chunk, shard_batch=plan.where.shard_batch,
-                         models=plan.models, loss_scale=plan.scaler)
+                         models=plan.models, loss_scale=plan.scaler, windows=plan.windows)
     started = time.perf_counter()
     runner.compile(state, x, y)
     validate = _validator(plan.model, plan.loss, fused, validation, dtype, plan.models, state)

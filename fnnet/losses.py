@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .layers import Sigmoid, Softmax
 from .layers.activations import log_softmax
@@ -81,7 +82,7 @@ class Loss:
         pred_shape, true_shape = tuple(jnp.shape(y_pred)), tuple(jnp.shape(y_true))
         integer = jnp.issubdtype(jnp.result_type(y_true), jnp.integer)
         if self.integer_labels and integer and true_shape == pred_shape[:-1]:
-            return jax.nn.one_hot(y_true, pred_shape[-1], dtype=jnp.result_type(y_pred))
+            return self._one_hot(y_true, pred_shape[-1], jnp.result_type(y_pred))
         if true_shape != pred_shape:
             hint = (
                 f" or integer labels of shape {pred_shape[:-1]}" if self.integer_labels else ""
@@ -94,6 +95,22 @@ class Loss:
                 or jnp.result_type(y_true) == jnp.bool_):
             raise TypeError(f"{self.name}: y_true has dtype {jnp.result_type(y_true)}")
         return jnp.asarray(y_true).astype(jnp.result_type(y_pred))
+
+    def _one_hot(self, labels, classes, dtype):
+        """Integer labels one-hot encoded. A label outside ``0 .. classes − 1`` is refused when
+        the labels are concrete; traced (under ``jit``, where no error can be raised) its row is
+        NaN, so its loss and gradient are NaN, never a silent 0 (``jax.nn.one_hot`` alone would
+        give a row of zeros, a loss of 0)."""
+        if not isinstance(labels, jax.core.Tracer):
+            values = np.asarray(labels)
+            bad = (values < 0) | (values >= classes)
+            if bad.any():
+                raise ValueError(f"{self.name}: y_true holds {int(bad.sum())} labels outside "
+                                 f"0..{classes - 1} (the outputs' {classes} classes), the first "
+                                 f"{values[bad].flat[0]}")
+        valid = (labels >= 0) & (labels < classes)
+        return jnp.where(valid[..., None], jax.nn.one_hot(labels, classes, dtype=dtype),
+                         jnp.asarray(jnp.nan, dtype))
 
 
 @dataclass(frozen=True, repr=False)
@@ -128,14 +145,15 @@ class CrossEntropy(Loss):
 
     def value(self, y_pred, y_true):
         y = self.targets(y_pred, y_true)
-        terms = jnp.where(y > 0, y * _safe_log(y_pred), 0)
+        terms = jnp.where((y > 0) | jnp.isnan(y), y * _safe_log(y_pred), 0)  # NaN: a bad label
         return -jnp.sum(terms) / _batch_size(y_pred)
 
     def grad(self, y_pred, y_true):
         """``dL/dŷ = −(1/N) Y / Ŷ`` (element-wise), zero where ``Y = 0``; ``1/(N·T)`` over
         ``(N, T, V)``."""
         y = self.targets(y_pred, y_true)
-        per_element = jnp.where(y > 0, -y / jnp.maximum(y_pred, _tiny(y_pred)), 0)
+        per_element = jnp.where((y > 0) | jnp.isnan(y), -y / jnp.maximum(y_pred, _tiny(y_pred)),
+                                0)
         return per_element / _batch_size(y_pred)
 
     def value_from_logits(self, z, y_true):
@@ -155,8 +173,8 @@ class CrossEntropy(Loss):
         gives ``dL/dZ = (A − Y)/(N·T)``."""
         y = self.targets(a, y_true)
         if jnp.shape(y_true) == jnp.shape(a)[:-1]:  # integer labels (targets checked the dtype)
-            # Σ_i y_i of a one-hot row is 1, or 0 for a label outside 0..n−1 (an empty row):
-            # known from the label without summing the row
+            # Σ_i y_i of a one-hot row is 1 (a label outside 0..n−1 has a NaN row, ``_one_hot``,
+            # and so a NaN gradient): known from the label without summing the row
             labels = jnp.asarray(y_true)
             total = ((labels >= 0) & (labels < jnp.shape(a)[-1])).astype(a.dtype)[..., None]
         else:

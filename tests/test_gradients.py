@@ -255,13 +255,13 @@ def test_fused_rule_found_in_nested_sequential():
 
 
 @pytest.mark.parametrize("batch", [True, False])
-def test_fused_rule_with_integer_labels_matches_autodiff_including_out_of_range(batch):
-    """Integer labels take a shortcut (a one-hot row sums to 1, an out-of-range label's empty row
-    to 0); it must give what the general rule and jax.grad give, row by row."""
+def test_fused_rule_with_integer_labels_matches_autodiff(batch):
+    """Integer labels take a shortcut (a one-hot row sums to 1); it must give what the general
+    rule and jax.grad give, row by row."""
     model = fnnet.mlp([5, 4, 3])
     params = model.init(jax.random.PRNGKey(6), F64)
     x = jax.random.normal(jax.random.PRNGKey(7), (6, 5), F64)
-    labels = jnp.array([0, 2, 1, -1, 3, 2])  # -1 and 3 are outside 0..2: empty one-hot rows
+    labels = jnp.array([0, 2, 1, 1, 0, 2])
     one_hot = jax.nn.one_hot(labels, 3, dtype=F64)
     if not batch:
         x, labels, one_hot = x[0], labels[0], one_hot[0]
@@ -272,11 +272,30 @@ def test_fused_rule_with_integer_labels_matches_autodiff_including_out_of_range(
         assert float(lm) == pytest.approx(float(l_ref), rel=1e-12), what
         assert_trees_close(gm, g_ref)
     a = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(8), (6, 3), F64))
-    rows = losses.cross_entropy.fused_grad(a, jnp.array([0, 2, 1, -1, 3, 2]))
-    np.testing.assert_array_equal(np.asarray(rows[3]), 0.0, err_msg="label -1: empty row, zero gradient")
-    np.testing.assert_array_equal(np.asarray(rows[4]), 0.0, err_msg="label 3 of 3 classes: zero gradient")
-    per_example = jax.vmap(losses.cross_entropy.fused_grad)(a, jnp.array([0, 2, 1, -1, 3, 2]))
+    rows = losses.cross_entropy.fused_grad(a, jnp.array([0, 2, 1, 1, 0, 2]))
+    per_example = jax.vmap(losses.cross_entropy.fused_grad)(a, jnp.array([0, 2, 1, 1, 0, 2]))
     np.testing.assert_allclose(per_example / 6, rows, rtol=1e-15, err_msg="vmap over single examples")
+
+
+def test_labels_outside_the_classes_are_refused_or_nan_never_a_loss_of_zero():
+    """Issue 20: labels all 99 scored a loss of 0. Concrete labels are refused (value, grad,
+    the fused rule, evaluate); traced ones (under jit, where nothing can be raised) give a NaN
+    loss and gradient on both gradient paths."""
+    model = fnnet.mlp([5, 3])
+    params = model.init(jax.random.PRNGKey(6), F64)
+    x = jax.random.normal(jax.random.PRNGKey(7), (4, 5), F64)
+    bad = jnp.array([0, 99, 1, -1])
+    y_pred = model.apply(params, x)
+    for call in (losses.cross_entropy.value, losses.cross_entropy.grad,
+                 losses.cross_entropy.value_from_logits, losses.cross_entropy.fused_grad):
+        with pytest.raises(ValueError, match=r"2 labels outside 0..2"):
+            call(y_pred, bad)
+        assert np.isnan(np.asarray(jax.jit(call)(y_pred, bad))).any()
+    with pytest.raises(ValueError, match="is not a class label"):
+        fnnet.evaluate(model, "cross_entropy", params, x, jnp.full((4,), 99))
+    for gradient in (fnnet.value_and_grad, fnnet.autodiff_value_and_grad):
+        value, grads = jax.jit(gradient(model, "cross_entropy"))(params, x, bad)
+        assert np.isnan(float(value)) and np.isnan(np.asarray(grads[0].W)).any()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -283,3 +283,64 @@ def test_bad_constructor_arguments():
         fnnet.mlp([3, 3], activation="swish")
     with pytest.raises(TypeError, match="not a layer"):
         fnnet.Sequential(fnnet.Dense(3, 3), "relu")
+
+
+MISUSES = {
+    "Conv2D params None": (lambda: fnnet.Conv2D(1, 2, 3).apply(None, jnp.ones((1, 5, 5, 1))),
+                           ValueError, r"Conv2D\(1, 2, 3\): params must be ConvParams\(W, b\)"),
+    "Dense params None": (lambda: fnnet.Dense(3, 2).apply(None, jnp.ones((1, 3))),
+                          ValueError, r"Dense\(3, 2\): params must be DenseParams"),
+    "LayerNorm params None": (lambda: fnnet.LayerNorm(3).apply(None, jnp.ones((2, 3))),
+                              ValueError, "params must be NormParams"),
+    "Embedding params None": (lambda: fnnet.Embedding(3, 2).apply(None, jnp.ones((2, 3), jnp.int32)),
+                              ValueError, "params must be EmbeddingParams"),
+    "GRU given LSTM params": (lambda: fnnet.GRU(3, 2).apply(
+        fnnet.LSTM(3, 2).init(jax.random.PRNGKey(0)), jnp.ones((2, 3, 3))),
+        ValueError, r"GRU\(3, 2\): params must be GRUParams.*got RecurrentParams"),
+    "Dense dy": (lambda: fnnet.Dense(3, 2).backward(fnnet.Dense(3, 2).init(jax.random.PRNGKey(0)),
+                                                    jnp.ones((4, 3)), jnp.ones((4, 5))),
+                 ValueError, r"Dense\(3, 2\): backward expected dy .* \(4, 2\), got shape \(4, 5\)"),
+    "Conv2D dy": (lambda: fnnet.Conv2D(1, 2, 3).backward(
+        fnnet.Conv2D(1, 2, 3).init(jax.random.PRNGKey(0)),
+        fnnet.Conv2D(1, 2, 3).forward(fnnet.Conv2D(1, 2, 3).init(jax.random.PRNGKey(0)),
+                                      jnp.ones((1, 5, 5, 1)))[1], jnp.ones((1, 4, 4, 2))),
+        ValueError, r"backward expected dy of the forward output's shape \(1, 3, 3, 2\)"),
+    "BatchNorm dy": (lambda: fnnet.BatchNorm(3).backward(
+        fnnet.BatchNorm(3).init(None), fnnet.BatchNorm(3).forward(
+            fnnet.BatchNorm(3).init(None), jnp.ones((4, 3)))[1], jnp.ones((4, 5))),
+        ValueError, r"BatchNorm\(3\): backward expected dy"),
+    "Softmax dy": (lambda: fnnet.Softmax().backward((), fnnet.Softmax().forward(
+        (), jnp.ones((4, 3)))[1], jnp.ones((4, 5))), ValueError, r"Softmax\(\): backward expected"),
+    "ReLU dy": (lambda: fnnet.ReLU().backward((), jnp.ones((4, 3)), jnp.ones((4, 5))),
+                ValueError, r"ReLU\(\): backward expected"),
+    "AvgPool2D dy": (lambda: fnnet.AvgPool2D(2).backward((), fnnet.AvgPool2D(2).forward(
+        (), jnp.ones((1, 4, 4, 2)))[1], jnp.ones((1, 3, 3, 2))),
+        ValueError, r"AvgPool2D\(2\): backward expected dy of the forward output's shape \(1, 2, 2, 2\)"),
+    "MaxPool2D dy": (lambda: fnnet.MaxPool2D(2).backward((), fnnet.MaxPool2D(2).forward(
+        (), jnp.ones((1, 4, 4, 2)))[1], jnp.ones((1, 3, 3, 2))),
+        ValueError, r"MaxPool2D\(2\): backward expected dy"),
+    "Dropout int key": (lambda: fnnet.Dropout(0.5).apply((), jnp.ones(3), key=5, train=True),
+                        TypeError, r"Dropout\(rate=0.5\): key must be a jax.random key"),
+    "BatchNorm state (1,)": (lambda: fnnet.BatchNorm(3).apply(
+        fnnet.BatchNorm(3).init(None), jnp.ones((4, 3)),
+        state={"mean": jnp.zeros(1), "var": jnp.ones(3)}),
+        ValueError, r"state\['mean'\] has shape \(1,\), expected \(3,\)"),
+    "BatchNorm state (8, 1)": (lambda: fnnet.BatchNorm(3).apply(
+        fnnet.BatchNorm(3).init(None), jnp.ones((4, 3)),
+        state={"mean": jnp.zeros(3), "var": jnp.ones((8, 1))}),
+        ValueError, r"state\['var'\] has shape \(8, 1\)"),
+    "BatchNorm negative variance": (lambda: fnnet.BatchNorm(3).apply(
+        fnnet.BatchNorm(3).init(None), jnp.ones((4, 3)),
+        state={"mean": jnp.zeros(3), "var": -jnp.ones(3)}),
+        ValueError, "negative variances"),
+}
+
+
+@pytest.mark.parametrize("name", list(MISUSES))
+def test_misuse_of_the_layer_api_is_an_error_naming_the_layer(name):
+    """Issue 20: these raised raw JAX or attribute errors (NoneType has no attribute W, dot_general
+    shapes, invalid PRNG key data) or were accepted (broadcast running statistics, a negative
+    variance, a wrong-shaped dy of AvgPool2D)."""
+    call, error, message = MISUSES[name]
+    with pytest.raises(error, match=message):
+        call()

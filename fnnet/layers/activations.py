@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from .base import Layer
-from .checks import check_array, check_no_params, lookup
+from .checks import check_array, check_dy, check_no_params, lookup
 
 
 @dataclass(frozen=True, repr=False)
@@ -77,6 +77,8 @@ class Elementwise(Activation):
     def backward(self, params, cache, dy):
         """Note 000 (experiments/NOTES.md): ``dE/dX = dE/dY ⊙ f'(X)``. Element-wise, so rows and
         columns read the same."""
+        if cache is not None:
+            check_dy(self, dy, jnp.shape(cache))
         return (), dy * self.df(cache)
 
 
@@ -239,6 +241,7 @@ class Softmax(Activation):
 
     def backward(self, params, cache, dy):
         """Note 000: ``dE/dX = (M ⊙ (I − Mᵀ)) dE/dY``, in the form ``jacobian`` chooses."""
+        check_dy(self, dy, jnp.shape(cache))
         form = softmax_backward_jacobian if self.jacobian else softmax_backward_simple
         return (), form(cache, dy)
 

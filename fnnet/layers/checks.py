@@ -6,6 +6,7 @@ Each takes the ``layer`` (or its name) first, for the message, and returns nothi
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 
@@ -35,6 +36,33 @@ def check_param(layer, name, value, expected):
         raise ValueError(
             f"{layer}: parameter {name} has shape {tuple(jnp.shape(value))}, expected {expected}"
         )
+
+
+def is_key(key):
+    """Whether ``key`` is a ``jax.random`` key: a typed key array, or the raw ``uint32[2]`` of
+    ``jax.random.PRNGKey``."""
+    if not hasattr(key, "dtype") or not hasattr(key, "shape"):
+        return False
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return True
+    return key.dtype == jnp.uint32 and tuple(key.shape)[-1:] == (2,)
+
+
+def check_params_type(layer, params, kind):
+    """Raise ``ValueError`` unless ``params`` is a ``kind`` (the layer's params NamedTuple), so a
+    ``None`` or another layer's params is named, not an ``AttributeError``."""
+    if not isinstance(params, kind):
+        fields = ", ".join(kind._fields)
+        raise ValueError(f"{layer}: params must be {kind.__name__}({fields}) (from "
+                         f"layer.init(key)), got {type(params).__name__}")
+
+
+def check_dy(layer, dy, expected):
+    """Raise ``ValueError`` unless ``dy`` (a backward's ``dE/dY``) has the forward output's
+    shape ``expected``."""
+    if tuple(jnp.shape(dy)) != tuple(expected):
+        raise ValueError(f"{layer}: backward expected dy of the forward output's shape "
+                         f"{tuple(expected)}, got shape {tuple(jnp.shape(dy))}")
 
 
 def check_no_params(layer, params):

@@ -34,7 +34,7 @@ from .. import precision as _precision
 from ..checks import integer
 from ..pytrees import register_namedtuple
 from .base import Layer
-from .checks import check_param, lookup
+from .checks import check_dy, check_param, check_params_type, lookup
 from .initializers import INITS
 from .windows import (
     check_images,
@@ -144,6 +144,7 @@ class Conv2D(Layer):
     def _check(self, params, x):
         """The input and params checked; returns the padding ``((top, bottom), (left, right))``."""
         check_images(self, x, self.in_channels)
+        check_params_type(self, params, ConvParams)
         shape = (*self.kernel_size, self.in_channels, self.out_channels)
         check_param(self, "W", params.W, shape)
         check_param(self, "b", params.b, (self.out_channels,))
@@ -231,6 +232,7 @@ class Conv2D(Layer):
         P, geometry = cache
         W, policy = params.W, self.precision
         kh, kw, c, o = W.shape
+        check_dy(self, dy, P.shape[:3] + (o,))
         dyr = dy.reshape(-1, o)
         dW = _kernel_grad(P.reshape(-1, kh * kw * c), dyr, policy).reshape(W.shape)
         dP = policy.dot(policy.cast(dy), W.reshape(-1, o), (3, 1))

@@ -11,7 +11,14 @@ from .. import precision as _precision
 from ..checks import integer
 from ..pytrees import register_namedtuple
 from .base import Layer
-from .checks import check_features, check_floating, check_param, lookup
+from .checks import (
+    check_dy,
+    check_features,
+    check_floating,
+    check_param,
+    check_params_type,
+    lookup,
+)
 from .initializers import INITS
 
 DEFAULT_WEIGHT_INIT = "he"
@@ -75,6 +82,7 @@ class Dense(Layer):
         return DenseParams(W=W, b=jnp.zeros((self.n_out,), dtype))
 
     def _check(self, params, x):
+        check_params_type(self, params, DenseParams)
         if jnp.ndim(x) <= 2:
             check_features(self, x, self.n_in)
         else:  # leading axes (N, T, ..., n_in): the same layer at every position
@@ -125,6 +133,7 @@ class Dense(Layer):
         with leading axes, the flattened ``dY``'s).
         """
         x, policy = cache, self.precision
+        check_dy(self, dy, x.shape[:-1] + (self.n_out,))
         if x.ndim > 2:  # leading axes: the 2-D rule on the rows, dX shaped back
             grads, dx_rows = self.backward(params, x.reshape(-1, x.shape[-1]),
                                            dy.reshape(-1, dy.shape[-1]))

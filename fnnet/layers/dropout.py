@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from ..checks import real
 from .base import Layer
-from .checks import check_array, check_no_params
+from .checks import check_array, check_dy, check_no_params, is_key
 
 
 @dataclass(frozen=True, init=False)
@@ -56,6 +56,9 @@ class Dropout(Layer):
         if key is None:
             raise ValueError(f"{self}: training (train=True) draws a dropout mask and needs "
                              f"key= (a jax.random key); pass train=False for inference")
+        if not is_key(key):
+            raise TypeError(f"{self}: key must be a jax.random key (jax.random.key(0) or "
+                            f"jax.random.PRNGKey(0)), got {type(key).__name__} {key!r:.40}")
         keep = jax.random.bernoulli(key, 1.0 - self.rate, jnp.shape(x))
         return keep.astype(jnp.result_type(x)) / jnp.asarray(1.0 - self.rate, jnp.result_type(x))
 
@@ -77,4 +80,7 @@ class Dropout(Layer):
     def backward(self, params, cache, dy):
         """``dX = dY ⊙ M / (1 − p)`` (the mask ``forward`` drew, already scaled), or ``dY`` at
         inference."""
-        return (), dy if cache is None else dy * cache
+        if cache is None:
+            return (), dy
+        check_dy(self, dy, cache.shape)
+        return (), dy * cache

@@ -31,7 +31,7 @@ import numpy as np
 from ..checks import integer
 from ..pytrees import register_namedtuple
 from .base import InputShape, Layer
-from .checks import check_param
+from .checks import check_param, check_params_type
 
 
 @register_namedtuple
@@ -85,6 +85,7 @@ class Embedding(Layer):
         if not jnp.issubdtype(dtype, jnp.integer):
             raise TypeError(f"{self}: expected integer ids (e.g. int32 of shape (N, T)), got "
                             f"dtype {dtype}")
+        check_params_type(self, params, EmbeddingParams)
         check_param(self, "W", params.W, (self.vocab_size, self.dim))
         if not isinstance(ids, jax.core.Tracer) and np.size(ids):
             values = np.asarray(ids)
@@ -144,6 +145,7 @@ class PositionEmbedding(Layer):
         return EmbeddingParams(W=0.02 * jax.random.normal(key, (self.block_size, self.dim), dtype))
 
     def _check(self, params, x):
+        check_params_type(self, params, EmbeddingParams)
         check_param(self, "W", params.W, (self.block_size, self.dim))
         shape = tuple(jnp.shape(x))
         if len(shape) != 3 or shape[2] != self.dim or not 1 <= shape[1] <= self.block_size:

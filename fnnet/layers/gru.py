@@ -84,6 +84,7 @@ class GRU(Recurrent):
 
     gates: ClassVar[int] = 3
     carries: ClassVar[tuple] = ("h",)
+    params_type: ClassVar[type] = GRUParams
 
     def __init__(self, n_in, n_hidden, *, stateful=None, precision=None):
         self._setup(n_in, n_hidden, stateful, precision)

@@ -23,24 +23,53 @@ after the last step) and the backward is, for ``t = T … 1``::
     dH_next = dA_t W_h                                    (for step t−1; at t = 1 it is dH_0)
 
 and then, from the stacked ``dA`` (``recurrent``'s docstring), ``dW_x = dAᵀ X``, ``db = Σ dA``,
-``dX = dA W_x``, ``dW_h = dAᵀ H_prev``, one product each. The forward caches the four gates'
-values ``[I|F|G|O]`` ``(T, N, 4H)``, every ``C_t`` and ``H_t``; ``tanh(C_t)`` is recomputed.
+``dX = dA W_x``, ``dW_h = dAᵀ H_prev``, one product each.
+
+What the forward keeps. Every factor of ``dA_t`` and ``dC_t`` above but ``dC_t`` and ``dH_t``
+themselves is known in the forward, so the forward multiplies them out once, step by step, into::
+
+    P_t = [G_t ⊙ I_t(1 − I_t) | C_{t−1} ⊙ F_t(1 − F_t) | I_t ⊙ (1 − G_t²) | tanh(C_t) ⊙ O_t(1 − O_t)]
+    Q_t = O_t ⊙ (1 − tanh²(C_t))                           (N, 4H) and (N, H)
+
+and the backward above, regrouped, is three element-wise lines and the product::
+
+    dH_t   = dY_t + dH_next
+    dC_t   = dC_next + dH_t ⊙ Q_t
+    dA_t   = [dC_t | dC_t | dC_t | dH_t] ⊙ P_t
+    dC_next = dC_t ⊙ F_t       dH_next = dA_t W_h
+
+(``dA_i = dI ⊙ I(1 − I) = dC ⊙ G ⊙ I(1 − I)``, and so on: each block of ``P_t`` is the factor its
+``dA`` block multiplies ``dC_t``, or for ``o`` ``dH_t``, by). One pass over ``(N, 4H)`` per step
+instead of recomputing ``tanh(C_t)`` and the four slopes in the reverse loop, where every
+element-wise operation waits between two products. The cache (``LSTMSaved``, time-major) holds
+``P``, every ``C_t``, ``Q`` and ``F``, and every ``H_t`` (``recurrent``'s cache).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .recurrent import Recurrent, RecurrentParams, shifted, sigmoid_slope, tanh_slope
+from .recurrent import Recurrent, RecurrentParams, sigmoid_slope, tanh_slope
 
 
 def _split(a, h):
     return a[:, :h], a[:, h:2 * h], a[:, 2 * h:3 * h], a[:, 3 * h:]
+
+
+class LSTMSaved(NamedTuple):
+    """What the LSTM's forward keeps for its backward (``RecurrentCache.saved``), each time-major:
+    ``p`` every ``P_t`` ``(T, N, 4H)``, ``c`` every cell state ``C_t``, ``q`` every ``Q_t``, ``f``
+    every forget gate ``F_t``, each ``(T, N, H)`` (the module docstring)."""
+
+    p: Any
+    c: Any
+    q: Any
+    f: Any
 
 
 @dataclass(frozen=True, init=False, repr=False)
@@ -87,31 +116,30 @@ class LSTM(Recurrent):
             a_i, a_f, a_g, a_o = _split(ax_t + policy.dot(h_prev, W_h, (1, 1)), h)
             i, f, g, o = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g), jax.nn.sigmoid(a_o)
             c = f * c_prev + i * g
-            h_t = o * jnp.tanh(c)
-            return (h_t, c), (h_t, c, jnp.concatenate([i, f, g, o], axis=1))
+            tanh_c = jnp.tanh(c)
+            h_t = o * tanh_c
+            p = jnp.concatenate([g * sigmoid_slope(i), c_prev * sigmoid_slope(f),
+                                 i * tanh_slope(g), tanh_c * sigmoid_slope(o)], axis=1)
+            return (h_t, c), (h_t, LSTMSaved(p, c, o * tanh_slope(tanh_c), f))
 
-        final, (hs, cs, gates) = lax.scan(step, initial, ax)
-        return final, hs, (gates, cs)
+        final, (hs, saved) = lax.scan(step, initial, ax)
+        return final, hs, saved
 
     def _scan_backward(self, params, cache, dys):
-        policy, h = self.precision, self.n_hidden
+        policy = self.precision
         W_h = policy.cast(params.W_h)
-        gates, cs = cache.saved
-        dtype = jnp.result_type(dys, cs)
+        saved = cache.saved
+        dtype = jnp.result_type(dys, saved.c)
 
         def step(carry, inputs):
             dh_next, dc_next = carry
-            dy_t, gates_t, c_t, c_prev = inputs
-            i, f, g, o = _split(gates_t, h)
-            tanh_c = jnp.tanh(c_t)
+            dy_t, p_t, q_t, f_t = inputs
             dh = dy_t + dh_next
-            do = dh * tanh_c
-            dc = dc_next + dh * o * tanh_slope(tanh_c)
-            da = jnp.concatenate([dc * g * sigmoid_slope(i), dc * c_prev * sigmoid_slope(f),
-                                  dc * i * tanh_slope(g), do * sigmoid_slope(o)], axis=1)
-            return (policy.dot(da, W_h, (1, 0)).astype(dtype), (dc * f).astype(dtype)), da
+            dc = dc_next + dh * q_t
+            da = jnp.concatenate([dc, dc, dc, dh], axis=1) * p_t
+            return (policy.dot(da, W_h, (1, 0)).astype(dtype), (dc * f_t).astype(dtype)), da
 
-        zeros = jnp.zeros(cs.shape[1:], dtype)
-        d_initial, das = lax.scan(step, (zeros, zeros),
-                                  (dys, gates, cs, shifted(cache.initial[1], cs)), reverse=True)
+        zeros = jnp.zeros(saved.c.shape[1:], dtype)
+        d_initial, das = lax.scan(step, (zeros, zeros), (dys, saved.p, saved.q, saved.f),
+                                  reverse=True)
         return d_initial, das, das, {}

@@ -38,12 +38,14 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..checks import choice, integer, real
 from ..pytrees import register_namedtuple
 from .base import Layer
-from .checks import check_floating, check_param
+from .checks import check_dy, check_floating, check_param, check_params_type
 
 
 @register_namedtuple
@@ -96,6 +98,7 @@ def normalize_backward_staged(dx_hat, cache, axes):
 
 def _check(layer, params, x, num_features, min_ndim=2):
     check_floating(layer, x)
+    check_params_type(layer, params, NormParams)
     if jnp.ndim(x) < min_ndim or jnp.shape(x)[-1] != num_features:
         shape = f"(N, ..., {num_features})" if min_ndim == 2 else (
             f"(..., {num_features}): any leading axes, ({num_features},) included")
@@ -164,11 +167,28 @@ class BatchNorm(Layer):
         if not isinstance(state, dict) or set(state) != {"mean", "var"}:
             raise ValueError(f"{self}: inference (train=False) uses the running statistics: pass "
                              f"state= (from model.init_state(), updated by training)")
+        self._check_state(state)
         inv_std = 1 / jnp.sqrt(state["var"] + self.eps)
         return NormCache((x - state["mean"]) * inv_std, inv_std, None, None, None)
 
+    def _check_state(self, state):
+        """The running statistics checked as params are: each ``(num_features,)`` (never
+        broadcast), and a variance that is not negative where it can be seen (concrete)."""
+        if set(state) != {"mean", "var"}:
+            raise ValueError(f"{self}: state must be {{'mean', 'var'}} (from init_state()), got "
+                             f"keys {sorted(state)}")
+        for name in ("mean", "var"):
+            check_param(self, f"state[{name!r}]", state[name], (self.num_features,))
+        var = state["var"]
+        if not isinstance(var, jax.core.Tracer) and np.any(np.asarray(var) < 0):
+            raise ValueError(f"{self}: state['var'] holds negative variances (the smallest "
+                             f"{float(np.min(np.asarray(var))):g}); expected running variances "
+                             f">= 0")
+
     def forward(self, params, x, *, state=(), key=None, train=True):
         _check(self, params, x, self.num_features)
+        if isinstance(state, dict) and state:
+            self._check_state(state)
         axes = tuple(range(jnp.ndim(x) - 1))
         cache = normalize(x, axes, self.eps) if train else self._inference_cache(x, state)
         return params.gamma * cache.x_hat + params.beta, cache
@@ -180,6 +200,7 @@ class BatchNorm(Layer):
         """``dγ = Σ dY ⊙ X̂``, ``dβ = Σ dY``; in training ``dX`` by the chosen form (module
         docstring) with ``dX̂ = dY ⊙ γ``; at inference the statistics are constants, so
         ``dX = dY ⊙ γ ⊙ s``."""
+        check_dy(self, dy, cache.x_hat.shape)
         axes = tuple(range(dy.ndim - 1))
         dx_hat = dy * params.gamma
         if cache.x_centred is None:
@@ -239,5 +260,6 @@ class LayerNorm(Layer):
         position shares ``γ`` and ``β``, so their gradients sum over all of them: ``Σ_{n,t}``
         for ``(N, T, F)``); ``dX`` by the simplified form over the last axis with
         ``dX̂ = dY ⊙ γ``, each position on its own (``m = F``)."""
+        check_dy(self, dy, cache.x_hat.shape)
         dx = normalize_backward(dy * params.gamma, cache, (dy.ndim - 1,))
         return _param_grads(dy, cache, tuple(range(dy.ndim - 1))), dx

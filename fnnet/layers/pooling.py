@@ -21,7 +21,7 @@ import numpy as np
 from jax import lax
 
 from .base import InputShape, Layer
-from .checks import check_no_params
+from .checks import check_dy, check_no_params
 from .windows import NO_PADS, check_images, check_window, col2im, out_size, pair, patches
 
 
@@ -117,6 +117,7 @@ class MaxPool2D(Pool2D):
         """``dX[window's first maximum] += dY`` for every window; derivation: the class docstring
         (beyond the notes, see experiments/NOTES.md 'Beyond the notes')."""
         x, y = cache
+        check_dy(self, dy, y.shape)
         size = self.window[0] * self.window[1]
         if self.tiles:
             blocks = self._blocks(x)
@@ -152,6 +153,8 @@ class AvgPool2D(Pool2D):
         """``dX[every pixel of the window] += dY/(wh·ww)``; derivation: the class docstring (beyond
         the notes, see experiments/NOTES.md 'Beyond the notes')."""
         shape, (wh, ww) = cache.shape, self.window
+        check_dy(self, dy, (shape[0], *out_size(shape[1:3], NO_PADS, self.window, self.stride),
+                            shape[3]))
         share = dy / (wh * ww)
         if self.tiles:
             n, oh, ow, c = dy.shape

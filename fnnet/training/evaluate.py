@@ -16,6 +16,7 @@ from .. import losses as _losses
 from .. import metrics
 from .. import precision as _precision
 from ..gradients import objective
+from . import inputs
 from .epoch import float_dtype
 
 
@@ -26,10 +27,15 @@ def evaluate(model, loss, params, x, y, batch_size=10_000, fused=True, *, state=
     inference mode (no dropout; normalisation with the running statistics in ``state``), the
     products under ``precision`` (``fnnet.precision``; ``None``: the model as it is)."""
     model = _precision.with_precision(model, precision)
-    score_fn = objective(model, _losses.get(loss), fused, with_output=True)
+    loss = _losses.get(loss)
+    score_fn = objective(model, loss, fused, with_output=True)
     n = x.shape[0]
     if n == 0:
         raise ValueError("evaluate: x has no rows; there is nothing to score")
+    if not isinstance(y, jax.core.Tracer):  # labels enter here: checked as fit checks them
+        outputs = jax.eval_shape(lambda: score_fn(params, x[:1], y[:1], state=state,
+                                                  train=False))[1].shape[-1]
+        inputs.check_targets(loss, y, outputs, "evaluate:")
     chunk = min(batch_size, n)
     full = n // chunk
 

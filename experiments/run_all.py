@@ -50,6 +50,8 @@ EXPERIMENTS = (
     "sweep",
     "conv_by_hand",
     "batchnorm_by_hand",
+    "rnn_by_hand",
+    "char_lstm",
     "mnist_cnn",
 )
 DEFAULT_README = Path(__file__).resolve().parent / "README.md"

@@ -198,14 +198,16 @@ def _config(args, corpus, folder, arch, block, clip):
             "data_dir": None if folder is None else str(folder)}
 
 
-def _optimizer(config, steps_per_epoch):
+def lstm_optimizer(config, steps_per_epoch):
+    """The character LSTM's optimizer: ``config``'s rule and rate, decayed by ``lr_decay`` per
+    epoch of ``steps_per_epoch`` steps, its gradient clipped to ``clip``."""
     schedule = (None if config["lr_decay"] == 1
                 else optim.exponential_decay(config["lr_decay"], every=steps_per_epoch))
     inner = optim.get(config["optimizer"], config["lr"], schedule=schedule)
     return optim.clip_by_global_norm(inner, config["clip"])
 
 
-def _progress(epochs, block):
+def epoch_progress(epochs, block):
     """A callback printing each epoch's training and validation loss per character."""
     def callback(record, state, history):
         train, val = record.loss, record.val_loss
@@ -249,9 +251,9 @@ def run(args, out, write_config):
               f"characters, seed {args.seed}; {train[0].size:,} training and "
               f"{validation[0].size:,} validation characters -> {out}", flush=True)
     started = time.perf_counter()
-    callbacks = [write_config] + ([] if args.quiet else [_progress(args.epochs, block)])
+    callbacks = [write_config] + ([] if args.quiet else [epoch_progress(args.epochs, block)])
     state, history = fit(
-        model=model, loss="cross-entropy", optimizer=_optimizer(config, steps), train=train,
+        model=model, loss="cross-entropy", optimizer=lstm_optimizer(config, steps), train=train,
         epochs=args.epochs, batch_size=args.batch_size, key=jax.random.PRNGKey(args.seed),
         validation=validation, grads=args.grads, progress=False,
         checkpoint=out / "train_state.npz", resume=args.resume, precision=args.precision,
@@ -290,7 +292,7 @@ def spread(x, y, count):
     return x[index], y[index]
 
 
-def _step_progress(steps, every, block):
+def step_progress(steps, every, block):
     """A callback printing the training and validation loss per character every ``every``
     steps."""
     def callback(record, state, history):
@@ -322,7 +324,7 @@ def run_gpt(args, out, write_config):
               f"{out}", flush=True)
     started = time.perf_counter()
     callbacks = [write_config] + ([] if args.quiet else
-                                  [_step_progress(args.steps, args.eval_every, block)])
+                                  [step_progress(args.steps, args.eval_every, block)])
     state, history = fit(
         model=model, loss="cross-entropy", optimizer=gpt_optimizer(config),
         train=TokenWindows(corpus.train, block, args.eval_every),

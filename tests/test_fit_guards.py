@@ -93,9 +93,14 @@ def test_resume_refuses_a_changed_configuration(tmp_path):
     with pytest.raises(TypeError, match=r"resume must be True or False"):
         fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), epochs=2, batch_size=16, progress=False,
                   resume=path)
+    other = (x[::-1].copy(), y)  # issue 20: other data of the same size and type
+    with pytest.raises(ValueError, match=r"another configuration \(data .*blake2b"):
+        fnnet.fit(MODEL, "ce", optim.sgd(0.1), other, epochs=2, batch_size=16, progress=False,
+                  checkpoint=path, resume=True)
     _, history = fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), epochs=2, batch_size=16,
                            progress=False, checkpoint=path, resume=True)
     assert history["epoch"] == [1, 2]
+    assert history["config"]["run"]["data"]["shapes"] == [list(x.shape), list(y.shape)]
 
 
 def test_checkpoint_that_cannot_be_written_is_refused_before_training(tmp_path):
@@ -149,3 +154,28 @@ def test_adam_trains_low_precision_params_without_nan(dtype):
     assert "diverged" not in history and np.isfinite(history["loss"]).all()
     assert history["loss"][-1] < history["loss"][0]
     assert params[0].W.dtype == getattr(jax.numpy, dtype)
+
+
+def test_a_first_step_divergence_returns_the_params_of_the_last_finite_loss():
+    """Issue 20: full batch, the only step of epoch 4 diverges; the params returned used to be
+    that epoch's starting params, whose loss is NaN. They are now those before epoch 3's update,
+    whose loss was epoch 3's (finite) loss; for stacked models, per model."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    model = fnnet.mlp([4, 8, 3])
+    with pytest.warns(RuntimeWarning):
+        state, history = fnnet.fit(model, "cross_entropy", optim.sgd(30.0), (x, y), epochs=6,
+                                   batch_size=None, progress=False)
+    assert history["diverged"] == [{"epoch": 4, "models": [0]}]
+    loss = float(fnnet.evaluate(model, "cross_entropy", state.params, x, y)[0])
+    assert np.isfinite(loss) and loss == pytest.approx(history["loss"][2], rel=1e-6)
+    with pytest.warns(RuntimeWarning):
+        stacked, stacked_history = fnnet.fit(model, "cross_entropy", optim.sgd(1.0), (x, y),
+                                             epochs=6, batch_size=None, lrs=[3.0, 30.0],
+                                             progress=False)
+    losses = [float(fnnet.evaluate(model, "cross_entropy",
+                                   jax.tree_util.tree_map(lambda a, i=i: a[i], stacked.params),
+                                   x, y)[0]) for i in range(2)]
+    assert losses[1] == pytest.approx(loss, rel=1e-6)  # the diverged model, as alone
+    assert losses[0] < stacked_history["loss"][-1][0]  # the healthy one trained on

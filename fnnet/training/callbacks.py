@@ -93,8 +93,23 @@ def append(history, record):
 
 
 def saved_history(history):
-    """The part of ``history`` a checkpoint keeps: the per-epoch lists."""
+    """The per-epoch lists of ``history`` (``HISTORY_KEYS``)."""
     return {name: history[name] for name in HISTORY_KEYS}
+
+
+# The entries of ``history`` that not every run has, kept with the checkpoint when present: the
+# divergence events and, under a loss scale, the scale and the skipped steps per epoch.
+OPTIONAL_HISTORY_KEYS = ("diverged", "loss_scale", "skipped_steps")
+
+
+def checkpoint_history(history):
+    """The part of ``history`` a checkpoint keeps: the per-epoch lists (``saved_history``), and
+    the divergence events, loss scales and skipped steps when there are any
+    (``OPTIONAL_HISTORY_KEYS``), so that a resumed run goes on from the whole record (a
+    diverged run stays diverged)."""
+    kept = saved_history(history)
+    kept.update({name: history[name] for name in OPTIONAL_HISTORY_KEYS if name in history})
+    return kept
 
 
 def _mean(value):
@@ -143,7 +158,8 @@ def print_progress(epochs, first_epoch=1, models=None, lines=30, file=None):
 
 
 def save_checkpoint(path, config=None):
-    """A callback saving the ``TrainState``, the epoch, the history and the run's ``config``
+    """A callback saving the ``TrainState``, the epoch, the history (``checkpoint_history``: the
+    divergence events and loss scales included) and the run's ``config``
     (what a resumed run must match) to ``path`` after each epoch, atomically, in process 0 only;
     ``fit(resume=path)`` continues from it (in every process: all read the same file).
 
@@ -159,7 +175,7 @@ def save_checkpoint(path, config=None):
         if jax.process_index() != 0:
             return
         checkpoints.save(path, state._asdict(), epoch=record.epoch,
-                         history=saved_history(history), config=config or {})
+                         history=checkpoint_history(history), config=config or {})
 
     return callback
 

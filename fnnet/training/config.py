@@ -19,11 +19,14 @@ data read from another folder).
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["MAY_CHANGE", "ResumeError", "RunConfig"]
+import numpy as np
+
+__all__ = ["MAY_CHANGE", "ResumeError", "RunConfig", "fingerprint"]
 
 # What a resumed run may change: the number of epochs (more, to train on), and the data's folder.
 MAY_CHANGE = frozenset({"epochs", "data_dir"})
@@ -56,6 +59,8 @@ class RunConfig:
         shard: ``"batch"`` or ``"models"``: what the devices split.
         windows: for a token stream (``TokenWindows``), ``{"block_size", "steps"}`` (``examples``
             then counts the stream's tokens); ``None`` for a data set.
+        data: the training data's fingerprint (``fingerprint``): the shapes, dtypes and a hash
+            of every byte, so a resume on other data of the same size is refused.
         recipe: the caller's settings (JSON values), read-only.
     """
 
@@ -75,6 +80,7 @@ class RunConfig:
     chunk_size: int | None = None
     shard: str = "batch"
     windows: dict | None = None
+    data: dict | None = None
     recipe: Any = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
@@ -120,6 +126,22 @@ class RunConfig:
     def names(cls):
         """The engine's setting names, in order."""
         return tuple(f.name for f in fields(cls) if f.name != "recipe")
+
+
+def fingerprint(*arrays):
+    """``{"shapes", "dtypes", "blake2b"}`` of the arrays (the training inputs and targets): a
+    128-bit BLAKE2b of their shapes, dtypes and bytes, in order. Reading every byte costs about
+    a tenth of a second per 100 MB; a hash of a sample could not tell two data sets that differ
+    elsewhere apart."""
+    digest = hashlib.blake2b(digest_size=16)
+    shapes, dtypes = [], []
+    for array in arrays:
+        array = np.ascontiguousarray(np.asarray(array))
+        shapes.append(list(array.shape))
+        dtypes.append(array.dtype.name)
+        digest.update(repr((array.shape, array.dtype.str)).encode())
+        digest.update(memoryview(array).cast("B"))
+    return {"shapes": shapes, "dtypes": dtypes, "blake2b": digest.hexdigest()}
 
 
 def _line(name, saved, now):

@@ -57,7 +57,8 @@ def _add_step(totals, stats, dtype):
 
 def epoch_program(model, loss, optimizer, n, batch_size, *, grads="manual", fused=True,
                   shard_batch=None, chunk_size=None, keep_last_good=True,
-                  divergence_factor=DIVERGENCE_FACTOR, loss_scale=None, windows=None):
+                  divergence_factor=DIVERGENCE_FACTOR, loss_scale=None, windows=None,
+                  with_last_good=False):
     """One epoch as a pure ``(state, x, y) -> (state, stats)`` over a ``TrainState``.
 
     The epoch splits ``state.key`` into the next run key, a shuffle key and a step key, shuffles
@@ -81,6 +82,10 @@ def epoch_program(model, loss, optimizer, n, batch_size, *, grads="manual", fuse
     they are; with ``chunk_size`` rows it computes the gradient chunk by chunk
     (``fnnet.devices.parallel.chunked``), so ``x`` is read from memory once per step instead of twice.
     ``shard_batch``, if given, is applied to every minibatch (or chunk).
+
+    ``with_last_good`` (with ``keep_last_good``): the program returns a third value, the
+    params before the update of the epoch's last ok step (``EpochRunner`` reads it from the
+    epoch before one whose first step stopped the model).
 
     ``windows=(block_size, steps)``: ``x`` is a 1-D token stream (``y`` is not read) and the
     epoch is ``steps`` steps, each on ``batch_size`` windows drawn at random inside the program
@@ -125,6 +130,8 @@ def epoch_program(model, loss, optimizer, n, batch_size, *, grads="manual", fuse
         (state, last_good, totals), per_step = jax.lax.scan(body, carry, batches)
         if keep_last_good:
             state = state._replace(params=select(state.stopped, last_good, state.params))
+        if with_last_good:
+            return state._replace(key=key), {**totals, "steps": per_step}, last_good
         return state._replace(key=key), {**totals, "steps": per_step}
 
     return epoch
@@ -141,7 +148,14 @@ class EpochRunner:
     Two programs are built from ``epoch_program``: the fast one (no per-step copy of the params)
     runs every epoch; if an epoch's loss goes non-finite, the guarded one (``keep_last_good``) is
     compiled (once) and replays that epoch from its inputs, so the params returned are the last
-    finite ones. ``compile_seconds`` counts the time spent compiling both.
+    finite ones. ``compile_seconds`` counts the time spent compiling them.
+
+    When the first step of an epoch stops a model, the last params whose loss was finite are
+    those before the previous epoch's last update (the epoch's own starting params produced the
+    bad loss): the runner keeps the previous epoch's inputs (references, no copy; the state it
+    started from stays alive one epoch longer) and replays that epoch with ``with_last_good``
+    to recover them. A runner's first epoch has no previous one (a resumed run's neither): its
+    starting params are returned.
 
     Args:
         model, loss, optimizer, n, batch_size: as for ``epoch_program``.
@@ -156,28 +170,50 @@ class EpochRunner:
         self.models = models
         self.compile_seconds = 0.0
         self._compiled = {}
+        self._previous = None  # the last epoch's (state, x, y)
 
-    def program(self, keep_last_good=False):
-        """The pure ``(state, x, y) -> (state, stats)`` (vmapped over the models, if several)."""
-        epoch = epoch_program(*self._settings, keep_last_good=keep_last_good, **self._options)
+    def program(self, keep_last_good=False, with_last_good=False):
+        """The pure ``(state, x, y) -> (state, stats)`` (vmapped over the models, if several;
+        with ``with_last_good`` also the last good params, ``epoch_program``)."""
+        epoch = epoch_program(*self._settings, keep_last_good=keep_last_good or with_last_good,
+                              with_last_good=with_last_good, **self._options)
         return jax.vmap(epoch, in_axes=(0, None, None)) if self.models else epoch
 
-    def compile(self, state, x, y, keep_last_good=False):
+    def compile(self, state, x, y, keep_last_good=False, with_last_good=False):
         """Compile the program for these inputs' shapes (once); return ``self``."""
-        if keep_last_good not in self._compiled:
+        variant = (keep_last_good, with_last_good)
+        if variant not in self._compiled:
             start = time.perf_counter()
-            lowered = jax.jit(self.program(keep_last_good)).lower(state, x, y)
-            self._compiled[keep_last_good] = lowered.compile()
+            lowered = jax.jit(self.program(*variant)).lower(state, x, y)
+            self._compiled[variant] = lowered.compile()
             self.compile_seconds += time.perf_counter() - start
         return self
 
     def __call__(self, state, x, y):
         """One epoch: ``(state, stats)`` with ``stats`` fetched to the host as numpy."""
         self.compile(state, x, y)
-        new_state, stats = self._compiled[False](state, x, y)
+        new_state, stats = self._compiled[False, False](state, x, y)
         stats = jax.device_get(stats)
         if diverged(stats):
             self.compile(state, x, y, keep_last_good=True)
-            new_state, stats = self._compiled[True](state, x, y)
+            new_state, stats = self._compiled[True, False](state, x, y)
             stats = jax.device_get(stats)
+            new_state = self._stopped_at_first_step(new_state, stats)
+        self._previous = (state, x, y)
         return new_state, stats
+
+    def _stopped_at_first_step(self, state, stats):
+        """``state`` with the params before the previous epoch's last ok update for each model
+        stopped by this epoch's first step (the class docstring)."""
+        first = np.asarray(stats["bad_step"]) == 0
+        if self._previous is None or not first.any():
+            return state
+        self.compile(*self._previous, with_last_good=True)
+        _, _, last_good = self._compiled[False, True](*self._previous)
+        flag = jnp.asarray(first)
+
+        def pick(good, current):
+            return jnp.where(flag.reshape(flag.shape + (1,) * (current.ndim - flag.ndim)), good,
+                             current)
+
+        return state._replace(params=jax.tree_util.tree_map(pick, last_good, state.params))

@@ -24,7 +24,7 @@ from ..devices import parallel, placement
 from ..optim import Optimizer
 from . import callbacks as cb
 from . import inputs
-from .config import ResumeError, RunConfig
+from .config import ResumeError, RunConfig, fingerprint
 from .epoch import EpochRunner
 from .evaluate import evaluate, to_device
 from .state import TrainState, model_count
@@ -182,7 +182,8 @@ def _prepare(model, loss, optimizer, train, validation, *, epochs, batch_size, g
         dtype=jnp.dtype(dtype).name, precision=None if policy is None else policy.name,
         loss_scale=None if scaler is None else repr(scaler), ensemble=ensemble, lrs=lrs,
         chunk_size=chunk, shard=where.recorded,
-        windows=windows and {"block_size": windows[0], "steps": windows[1]}, recipe=recipe or {})
+        windows=windows and {"block_size": windows[0], "steps": windows[1]},
+        data=fingerprint(train.tokens) if windows else fingerprint(*train), recipe=recipe or {})
     return Plan(model, loss, data, n, batch_size, models, where, chunk, scaler, windows, config)
 
 

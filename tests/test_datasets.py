@@ -616,3 +616,23 @@ def test_hold_out_keeps_both_parts_aligned_for_a_copy_free_device_put():
     assert len(xh) == 37 and np.array_equal(np.sort(np.concatenate([yk, yh])), y)
     np.testing.assert_array_equal(xk, x[yk])
     np.testing.assert_array_equal(xh, x[yh])
+
+
+def test_the_other_data_sets_files_are_refused_and_unknown_ones_named(tmp_path, monkeypatch):
+    """Issue 20: --dataset fashion-mnist pointed at MNIST's files trained on digits and named
+    clothes. A file whose SHA-256 is the other data set's published one is refused; files that
+    match neither are used with one warning naming them."""
+    from fnnet.datasets import loaders
+
+    train, test = synthetic_mnist(20, 10)
+    write_mnist_files(tmp_path, train, test)
+    with pytest.warns(UserWarning, match="match neither data set's published SHA-256"):
+        loaders.load_dataset("fashion-mnist", tmp_path, download=False)
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    table = {name: dict(files) for name, files in loaders.SHA256.items()}
+    table["mnist"]["train-labels-idx1-ubyte.gz"] = (digest,)  # as if it were MNIST's own file
+    monkeypatch.setattr(loaders, "SHA256", table)
+    with pytest.raises(DatasetError, match="is mnist's train-labels-idx1-ubyte.gz, not "
+                                           "fashion-mnist's"):
+        loaders.load_dataset("fashion-mnist", tmp_path, download=False)

@@ -4,7 +4,10 @@ sizes at most, then read them."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +17,8 @@ from fnnet.datasets.download import download_missing
 from fnnet.datasets.idx import read_idx, read_idx_header
 from fnnet.datasets.sources import (
     IMAGE_SHAPE,
+    SHA256,
+    SIZES,
     SPLIT_SIZES,
     DatasetNotFoundError,
     cache_dir,
@@ -21,6 +26,7 @@ from fnnet.datasets.sources import (
     find_complete,
     mirrors_for,
 )
+from fnnet.io import open_regular
 
 __all__ = ["DatasetError", "load_dataset", "load_fashion_mnist", "load_mnist"]
 
@@ -68,6 +74,48 @@ def _check_labels(labels: np.ndarray, label_path: Path) -> None:
         )
 
 
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int, limit: int) -> str | None:
+    """The SHA-256 of a file of at most ``limit`` bytes (``None`` for a larger one: no published
+    file is), cached by path, size and modification time."""
+    if size > limit:
+        return None
+    digest = hashlib.sha256()
+    with open_regular(path, "an IDX file", DatasetError) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_identity(name: str, paths: Sequence[Path]) -> None:
+    """Check the files found for ``name`` against the published SHA-256 digests of both data
+    sets: a file that is the other data set's is refused (``DatasetError``: Fashion-MNIST's
+    files under ``--dataset mnist`` would train on clothes and name digits); a file that is
+    neither data set's published one (a recompressed or extracted copy, or another data set of
+    the same shape) is used with one warning naming it."""
+    unknown = []
+    for path in paths:
+        file = path.name if path.name.endswith(".gz") else path.name + ".gz"
+        limit = max(SIZES[dataset].get(file, 0) for dataset in SHA256)
+        stat = os.stat(path)
+        digest = _digest(str(path), stat.st_size, stat.st_mtime_ns, limit)
+        if digest in SHA256[name].get(file, ()):
+            continue
+        others = [other for other in SHA256 if other != name
+                  and digest in SHA256[other].get(file, ())]
+        if others:
+            raise DatasetError(f"{path}: is {others[0]}'s {file}, not {name}'s (its SHA-256 is "
+                               f"the published {others[0]} file's); point the data folder at "
+                               f"{name}'s files, or use --dataset {others[0]}")
+        unknown.append(path)
+    if unknown:
+        folders = sorted({str(path.parent) for path in unknown})
+        warnings.warn(f"{name}: {', '.join(path.name for path in unknown)} in "
+                      f"{', '.join(folders)} match neither data set's published SHA-256; using "
+                      f"them as {name} (if they are not {name}, the results are not {name}'s)",
+                      UserWarning, stacklevel=3)
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True, *,
                  mirrors: Mirrors = None) -> tuple[Split, Split]:
     """Load ``"mnist"`` or ``"fashion-mnist"``; see ``load_mnist`` for the details."""
@@ -81,6 +129,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
     if paths is None:
         raise DatasetNotFoundError(name, data_dir, download, mirror_list, failures)
 
+    check_identity(name, paths)
     headers = [read_idx_header(p) for p in paths]  # all four checked before any data is read
     for i, (split, limit) in enumerate(zip(("training", "test"), SPLIT_SIZES[name], strict=True)):
         _check_headers(name, split, limit, *headers[2 * i:2 * i + 2], *paths[2 * i:2 * i + 2])

@@ -179,3 +179,13 @@ def test_a_first_step_divergence_returns_the_params_of_the_last_finite_loss():
                                    x, y)[0]) for i in range(2)]
     assert losses[1] == pytest.approx(loss, rel=1e-6)  # the diverged model, as alone
     assert losses[0] < stacked_history["loss"][-1][0]  # the healthy one trained on
+
+
+def test_an_epoch_whose_every_step_is_skipped_is_said():
+    """Issue 20: a loss scale that overflows at every step skipped the whole epoch silently."""
+    x, y = _data()
+    scale = fnnet.loss_scale.DynamicLossScale(initial=2.0 ** 127)
+    with pytest.warns(RuntimeWarning, match="every step of epoch 1 was skipped"):
+        state, history = fnnet.fit(MODEL, "ce", optim.sgd(0.1), (x, y), epochs=1, batch_size=32,
+                                   precision="f16", loss_scale=scale, progress=False)
+    assert history["skipped_steps"] == [len(x) // 32]

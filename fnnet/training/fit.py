@@ -10,6 +10,7 @@ non-finite.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -108,6 +109,12 @@ def record_loss_scale(record, state, history):
     scale after the epoch (``history["loss_scale"]``), under a loss scale."""
     history.setdefault("skipped_steps", []).append(cb._to_list(record.stats["skipped"]))
     history.setdefault("loss_scale", []).append(cb._to_list(state.loss_scale.scale))
+    skipped, ok = np.asarray(record.stats["skipped"]), np.asarray(record.stats["ok_steps"])
+    if np.any((ok > 0) & (skipped >= ok)):
+        warnings.warn(f"fit: every step of epoch {record.epoch} was skipped for a loss-scale "
+                      f"overflow (the scale is now {cb._to_list(state.loss_scale.scale)}): the "
+                      f"params did not change; the loss or its gradient overflows float16 at "
+                      f"every scale tried (try precision='bf16')", RuntimeWarning, stacklevel=2)
 
 
 class Plan(NamedTuple):

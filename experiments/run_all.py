@@ -53,6 +53,8 @@ EXPERIMENTS = (
     "rnn_by_hand",
     "char_lstm",
     "mnist_cnn",
+    "attention_by_hand",
+    "shakespeare_gpt",
 )
 DEFAULT_README = Path(__file__).resolve().parent / "README.md"
 MAX_WIDTH = 900  # pixels; matplotlib's 120 dpi figures come out at about 90 dpi

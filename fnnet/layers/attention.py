@@ -36,24 +36,27 @@ One more identity removes the last T×T quantity::
     rowsum(dP ⊙ P)_i = Σ_j (dY Vᵀ)_ij M̃_ij P_ij = Σ_j (dY Vᵀ)_ij P̃_ij = Σ_c dY_ic (P̃ V)_ic
                      = rowsum(dY ⊙ Y)_i =: D_i
 
-so ``dS = P ⊙ (dP − D)`` with ``D`` from ``(T, d)`` arrays only (FlashAttention-2's ``D``). Rows
-``[s, e)`` of queries read keys ``[0, e)`` only (the causal mask), and their block needs
-``Q_{s:e}``, ``K_{:e}``, ``V_{:e}``, ``dY_{s:e}``, ``ℓ_{s:e}``, ``D_{s:e}``::
+so ``dS = P ⊙ (dP − D)`` with ``D`` from ``(T, d)`` arrays only (FlashAttention-2's ``D``). A
+block ``b`` of ``B`` query rows needs ``Q_b``, ``dY_b``, ``ℓ_b``, ``D_b`` and every key::
 
-    S_b = Q_b K_{:e}ᵀ/√d (masked)   P_b = e^{S_b − ℓ_b}   dP_b = (dY_b V_{:e}ᵀ) ⊙ M̃_b
-    dS_b = P_b ⊙ (dP_b − D_b)       dQ_b = dS_b K_{:e}/√d
-    dK_{:e} += dS_bᵀ Q_b/√d         dV_{:e} += P̃_bᵀ dY_b
+    S_b = Q_b Kᵀ/√d (masked)   P_b = e^{S_b − ℓ_b}   dP_b = (dY_b Vᵀ) ⊙ M̃_b
+    dS_b = P_b ⊙ (dP_b − D_b)  dQ_b = dS_b K/√d
+    dK += dS_bᵀ Q_b/√d         dV += P̃_bᵀ dY_b
 
 The forward runs by the same blocks (each block's ``ℓ_b`` is its rows' own, exact: a block holds
-whole rows). The largest temporary is one block's ``(N, h, B, T)`` scores, so the training step's
-memory grows as O(T·B) = O(T) for a fixed block of ``B`` rows, not O(T²); the work is the same
-(both forms skip the masked upper triangle only by blocks, the lean one by whole blocks).
+whole rows). A ``T`` of one block is one step; a longer one is a ``lax.scan`` over the blocks
+(the backward's carrying ``dK``, ``dV``), so one block's ``(N, h, B, T)`` temporaries are alive at
+a time and the training step's memory grows as O(T·B) = O(T) for a fixed ``B``, not O(T²). (An
+unrolled loop over blocks would let each block read only the keys up to its last row, half the
+products, but XLA may then schedule every block's scores at once, back to O(T²); the scan reads
+every key and lets the mask zero the later ones.)
 ``jax.grad`` of ``apply`` keeps every T×T matrix: this is where a backward by hand beats
 autodiff on memory (``experiments/attention_by_hand.py`` measures it).
 
-Attention dropout (``dropout > 0``, training only): the mask of query rows ``[s, e)`` is drawn
-from ``fold_in(key, block index)`` with shape ``(N, h, e − s, T)``, the same bits in ``apply``,
-in both forms' forwards and in the lean backward, which draws it again instead of keeping it.
+Attention dropout (``dropout > 0``, training only): the mask of block ``b`` of query rows is
+drawn from ``fold_in(key, b)`` with shape ``(N, h, B, T)`` (the rows past ``T`` of a last, shorter
+block dropped), the same bits in ``apply``, in both forms' forwards and in the lean backward,
+which draws it again instead of keeping it.
 The output projection's result is dropped with the same rate (nanoGPT's ``resid_dropout``),
 its mask drawn from ``fold_in(key, number of blocks)`` and kept.
 
@@ -69,6 +72,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from .. import precision as _precision
 from ..checks import choice, integer, real
@@ -128,19 +132,19 @@ def causal_scores(q, k, start, policy):
     return jnp.where(jnp.arange(k.shape[2])[None, :] <= rows, s, -jnp.inf)
 
 
-def dropout_mask(key, rate, n, h, t, blocks, index, keys):
-    """The scaled mask ``M̃ = M/(1 − p)`` of block ``index`` of query rows, its first ``keys``
-    columns: drawn ``(N, h, e − s, T)`` from ``fold_in(key, index)`` (the module docstring)."""
-    s, e = blocks[index]
-    keep = jax.random.bernoulli(jax.random.fold_in(key, index), 1.0 - rate, (n, h, e - s, t))
-    return keep[..., :keys].astype(jnp.float32) / (1.0 - rate)
+def dropout_mask(key, rate, n, h, t, block, index):
+    """The scaled mask ``M̃ = M/(1 − p)`` of block ``index`` of query rows, ``(N, h, block, T)``
+    float32, drawn from ``fold_in(key, index)`` at that shape whatever the block's real rows
+    (the last block may hold fewer), so every form draws the same bits (module docstring)."""
+    keep = jax.random.bernoulli(jax.random.fold_in(key, index), 1.0 - rate, (n, h, block, t))
+    return keep.astype(jnp.float32) / (1.0 - rate)
 
 
 def full_dropout_mask(key, rate, n, h, t, block):
     """Every block's ``M̃`` stacked: the ``(N, h, T, T)`` mask of the forms on whole matrices."""
     blocks = row_blocks(t, block)
-    return jnp.concatenate([dropout_mask(key, rate, n, h, t, blocks, i, t)
-                            for i in range(len(blocks))], axis=2)
+    return jnp.concatenate([dropout_mask(key, rate, n, h, t, block, i)[:, :, :e - s]
+                            for i, (s, e) in enumerate(blocks)], axis=2)
 
 
 def attention_reference(q, k, v, *, policy, key=None, rate=0.0, block=128):
@@ -185,21 +189,59 @@ def keep_p_backward(dy, q, k, v, p, *, policy, key=None, rate=0.0, block=128):
 # --- "lean": only ℓ kept, P recomputed by blocks of query rows ------------------------------
 
 
+def _query_blocks(a, block):
+    """``(N, h, T, ·)`` rows as ``(n_blocks, N, h, block, ·)``, the last block padded with zero
+    rows (rows past ``T``, computed and dropped)."""
+    n, h, t = a.shape[:3]
+    count = -(-t // block)
+    a = jnp.pad(a, [(0, 0), (0, 0), (0, count * block - t)] + [(0, 0)] * (a.ndim - 3))
+    return jnp.moveaxis(a.reshape(n, h, count, block, *a.shape[3:]), 2, 0)
+
+
+def _rows_back(blocks, t):
+    """The inverse of ``_query_blocks``: ``(n_blocks, N, h, block, ·)`` → ``(N, h, T, ·)``."""
+    count, n, h, block = blocks.shape[:4]
+    return jnp.moveaxis(blocks, 0, 2).reshape(n, h, count * block, *blocks.shape[4:])[:, :, :t]
+
+
+def _block_probabilities(qs_b, k, start, lse_b, policy, key, rate, index, shape):
+    """``(P_b, M̃_b)`` of one block of query rows from ``start``: ``P_b = e^{S_b − ℓ_b}`` over
+    every key (the causal mask zeroes the later ones), and its dropout mask (1 without)."""
+    p = jnp.exp(causal_scores(qs_b, k, start, policy) - lse_b[..., None])
+    mask = 1.0 if key is None else dropout_mask(key, rate, *shape, index)
+    return p, mask
+
+
 def lean_forward(q, k, v, *, policy, key=None, rate=0.0, block=128):
     """``(Y, ℓ)``: the forward by blocks of ``block`` query rows, keeping each row's
-    log-sum-exp ``ℓ`` ``(N, h, T)`` instead of ``P``."""
-    t = q.shape[2]
-    qs, blocks = q / math.sqrt(q.shape[-1]), row_blocks(t, block)
-    ys, lses = [], []
-    for index, (s, e) in enumerate(blocks):
-        scores = causal_scores(qs[:, :, s:e], k[:, :, :e], s, policy)
+    log-sum-exp ``ℓ`` ``(N, h, T)`` instead of ``P``.
+
+    A ``T`` of one block is one step; longer ones are a ``lax.scan`` over the blocks, each
+    against every key (the mask zeroes the later ones: twice the products of skipping them, in
+    exchange for one block's ``(N, h, block, T)`` temporaries alive at a time, which an unrolled
+    loop does not guarantee: XLA may schedule every block's scores first)."""
+    n, h, t, d = q.shape
+    qs = q / math.sqrt(d)
+    if t <= block:
+        scores = causal_scores(qs, k, 0, policy)
         lse = jax.scipy.special.logsumexp(scores, axis=-1)
         p = jnp.exp(scores - lse[..., None])
         if key is not None:
-            p = p * dropout_mask(key, rate, *q.shape[:3], blocks, index, e)
-        ys.append(_products(policy, "nhqk,nhkd->nhqd", p, v[:, :, :e]))
-        lses.append(lse)
-    return jnp.concatenate(ys, axis=2), jnp.concatenate(lses, axis=2)
+            p = p * dropout_mask(key, rate, n, h, t, block, 0)[:, :, :t]
+        return _products(policy, "nhqk,nhkd->nhqd", p, v), lse
+
+    def one_block(_, inputs):
+        index, qs_b = inputs
+        scores = causal_scores(qs_b, k, index * block, policy)
+        lse = jax.scipy.special.logsumexp(scores, axis=-1)
+        p = jnp.exp(scores - lse[..., None])
+        if key is not None:
+            p = p * dropout_mask(key, rate, n, h, t, block, index)
+        return None, (_products(policy, "nhqk,nhkd->nhqd", p, v), lse)
+
+    blocks = _query_blocks(qs, block)
+    _, (ys, lses) = lax.scan(one_block, None, (jnp.arange(blocks.shape[0]), blocks))
+    return _rows_back(ys, t), _rows_back(lses, t)
 
 
 def lean_backward(dy, q, k, v, y, lse, *, policy, key=None, rate=0.0, block=128):
@@ -207,29 +249,42 @@ def lean_backward(dy, q, k, v, y, lse, *, policy, key=None, rate=0.0, block=128)
     docstring)::
 
         D = rowsum(dY ⊙ Y)
-        per block b of query rows [s, e):  P_b = e^{S_b − ℓ_b}   dP_b = (dY_b V_{:e}ᵀ) ⊙ M̃_b
-            dS_b = P_b ⊙ (dP_b − D_b)   dQ_b = dS_b K_{:e}/√d
-            dK_{:e} += dS_bᵀ Q_b/√d     dV_{:e} += P̃_bᵀ dY_b
+        per block b of query rows:  P_b = e^{S_b − ℓ_b}   dP_b = (dY_b Vᵀ) ⊙ M̃_b
+            dS_b = P_b ⊙ (dP_b − D_b)   dQ_b = dS_b K/√d
+            dK += dS_bᵀ Q_b/√d          dV += P̃_bᵀ dY_b
+
+    by the blocks ``lean_forward`` used: one step for a ``T`` of one block, else a
+    ``lax.scan`` carrying ``dK`` and ``dV`` (padded rows have ``dY = 0``: they add nothing).
     """
-    t, scale = q.shape[2], 1 / math.sqrt(q.shape[-1])
-    qs, blocks = q * scale, row_blocks(t, block)
-    d = jnp.sum(dy.astype(jnp.float32) * y, axis=-1) if policy.casts else jnp.sum(dy * y, -1)
+    n, h, t, d = q.shape
+    scale = 1 / math.sqrt(d)
+    qs = q * scale
+    d_rows = jnp.sum(dy.astype(jnp.float32) * y, axis=-1) if policy.casts else jnp.sum(dy * y, -1)
     dtype = jnp.result_type(q, k, v, jnp.float32 if policy.casts else q.dtype)
-    dk = jnp.zeros(k.shape, dtype)
-    dv = jnp.zeros(v.shape, dtype)
-    dqs = []
-    for index, (s, e) in enumerate(blocks):
-        p = jnp.exp(causal_scores(qs[:, :, s:e], k[:, :, :e], s, policy) - lse[:, :, s:e, None])
-        mask = 1.0
-        if key is not None:
-            mask = dropout_mask(key, rate, *q.shape[:3], blocks, index, e)
-        dy_b = dy[:, :, s:e]
-        dv = dv.at[:, :, :e].add(_products(policy, "nhqk,nhqd->nhkd", p * mask, dy_b))
-        dp = _products(policy, "nhqd,nhkd->nhqk", dy_b, v[:, :, :e]) * mask
-        ds = p * (dp - d[:, :, s:e, None])
-        dqs.append(_products(policy, "nhqk,nhkd->nhqd", ds, k[:, :, :e]) * scale)
-        dk = dk.at[:, :, :e].add(_products(policy, "nhqk,nhqd->nhkd", ds, qs[:, :, s:e]))
-    return jnp.concatenate(dqs, axis=2), dk, dv
+
+    def one_block(carry, inputs):
+        dk, dv = carry
+        index, qs_b, dy_b, lse_b, d_b = inputs
+        p, mask = _block_probabilities(qs_b, k, index * block, lse_b, policy, key, rate, index,
+                                       (n, h, t, block))
+        if key is not None and t <= block:
+            mask = mask[:, :, :t]
+        dv = dv + _products(policy, "nhqk,nhqd->nhkd", p * mask, dy_b)
+        dp = _products(policy, "nhqd,nhkd->nhqk", dy_b, v) * mask
+        ds = p * (dp - d_b[..., None])
+        dk = dk + _products(policy, "nhqk,nhqd->nhkd", ds, qs_b)
+        dq_b = _products(policy, "nhqk,nhkd->nhqd", ds, k) * scale
+        return (dk.astype(dtype), dv.astype(dtype)), dq_b
+
+    zeros = (jnp.zeros(k.shape, dtype), jnp.zeros(v.shape, dtype))
+    if t <= block:
+        (dk, dv), dq = one_block(zeros, (0, qs, dy, lse, d_rows))
+        return dq, dk, dv
+    rows = [_query_blocks(a, block) for a in (qs, dy, lse[..., None], d_rows[..., None])]
+    count = rows[0].shape[0]
+    (dk, dv), dqs = lax.scan(one_block, zeros, (jnp.arange(count), rows[0], rows[1],
+                                                rows[2][..., 0], rows[3][..., 0]))
+    return _rows_back(dqs, t), dk, dv
 
 
 @dataclass(frozen=True, init=False)

@@ -8,9 +8,11 @@ Training is a ``TrainState`` pytree moved along by one pure ``train_step``, scan
 by an ``EpochRunner``; ``fit`` is its outline.
 
 Importing fnnet changes no global setting: no JAX flag, no matplotlib backend (``fnnet.plots``
-and matplotlib are imported the first time ``fnnet.plots`` is used).
+and matplotlib are imported the first time ``fnnet.plots`` is used), no signal handler (only the
+``fnnet`` program itself defers Ctrl-C while it starts: ``fnnet._startup``).
 """
 
+from . import _startup  # noqa: F401, I001  (first: before JAX is imported)
 from . import checks, datasets, devices, io, loss_scale, losses, metrics, optim, precision
 from ._version import __version__
 from .checkpoints import load, save

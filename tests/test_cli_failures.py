@@ -257,3 +257,18 @@ def test_a_network_too_large_for_memory_is_one_line_with_the_figure(data_root, t
         err = capsys.readouterr().err
         assert status == 1 and len(err.strip().splitlines()) == 1, err
         assert re.search(r"needs about [\d,.]+ GiB .* only [\d,.]+ GiB is available", err)
+
+
+@pytest.mark.digest_warnings
+def test_files_that_are_not_the_published_ones_are_said_in_one_warning_line(data_root, tmp_path,
+                                                                           capsys):
+    """Issue 20: local files were never checked against the published digests. The stand-in
+    files match neither data set's: one line, ``fnnet train: warning: ...``, then the run goes
+    on (here to a refusal for memory, so that nothing trains)."""
+    from fnnet import cli as fnnet_cli
+    status = fnnet_cli.main([str(a) for a in train_argv(data_root, tmp_path / "o", "--layers",
+                                                          "784,99999999,10")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(lines) == 2, lines
+    assert lines[0].startswith("fnnet train: warning: mnist: ") and "match neither" in lines[0]
+    assert lines[1].startswith("fnnet train: error:")

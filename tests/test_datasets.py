@@ -618,6 +618,7 @@ def test_hold_out_keeps_both_parts_aligned_for_a_copy_free_device_put():
     np.testing.assert_array_equal(xh, x[yh])
 
 
+@pytest.mark.digest_warnings
 def test_the_other_data_sets_files_are_refused_and_unknown_ones_named(tmp_path, monkeypatch):
     """Issue 20: --dataset fashion-mnist pointed at MNIST's files trained on digits and named
     clothes. A file whose SHA-256 is the other data set's published one is refused; files that

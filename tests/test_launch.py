@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -167,12 +168,61 @@ def test_ctrl_c_reaches_every_process(tmp_path):
     (["launch", "-n", "2", "--", "fnnet", "train", "--epochs", "1"], "needs --distributed"),
     (["launch", "-n", "2", "--port", "70000", "--", "true"], "expected a port in 1..65535"),
     (["launch", "-n", "2", "--", "no-such-program-fnnet"], "cannot run 'no-such-program-fnnet'"),
+    (["launch", "-n", "2", "--grace", "-5", "--", "true"], "argument --grace: expected a finite "
+                                                           "number >= 0, got '-5'"),
+    (["launch", "-n", "2", "--grace", "nan", "--", "true"], "argument --grace"),
+    (["launch", "-n", "2", "--grace", "inf", "--", "true"], "argument --grace"),
 ])
 def test_bad_launch_command_lines_are_one_line_errors(capsys, argv, mentions):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith("fnnet launch: error:") and mentions in err
+
+
+def test_the_usage_line_names_every_flag(capsys):
+    assert cli.main(["launch", "--help"]) == 0
+    usage = capsys.readouterr().out.split("\n\n")[0]
+    for flag in ("-n N", "--port P", "--devices-per-process K", "--grace S", "--no-prefix"):
+        assert flag in usage, usage
+
+
+def test_each_process_knows_the_launch_line():
+    env = launch.environment(1, 2, 4321, base={launch.ENV_LAUNCH: "stale"},
+                             launch_argv=["launch", "-n", "2", "--grace", "3"])
+    assert env[launch.ENV_LAUNCH] == "fnnet launch -n 2 --grace 3"
+    assert launch.ENV_LAUNCH not in launch.environment(1, 2, 4321, base={launch.ENV_LAUNCH: "x"})
+    options, command = launch.parse(["-n", "2", "--", "fnnet", "train", "--distributed"])
+    assert command[:2] == [sys.executable, "-c"] and command[3:] == ["train", "--distributed"]
+
+
+def test_ctrl_c_under_launch_prints_the_launch_line_that_resumes(data_root, tmp_path):
+    """Ctrl-C after an epoch of a launched run: process 0 prints the resume command, and it is
+    the launch line (run alone, ``fnnet train --distributed`` would find no run to join)."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "fnnet.cli", "launch", "-n", "2", "--grace",
+                             "30", "--", "fnnet", "train", "--distributed", "--data-dir",
+                             str(data_root), "--no-download", *TRAIN, "--epochs", "1000",
+                             "--out", str(out)], cwd=ROOT, env=_env(tmp_path), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not (out / "train_state.npz").exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err[-3000:]
+    (line,) = [line for line in err.splitlines() if "resume with: " in line]
+    assert line.startswith("[0] fnnet train: interrupted; the state after epoch "), line
+    argv = shlex.split(line.split("resume with: ")[1])
+    assert argv[:6] == ["fnnet", "launch", "-n", "2", "--grace", "30"], argv
+    assert argv[6:9] == ["--", "fnnet", "train"] and argv[-1] == "--resume", argv
+    assert "--distributed" in argv and str(out) in argv
 
 
 def test_train_distributed_without_a_run_to_join(tmp_path, data_root):

@@ -17,8 +17,10 @@
 line: a wrong flag value, or an ``--out`` that is a file, lies under a file or cannot be written,
 is one line ``fnnet <command>: error: ...`` on stderr and exit status 2 (before any work); data
 that cannot be found or read is one line in the command line's words and exit status 1; Ctrl-C is
-one line and exit status 130 (``train`` says how to resume). ``train`` exits 3 when training
-diverged.
+one line and exit status 130 (``train`` says how to resume), and so is a Ctrl-C that arrived
+while the program was starting, when a guard deferred it (``take_deferred_interrupt``). ``train``
+exits 3 when training diverged, and refuses an ``--out`` that holds a run unless ``--resume`` or
+``--overwrite``, or that another run is using.
 
 ``train --model mlp`` (the default) trains ``fnnet.mlp`` on flat images ``(N, 784)``: momentum
 0.1, 10 epochs of batch 128. ``train --model cnn`` trains ``fnnet.cnn()`` (two 3×3 conv/ReLU/2×2
@@ -54,8 +56,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
+import threading
 
+from .. import _startup
 from .._version import __version__
 from . import bench, evaluate, gradcheck, launch, sample, train
 from .common import FORMATTER, DataUnavailable, Parser, UsageError, compile_cache, exit_code
@@ -103,10 +108,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The attribute of a SIGINT handler that defers Ctrl-C while the program starts: the list of
+#: signals it received. The handler is installed before ``fnnet`` (and JAX) is imported, by
+#: ``fnnet launch``'s ``BOOTSTRAP`` in the processes it starts.
+DEFERRED = _startup.DEFERRED
+COMMANDS = ("train", "evaluate", "gradcheck", "sample", "bench", "launch")
+
+
+def take_deferred_interrupt():
+    """Whether Ctrl-C arrived while the program started: if the SIGINT handler is one that
+    deferred it (it has a ``DEFERRED`` list), Python's own handler is put back (a Ctrl-C from
+    now on raises ``KeyboardInterrupt``) and the answer is whether that list holds a signal."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    pending = getattr(signal.getsignal(signal.SIGINT), DEFERRED, None)
+    if not isinstance(pending, list):
+        return False
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return bool(pending)
+
+
 def main(argv=None) -> int:
     """Run ``fnnet`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     prog = f"fnnet {argv[0]}" if argv and argv[0] in ("bench", "launch") else "fnnet"
+    if take_deferred_interrupt():
+        who = f"fnnet {argv[0]}" if argv and argv[0] in COMMANDS else "fnnet"
+        print(f"{who}: interrupted while starting; nothing was done", file=sys.stderr,
+              flush=True)
+        return EXIT_INTERRUPTED
     try:
         if prog == "fnnet bench":
             return bench.run(argv[1:])

@@ -1,7 +1,9 @@
 """What the commands share: the parser that raises instead of exiting, the two errors ``main``
 reports, flag-value types, the network and data flags (``--model mlp|cnn`` and the flags only the
-MLP takes), the output-folder check, data loading, the results lines, and the persistent
-compilation cache of the commands that compile (``--compile-cache DIR``, ``--no-compile-cache``)."""
+MLP takes), the output-folder checks (a folder that can be written, output names that are not
+folders, a folder that holds a run, the lock a run holds on its folder), data loading, the
+results lines, and the persistent compilation cache of the commands that compile
+(``--compile-cache DIR``, ``--no-compile-cache``)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,20 @@ import contextlib
 import hashlib
 import os
 import platform
+import shlex
 import stat
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: runs take no lock on their folder
+    fcntl = None
+
 from .. import checks, datasets
+from ..devices import distributed
 from .model_config import (
     CNN_ARCHITECTURE,
     FIXED,
@@ -137,6 +148,14 @@ def batch_size(text):
     return _convert(text, int, _positive, "a positive integer or 'full'")
 
 
+def folder(text):
+    """A folder path: any text but the empty one (which would otherwise mean the current
+    folder)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder, got an empty value ''")
+    return Path(text)
+
+
 def layers(text):
     """``"784,128,10"`` -> ``[784, 128, 10]``: at least two positive integers."""
     sizes = _convert(text, lambda parts: [int(part) for part in parts.split(",")],
@@ -212,7 +231,7 @@ def resolve_network(args, default_layers):
 
 def add_data_flags(parser):
     """``--data-dir`` and ``--no-download``."""
-    parser.add_argument("--data-dir", type=Path, metavar="DIR",
+    parser.add_argument("--data-dir", type=folder, metavar="DIR",
                         help="folder with the four .gz files, or a root holding mnist/ and "
                              "fashion-mnist/; when given, the only place looked at (default: "
                              "$FNNET_DATA_DIR, then the cache, then a download)")
@@ -228,9 +247,21 @@ def check_flags_loss_output(prog, loss, output):
         raise UsageError(prog, str(e)) from None
 
 
+def _accepts_folders(path):
+    """``None`` if a folder can be created in the folder ``path``, else why not: a folder is
+    made and removed at once (``os.access`` says yes to root under /proc and /sys, where nothing
+    can be created)."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".fnnet-probe-", dir=path))
+    except OSError as e:
+        return f"{path} does not accept new folders ({e.strerror or e})"
+    return None
+
+
 def check_out(prog, out, flag="--out"):
     """Refuse, before any work, an output folder that is a file, lies under a file or cannot be
-    written (``UsageError``). Nothing is created: the nearest folder that exists is checked."""
+    written (``UsageError``). Nothing is left behind: the nearest folder that exists is checked
+    (a folder made in it and removed at once)."""
     out = Path(out).expanduser()
     existing = next(p for p in (out, *out.parents) if p.exists() or p == p.parent)
     if existing == out and not out.is_dir():
@@ -240,9 +271,154 @@ def check_out(prog, out, flag="--out"):
     elif not os.access(existing, os.W_OK | os.X_OK):
         problem = f"{existing} is not writable"
     else:
-        return out
+        problem = _accepts_folders(existing)
+        if problem is None:
+            return out
     raise UsageError(prog, f"argument {flag}: cannot write into {out}: {problem}; expected a "
                            f"folder that can be created or written")
+
+
+def check_outputs(prog, out, names, flag="--out"):
+    """Refuse (``UsageError``), before any work, an output name in ``out`` that a file cannot be
+    written to: a folder, or anything else that is not a regular file (a link is replaced)."""
+    for name in names:
+        path = Path(out) / name
+        if path.is_symlink() or not path.exists() or path.is_file():
+            continue
+        what = "a folder" if path.is_dir() else "not a regular file"
+        raise UsageError(prog, f"argument {flag}: cannot write {path}: it is {what}; expected a "
+                               f"file or nothing at that path (remove or rename it, or choose "
+                               f"another {flag})")
+
+
+# ---------------------------------------------------------------------------------------------
+# The run in an output folder, and the lock a run holds on it
+
+#: The files whose presence makes a folder hold a run of ``fnnet train``.
+RUN_FILES = ("train_state.npz", "model.npz", "config.json")
+#: The lock file a run holds (``fcntl.flock``) in its folder while it uses it.
+LOCK_NAME = ".fnnet.lock"
+
+
+def run_files(out):
+    """The names of ``RUN_FILES`` present in ``out``."""
+    return [name for name in RUN_FILES if os.path.lexists(Path(out) / name)]
+
+
+def check_run_folder(prog, out, resume, overwrite):
+    """Refuse (``UsageError``) ``--resume`` with ``--overwrite``, and a folder that holds a run
+    (``RUN_FILES``) when neither is given: a new run never silently replaces an old one."""
+    if resume and overwrite:
+        raise UsageError(prog, "argument --overwrite: not allowed with --resume (--resume "
+                               "continues the run in --out, --overwrite replaces it; pass one)")
+    found = run_files(out)
+    if found and not (resume or overwrite):
+        raise UsageError(prog, f"argument --out: {out} already holds a run ({', '.join(found)}); "
+                               f"pass --resume to continue it or --overwrite to replace it, or "
+                               f"choose another --out")
+
+
+def _holder(path):
+    """``"pid 123: fnnet train ..."``: who holds the lock at ``path``, from what it wrote."""
+    with contextlib.suppress(OSError):
+        pid, _, command = path.read_text(errors="replace").partition("\n")
+        if pid.strip().isdigit():
+            command = " ".join(command.split())
+            return f"pid {pid.strip()}" + (f": {command}" if command else "")
+    return "its process did not say which"
+
+
+def _in_use(prog, out, path):
+    return UsageError(prog, f"argument --out: {out} is in use by another run ({_holder(path)}); "
+                            f"wait for it to finish, or choose another --out")
+
+
+def check_not_in_use(prog, out):
+    """Refuse (``UsageError``, naming the holder) a folder whose lock another run holds. Takes
+    no lock: a quick look before any work (``run_lock`` takes it)."""
+    path = Path(out) / LOCK_NAME
+    if fcntl is None or not path.is_file():
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _in_use(prog, out, path) from None
+    except OSError:
+        pass  # no locks on this file system: run_lock says so
+    finally:
+        os.close(fd)
+
+
+def _acquire(prog, out, command):
+    """The descriptor of ``out``'s lock file, locked, with ``command`` written in it; ``None``
+    when the file system takes no locks (with a warning)."""
+    path = out / LOCK_NAME
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UsageError(prog, f"argument --out: cannot create the lock file {path}: "
+                                   f"{e.strerror or e}; expected a folder that can be "
+                                   f"written") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise _in_use(prog, out, path) from None
+        except OSError as e:
+            os.close(fd)
+            print(f"{prog}: warning: cannot lock {out} ({e.strerror or e}); make sure no other "
+                  f"run writes into it at the same time", file=sys.stderr, flush=True)
+            return None
+        try:  # the file locked is still the one at path (a finishing run removes its file)
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n{command}\n".encode())
+    return fd
+
+
+@contextlib.contextmanager
+def run_lock(prog, out, argv, enabled=True):
+    """Hold a lock on the run folder ``out`` while the block runs: ``fcntl.flock`` on
+    ``out/LOCK_NAME``, which records this process's id and command line (``fnnet`` and
+    ``argv``). Another run into ``out`` is refused (``UsageError`` naming the holder). The lock
+    goes with the process however it ends; the file is removed when the block ends (one left
+    by a killed process blocks nothing). A folder created here that holds nothing at the end
+    is removed. ``enabled=False`` (the processes of a distributed run other than process 0,
+    which write nothing) takes no lock."""
+    if not enabled or fcntl is None:
+        yield
+        return
+    out = Path(out)
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(prog, f"argument --out: cannot create {out}: {e.strerror or e}; "
+                               f"expected a folder that can be created or written") from None
+    fd = None
+    try:
+        fd = _acquire(prog, out, shlex.join(["fnnet", *map(str, argv)]))
+        yield
+    finally:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                (out / LOCK_NAME).unlink()
+            os.close(fd)
+        for path in created:  # deepest first; stop at the first that holds something
+            try:
+                path.rmdir()
+            except OSError:
+                break
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,6 +432,17 @@ def data_folder(name, data_dir):
     return folder / name if (folder / name).is_dir() else folder
 
 
+def _say_warnings(prog, caught):
+    """The data loader's warnings (files that match neither data set's digests) as one line
+    each, ``PROG: warning: ...``, from process 0 only; any other warning as Python shows it."""
+    for w in caught:
+        if issubclass(w.category, UserWarning) and not issubclass(w.category, DeprecationWarning):
+            if distributed.is_main():
+                print(f"{prog}: warning: {w.message}", file=sys.stderr, flush=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def load_data(prog, name, data_dir, download, given_as="--data-dir", remedy=None):
     """``(x_train, y_train), (x_test, y_test)`` of ``name`` as loaded (uint8 images, int64
     labels): from ``data_folder(name, data_dir)`` alone when ``data_dir`` is given, else from
@@ -263,7 +450,11 @@ def load_data(prog, name, data_dir, download, given_as="--data-dir", remedy=None
     ``given_as`` and ``remedy`` word the message about an explicit folder."""
     folder = None if data_dir is None else data_folder(name, data_dir)
     try:
-        return datasets.load_dataset(name, folder, download)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            data = datasets.load_dataset(name, folder, download)
+        _say_warnings(prog, caught)
+        return data
     except datasets.DatasetNotFoundError as e:
         raise DataUnavailable(prog, e.message("cli", given_as, remedy)) from None
     except (OSError, datasets.IDXError, datasets.DatasetError, datasets.ChecksumError) as e:
@@ -297,7 +488,7 @@ CACHE_SETTINGS = {"jax_persistent_cache_min_compile_time_secs": 0.0,
 
 def add_cache_flags(parser):
     """``--compile-cache DIR`` and ``--no-compile-cache``."""
-    parser.add_argument("--compile-cache", type=Path, metavar="DIR",
+    parser.add_argument("--compile-cache", type=folder, metavar="DIR",
                         help="keep compiled programs in DIR, so that the next identical run "
                              "starts without compiling (default: $JAX_COMPILATION_CACHE_DIR, else "
                              "the jax/ folder of fnnet's per-user cache, ~/.cache/fnnet/jax); it "

@@ -11,12 +11,16 @@ from .. import checkpoints, datasets, metrics
 from ..io import write_json
 from .common import (
     FORMATTER,
+    DataUnavailable,
     UsageError,
     add_cache_flags,
     add_data_flags,
     check_out,
+    check_outputs,
+    folder,
     load_data,
     print_results,
+    run_files,
 )
 from .model_config import (
     NUM_CLASSES,
@@ -29,6 +33,7 @@ from .model_config import (
 from .scoring import model_scores, predict, summarize_test
 
 MISCLASSIFIED_SHOWN = 40
+WRITTEN = ("confusion.png", "misclassified.png", "metrics.json")  # what evaluate writes into --out
 
 DESCRIPTION = """\
 Rebuild the network from a checkpoint's metadata (an MLP fed flat images, or the CNN of train
@@ -46,8 +51,9 @@ def add_parser(subparsers):
     parser = subparsers.add_parser("evaluate", help="score a checkpoint written by 'fnnet train'",
                                    description=DESCRIPTION, formatter_class=FORMATTER)
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="model.npz written by 'fnnet train'")
-    parser.add_argument("--out", type=Path, metavar="DIR",
-                        help="output folder (default: evaluation/ beside the checkpoint)")
+    parser.add_argument("--out", type=folder, metavar="DIR",
+                        help="output folder (default: evaluation/ beside the checkpoint); not "
+                             "the folder of a training run, whose metrics.json it would replace")
     add_data_flags(parser)
     add_cache_flags(parser)
     parser.set_defaults(run=run)
@@ -100,14 +106,30 @@ def _test_data(args, meta):
         _, test = load_data(args.prog, name, recorded, not args.no_download,
                             given_as="the data folder the checkpoint records",
                             remedy="pass --data-dir with the folder that holds them now")
+    if len(test[1]) == 0:
+        raise DataUnavailable(args.prog, f"the {name} test set holds no examples; expected at "
+                                         f"least one to score")
     return prepare(meta, *test)
+
+
+def _check_out(prog, out):
+    """``check_out``, the output names, and no training run's folder (``common.RUN_FILES``):
+    ``metrics.json`` there is the run's."""
+    out = check_out(prog, out)
+    check_outputs(prog, out, WRITTEN)
+    found = run_files(out)
+    if found:
+        raise UsageError(prog, f"argument --out: {out} holds a training run ({', '.join(found)}), "
+                               f"whose metrics.json evaluate would replace; expected another "
+                               f"folder (the default is evaluation/ beside the checkpoint)")
+    return out
 
 
 def run(args):
     """Score the checkpoint; write ``confusion.png``, ``misclassified.png`` and ``metrics.json``."""
     prog = args.prog
     path = Path(args.checkpoint)
-    out = check_out(prog, args.out if args.out is not None else path.parent / "evaluation")
+    out = _check_out(prog, args.out if args.out is not None else path.parent / "evaluation")
     model, num_models, params, meta = _read_checkpoint(prog, path)
     x_test, y_test = _test_data(args, meta)
 

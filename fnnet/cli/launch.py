@@ -3,7 +3,10 @@
 Each process gets the environment ``fnnet.devices.distributed.initialize`` reads: ``FNNET_COORDINATOR``
 (``127.0.0.1:PORT``, a free port unless ``--port``), ``FNNET_NUM_PROCESSES=N`` and
 ``FNNET_PROCESS_ID`` (0 .. N-1), and with ``--devices-per-process K`` an ``XLA_FLAGS`` that gives
-each process K CPU devices. ``fnnet ...`` runs as ``python -m fnnet.cli ...`` with this Python;
+each process K CPU devices; ``FNNET_LAUNCH_COMMAND`` holds the launch line (``fnnet launch -n N
+...``), so that ``fnnet train`` interrupted prints a resume command under the same launcher.
+``fnnet ...`` runs with this Python (``child_command``: ``fnnet.cli``'s ``main`` behind a Ctrl-C
+guard, so that an interrupt that arrives while the process imports JAX is honoured, not lost);
 any other command runs as given (``-- python -m mypackage.train``).
 
 Every line a process prints is forwarded, prefixed with its rank (``[1] epoch 2/10 ...``; none
@@ -22,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -31,13 +35,28 @@ import threading
 import time
 
 from ..devices import distributed
-from .common import FORMATTER, Parser, UsageError, positive_int
+from .common import FORMATTER, Parser, UsageError, non_negative_float, positive_int
 
 HELP = "run a command in N local processes that train as one (fnnet train --distributed)"
 USAGE_HINT = "e.g. fnnet launch -n 2 -- fnnet train --distributed"
 DEVICE_FLAG = "--xla_force_host_platform_device_count"
 EXIT_INTERRUPTED = 130
 POLL_SECONDS = 0.05
+#: The environment variable holding the launch line (``fnnet launch -n N ...``, before ``--``).
+ENV_LAUNCH = "FNNET_LAUNCH_COMMAND"
+#: What ``fnnet ...`` runs as in each process (``python -c BOOTSTRAP ARGS...``): Ctrl-C deferred
+#: while fnnet and JAX are imported (a KeyboardInterrupt raised there is a traceback, or is lost
+#: inside JAX's garbage-collection callback), then ``fnnet.cli.main``, which honours it.
+BOOTSTRAP = """\
+import signal, sys
+def deferred(signum, frame):
+    deferred.fnnet_deferred_interrupts.append(signum)
+deferred.fnnet_deferred_interrupts = []
+signal.signal(signal.SIGINT, deferred)
+sys.argv[0] = "fnnet"
+from fnnet.cli import main
+sys.exit(main())
+"""
 
 DESCRIPTION = f"""\
 Run COMMAND (everything after --) in N processes on this machine, set up to join one distributed
@@ -61,15 +80,17 @@ def add_parser(subparsers):
 def build_parser():
     """The flags before ``--``."""
     parser = Parser(prog="fnnet launch", formatter_class=FORMATTER, description=DESCRIPTION,
-                    usage="fnnet launch -n N [--port P] [--devices-per-process K] -- COMMAND ...")
+                    usage="fnnet launch -n N [--port P] [--devices-per-process K] [--grace S] "
+                          "[--no-prefix] -- COMMAND ...")
     parser.add_argument("-n", "--processes", type=positive_int, required=True, metavar="N",
                         help="how many processes to start")
     parser.add_argument("--port", type=positive_int, metavar="P",
                         help="the coordinator's port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--devices-per-process", type=positive_int, metavar="K",
                         help=f"give each process K CPU devices ({DEVICE_FLAG}=K in XLA_FLAGS)")
-    parser.add_argument("--grace", type=float, default=10.0, metavar="S",
-                        help="after Ctrl-C, seconds to wait before terminating (default: 10)")
+    parser.add_argument("--grace", type=non_negative_float, default=10.0, metavar="S",
+                        help="after Ctrl-C, seconds to wait before terminating, a finite number "
+                             ">= 0 (default: 10)")
     parser.add_argument("--no-prefix", action="store_true",
                         help="forward output lines without the [rank] prefix")
     return parser
@@ -96,11 +117,17 @@ def parse(argv):
             raise UsageError("fnnet launch", "fnnet train needs --distributed here: without it "
                                              "every process would train alone and all would write "
                                              "into the same --out")
-        command = [sys.executable, "-m", "fnnet.cli", *command[1:]]
+        command = child_command(command)
     elif shutil.which(command[0]) is None:
         raise UsageError("fnnet launch", f"cannot run {command[0]!r}: no such program; expected a "
                                          f"program on PATH or a path to one")
     return options, command
+
+
+def child_command(command):
+    """What ``fnnet ARGS...`` runs as in a process of the launch: this Python running
+    ``BOOTSTRAP`` with ``ARGS``."""
+    return [sys.executable, "-c", BOOTSTRAP, *command[1:]]
 
 
 def free_port(port=None):
@@ -114,7 +141,7 @@ def free_port(port=None):
         return probe.getsockname()[1]
 
 
-def environment(rank, count, port, devices_per_process=None, base=None):
+def environment(rank, count, port, devices_per_process=None, base=None, launch_argv=None):
     """The environment of process ``rank`` of ``count``.
 
     Args:
@@ -122,14 +149,19 @@ def environment(rank, count, port, devices_per_process=None, base=None):
         port: the coordinator's port on 127.0.0.1.
         devices_per_process: K CPU devices per process, or ``None`` to leave ``XLA_FLAGS`` alone.
         base: the environment to start from (default ``os.environ``).
+        launch_argv: the launch line's words (``["launch", "-n", "2", ...]``, before ``--``),
+            recorded in ``ENV_LAUNCH`` as ``fnnet launch ...``; ``None`` to record none.
 
     Returns:
         A new dict.
     """
     env = dict(os.environ if base is None else base)
+    env.pop(ENV_LAUNCH, None)
     env.update({distributed.ENV_COORDINATOR: f"127.0.0.1:{port}",
                 distributed.ENV_NUM_PROCESSES: str(count),
                 distributed.ENV_PROCESS_ID: str(rank), "PYTHONUNBUFFERED": "1"})
+    if launch_argv is not None:
+        env[ENV_LAUNCH] = shlex.join(["fnnet", *map(str, launch_argv)])
     if devices_per_process:
         flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith(DEVICE_FLAG)]
         env["XLA_FLAGS"] = " ".join([*flags, f"{DEVICE_FLAG}={devices_per_process}"])
@@ -243,7 +275,9 @@ def _on_sigterm(signum, frame):
 
 def run(argv):
     """Run ``fnnet launch`` with ``argv`` (the words after ``launch``); return the exit status."""
-    options, command = parse(list(argv))
+    argv = list(argv)
+    options, command = parse(argv)
+    launch_argv = ["launch", *argv[:argv.index("--")]]
     port, count = free_port(options.port), options.processes
     procs = []
     in_main_thread = threading.current_thread() is threading.main_thread()
@@ -251,7 +285,8 @@ def run(argv):
     try:
         for rank in range(count):
             procs.append(_start(command, environment(rank, count, port,
-                                                     options.devices_per_process)))
+                                                     options.devices_per_process,
+                                                     launch_argv=launch_argv)))
         _forward_all(procs, options.no_prefix)
         outcome = supervise(procs)
     except FileNotFoundError as e:

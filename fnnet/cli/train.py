@@ -17,6 +17,8 @@ MLP-only flags are refused with ``--model cnn`` and ``lstm``, and their loss is 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
 import sys
 import textwrap
@@ -30,29 +32,35 @@ import jax.numpy as jnp
 from .. import checkpoints, datasets, optim
 from ..devices import distributed
 from ..io import write_json
-from ..training import DIVERGENCE_FACTOR, fit
+from ..training import DIVERGENCE_FACTOR, HISTORY_KEYS, fit
 from ..training.config import ResumeError
 from . import train_text
 from .common import (
     CNN_SUMMARY,
     FORMATTER,
     LSTM_SUMMARY,
+    DataUnavailable,
     UsageError,
     add_cache_flags,
     add_data_flags,
     add_network_flags,
     batch_size,
+    check_not_in_use,
     check_out,
+    check_outputs,
+    check_run_folder,
     count,
     data_folder,
     decay_rate,
+    folder,
     load_data,
     positive_float,
     positive_int,
     resolve_network,
+    run_lock,
     seed,
 )
-from .launch import check_split, join
+from .launch import ENV_LAUNCH, check_split, join
 from .model_config import (
     MODELS,
     NUM_CLASSES,
@@ -66,7 +74,7 @@ from .model_config import (
 )
 from .scoring import targets
 from .train_results import (
-    WRITTEN,  # noqa: F401  (re-exported: what train writes)
+    WRITTEN,
     divergence_message,
     rate_text,
     write_results,
@@ -121,8 +129,14 @@ Validation: --validation examples (default {DEFAULT_VALIDATION}, at most a tenth
 out of the training set, drawn with --seed; the per-epoch 'val' figures and the curves are
 theirs. The test set is scored once, after training, and reported as 'test'.
 
-Exit status: 0 when training finished; 2 for a bad flag or an --out that cannot be written;
-1 when the data cannot be read; {EXIT_DIVERGED} when training diverged (the loss was not finite or grew
+The output folder: a folder that already holds a run (train_state.npz, model.npz or config.json)
+is refused unless --resume continues it or --overwrite replaces it (the replaced run's files
+stay until the new run's first epoch ends); a folder another run is using (it holds a lock on
+it while it runs) is refused, naming that run.
+
+Exit status: 0 when training finished; 2 for a bad flag, an --out that cannot be written, holds
+a run or is in use, or a --resume that cannot continue the run saved there; 1 when the data
+cannot be read or holds no examples; {EXIT_DIVERGED} when training diverged (the loss was not finite or grew
 past {DIVERGENCE_FACTOR:g} x max(first step's loss, 1): training stops, and the files are still
 written, with the last parameters whose loss was within that bound); {EXIT_INTERRUPTED} when interrupted
 with Ctrl-C, after printing the command that resumes the run.
@@ -171,11 +185,15 @@ def add_parser(subparsers):
                              "split (default: 0)")
     parser.add_argument("--ensemble", type=positive_int, default=1, metavar="K",
                         help="train K models with different seeds in one program (default: 1)")
-    parser.add_argument("--out", type=Path, metavar="DIR",
-                        help="output folder (default: runs/<dataset>)")
+    parser.add_argument("--out", type=folder, metavar="DIR",
+                        help="output folder (default: runs/<dataset>); one that holds a run is "
+                             "refused unless --resume or --overwrite")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its train_state.npz (saved every "
                              "epoch) up to --epochs; every other setting must be the same")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in --out with a new one (its files are replaced "
+                             "once the new run's first epoch has ended)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     parser.add_argument("--distributed", action="store_true",
                         help="one process of a distributed run (fnnet launch -n N -- fnnet train "
@@ -225,21 +243,114 @@ def _config(args, validation, folder):
                         data_dir=None if folder is None else folder.resolve())
 
 
-def _check_resume_state(prog, state_path):
-    """``--resume`` needs a readable state checkpoint."""
+def _not_a_state(prog, state_path, why):
+    return UsageError(prog, f"argument --resume: {state_path} is not a training state fnnet "
+                            f"train saved ({why}); expected the train_state.npz it saves after "
+                            f"every epoch")
+
+
+def _check_resume_state(prog, state_path, epochs):
+    """``--resume`` needs a readable state checkpoint: its metadata (read without any array)
+    must hold the epoch, the per-epoch history and the configuration fnnet saves with it, and
+    the epoch must not lie beyond ``epochs`` (``None``: not checked). Returns the metadata;
+    ``UsageError`` naming what is wrong."""
     if not state_path.exists():
         raise UsageError(prog, f"argument --resume: nothing to resume, {state_path} does not exist "
                                f"(train without --resume first)")
     try:
-        checkpoints.metadata(state_path)  # the manifest and metadata only, no array read
+        meta = checkpoints.metadata(state_path)  # the manifest and metadata only, no array read
     except (OSError, ValueError) as e:
         raise UsageError(prog, f"argument --resume: {e}") from None
+    missing = [name for name in ("epoch", "history", "config") if name not in meta]
+    if len(missing) == 3:
+        raise _not_a_state(prog, state_path, "its metadata has no epoch, history or "
+                                             "configuration, as in a model.npz, which holds "
+                                             "the final params only")
+    if missing:
+        raise _not_a_state(prog, state_path, f"its metadata has no {' or '.join(missing)}")
+    epoch, history = meta["epoch"], meta["history"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise _not_a_state(prog, state_path, f"it records epoch {epoch!r}, not a whole number "
+                                             f">= 1")
+    if not isinstance(history, dict) or any(
+            not isinstance(history.get(name), list) or len(history[name]) != epoch
+            for name in HISTORY_KEYS):
+        raise _not_a_state(prog, state_path, f"its history is not the record of {epoch} "
+                                             f"epoch{'s' if epoch > 1 else ''} fnnet keeps")
+    if not isinstance(meta["config"], dict):
+        raise _not_a_state(prog, state_path, "its configuration is not a JSON object")
+    if epochs is not None and epoch > epochs:
+        raise UsageError(prog, f"argument --resume: the run in {state_path.parent} was saved at "
+                               f"epoch {epoch}, beyond --epochs {epochs}; expected --epochs "
+                               f"{epoch} or more (the total, the epochs trained included)")
+    return meta
+
+
+def _stopped(meta, num_models):
+    """Whether every model of the run saved with ``meta`` had stopped (diverged)."""
+    events = meta["history"].get("diverged") or []
+    stopped = {model for event in events if isinstance(event, dict)
+               for model in event.get("models", [])}
+    return len(stopped) >= num_models
+
+
+def _claim_out(args, main=True):
+    """``(out, state_path, saved)``: the output folder, checked before any work (it can be
+    written, its output names are not folders, it holds no run unless ``--resume`` or
+    ``--overwrite``, no other run is using it), and with ``--resume`` the saved state's
+    metadata (``None`` without). The image and text models both start here; the processes of
+    a distributed run other than process 0 (``main``) do not look at the lock."""
+    prog = args.prog
+    out = check_out(prog, args.out if args.out is not None else Path("runs") / args.dataset)
+    check_outputs(prog, out, WRITTEN)
+    check_run_folder(prog, out, args.resume, args.overwrite)
+    if main:
+        check_not_in_use(prog, out)
+    state_path = out / "train_state.npz"
+    saved = None
+    if args.resume:
+        epochs = None if args.model == "gpt" else args.epochs  # gpt: its --steps are compared
+        saved = _check_resume_state(prog, state_path, epochs)
+        if args.model != "gpt" and _stopped(saved, args.ensemble):
+            args.epochs = saved["epoch"]  # every model stopped: nothing more to train
+    return out, state_path, saved
+
+
+@contextlib.contextmanager
+def _locked(args, out, main=True):
+    """Hold the lock on ``out`` while the run uses it (process 0 only), and look again, under
+    it, for a run that another process finished in ``out`` since ``_claim_out`` looked."""
+    with run_lock(args.prog, out, args.argv, enabled=main):
+        check_run_folder(args.prog, out, args.resume, args.overwrite)
+        yield
+
+
+@contextlib.contextmanager
+def _resume_errors(args, state_path):
+    """A resume that cannot continue the run saved at ``state_path`` (another configuration,
+    or arrays that are not this configuration's) as a usage error."""
+    try:
+        yield
+    except ResumeError as e:
+        raise UsageError(args.prog, f"argument --resume: {str(e).removeprefix('fit: ')}; resume "
+                                    f"with the same flags") from None
+    except ValueError as e:  # checkpoints.load: the saved arrays are not this network's
+        if not (args.resume and str(state_path) in str(e)):
+            raise
+        raise UsageError(args.prog, f"argument --resume: {e}; expected the state of the run "
+                                    f"these flags describe") from None
 
 
 def _data(args):
     """``(train, validation, test)`` as model inputs, and the folder ``--data-dir`` named."""
     prog = args.prog
     (x, y), test = load_data(prog, args.dataset, args.data_dir, not args.no_download)
+    for part, what, use in (((x, y), "training", "trained on"),
+                            (test, "test", "scored once, after training")):
+        if len(part[0]) == 0:
+            where = "" if args.data_dir is None else f" in {args.data_dir}"
+            raise DataUnavailable(prog, f"the {args.dataset} {what} set{where} holds no "
+                                        f"examples; expected at least one (it is {use})")
     rows = args.validation
     if rows is None:
         rows = min(DEFAULT_VALIDATION, len(x) // 10)
@@ -270,14 +381,24 @@ def _products(args):
     return "" if args.precision == "f32" else f", {args.precision} products"
 
 
-def _write_config(out):
+#: What a run replaced by ``--overwrite`` leaves that the new run writes only at its end.
+RESULTS = ("model.npz", "metrics.json", "curves.png")
+
+
+def _write_config(out, overwrite=False):
     """A callback writing the run's configuration (``fit``'s ``RunConfig``, serialised) to
     ``config.json`` after this command's first epoch: a run that is refused, or stopped before
-    an epoch ends, leaves the folder's old ``config.json`` as it was."""
+    an epoch ends, leaves the folder's old ``config.json`` as it was. With ``overwrite``, the
+    replaced run's results (``RESULTS``) are removed then, so that the folder never mixes the
+    two runs."""
     written = []
 
     def callback(record, state, history):
         if not written and distributed.is_main():
+            if overwrite:
+                for name in RESULTS:
+                    with contextlib.suppress(FileNotFoundError):
+                        (out / name).unlink()
             write_json(out / "config.json", history["config"])
             written.append(record.epoch)
 
@@ -291,22 +412,19 @@ def _fit(model, args, config, train, validation, out):
     num_models = config["ensemble"]
     steps = 1 if args.batch_size is None else len(train[0]) // args.batch_size
     split = lambda part: (part[0], targets(args.loss, part[1], NUM_CLASSES))
-    with warnings.catch_warnings(record=True) as caught:
+    state_path = out / "train_state.npz"
+    with warnings.catch_warnings(record=True) as caught, _resume_errors(args, state_path):
         warnings.simplefilter("always", RuntimeWarning)
-        try:
-            state, history = fit(
-                model=model, loss=args.loss, optimizer=optimizer_of(config, steps),
-                train=split(train), epochs=args.epochs, batch_size=args.batch_size,
-                key=jax.random.PRNGKey(args.seed),
-                validation=split(validation) if len(validation[0]) else None, grads=args.grads,
-                ensemble=num_models if num_models > 1 else None, progress=not args.quiet,
-                checkpoint=out / "train_state.npz", resume=args.resume,
-                devices="all" if args.distributed else None, dtype=jnp.float32,
-                precision=args.precision, recipe=config, callbacks=[_write_config(out)])
-        except ResumeError as e:
-            message = str(e).removeprefix("fit: ")
-            raise UsageError(args.prog, f"argument --resume: {message}; resume with the same "
-                                        f"flags") from None
+        state, history = fit(
+            model=model, loss=args.loss, optimizer=optimizer_of(config, steps),
+            train=split(train), epochs=args.epochs, batch_size=args.batch_size,
+            key=jax.random.PRNGKey(args.seed),
+            validation=split(validation) if len(validation[0]) else None, grads=args.grads,
+            ensemble=num_models if num_models > 1 else None, progress=not args.quiet,
+            checkpoint=state_path, resume=args.resume,
+            devices="all" if args.distributed else None, dtype=jnp.float32,
+            precision=args.precision, recipe=config,
+            callbacks=[_write_config(out, args.overwrite)])
     for w in caught:
         if not (issubclass(w.category, RuntimeWarning) and history.get("diverged")):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -316,7 +434,7 @@ def _fit(model, args, config, train, validation, out):
 def run(args):
     """Train; write ``WRITTEN`` into ``--out``. Exit status: 0; ``EXIT_DIVERGED`` when training
     diverged; ``EXIT_INTERRUPTED`` on Ctrl-C (see ``DESCRIPTION``). With ``--distributed`` only
-    process 0 prints and writes; the others return 0 once training is done."""
+    process 0 prints, writes and locks the folder; the others return 0 once training is done."""
     prog = args.prog
     if args.dataset == train_text.TEXT:
         return _run_text(args)
@@ -325,31 +443,30 @@ def run(args):
     if args.distributed:
         join(prog)  # before any other JAX call
     main = distributed.is_main()
-    out = check_out(prog, args.out if args.out is not None else Path("runs") / args.dataset)
-    state_path = out / "train_state.npz"
-    if args.resume:
-        _check_resume_state(prog, state_path)
+    out, state_path, _ = _claim_out(args, main)
     (train, validation, test), folder = _data(args)
     if args.distributed:
         check_split(prog, args.batch_size, len(train[0]))
     config = _config(args, len(validation[0]), folder)
     examples = (len(train[0]), len(validation[0]), len(test[0]))
-    if main and not args.quiet:
-        _announce(args, config, out, examples)
-    model = network(config)  # fit applies --precision
-    started, started_ns = time.perf_counter(), time.time_ns()
-    try:
-        state, history = _fit(model, args, config, train, validation, out)
-    except KeyboardInterrupt:  # the other processes leave the message to process 0
-        since = 0 if args.resume else started_ns
-        return _interrupted(args, out, state_path, since) if main else EXIT_INTERRUPTED
-    seconds = time.perf_counter() - started
-    if not main:
-        return 0
-    params = state.params
-    if args.distributed:
-        params = distributed.to_host(params)  # replicated in every process: this one's copy
-    write_results(args, model, history["config"], params, history, test, examples, out, seconds)
+    with _locked(args, out, main):
+        if main and not args.quiet:
+            _announce(args, config, out, examples)
+        model = network(config)  # fit applies --precision
+        started, started_ns = time.perf_counter(), time.time_ns()
+        try:
+            state, history = _fit(model, args, config, train, validation, out)
+        except KeyboardInterrupt:  # the other processes leave the message to process 0
+            since = 0 if args.resume else started_ns
+            return _interrupted(args, out, state_path, since) if main else EXIT_INTERRUPTED
+        seconds = time.perf_counter() - started
+        if not main:
+            return 0
+        params = state.params
+        if args.distributed:
+            params = distributed.to_host(params)  # replicated in every process: this one's copy
+        write_results(args, model, history["config"], params, history, test, examples, out,
+                      seconds)
     diverged = divergence_message(history, args.ensemble)
     if diverged:
         print(f"{prog}: error: {diverged}", file=sys.stderr, flush=True)
@@ -359,25 +476,33 @@ def run(args):
 
 def _run_text(args):
     """``--dataset shakespeare``: the character LSTM (``train_text``), with the same output
-    folder, resume, Ctrl-C and divergence handling as the image models."""
+    folder checks and lock, resume, Ctrl-C and divergence handling as the image models."""
     train_text.check_flags(args, DEFAULT_LR)
-    out = check_out(args.prog, args.out if args.out is not None else Path("runs") / args.dataset)
-    state_path = out / "train_state.npz"
-    if args.resume:
-        _check_resume_state(args.prog, state_path)
+    out, state_path, _ = _claim_out(args)
     started_ns = time.time_ns()
-    try:
-        history = train_text.run(args, out, _write_config(out))
-    except ResumeError as e:
-        raise UsageError(args.prog, f"argument --resume: {str(e).removeprefix('fit: ')}; resume "
-                                    f"with the same flags") from None
-    except KeyboardInterrupt:
-        return _interrupted(args, out, state_path, 0 if args.resume else started_ns)
+    with _locked(args, out):
+        try:
+            with _resume_errors(args, state_path):
+                history = train_text.run(args, out, _write_config(out, args.overwrite))
+        except KeyboardInterrupt:
+            return _interrupted(args, out, state_path, 0 if args.resume else started_ns)
     diverged = divergence_message(history, 1)
     if diverged:
         print(f"{args.prog}: error: {diverged}", file=sys.stderr, flush=True)
         return EXIT_DIVERGED
     return 0
+
+
+def resume_command(argv, distributed=False):
+    """The command line that resumes the run ``fnnet argv...`` trains: ``argv`` with
+    ``--resume`` (and without ``--overwrite``). A distributed run started by ``fnnet launch``
+    resumes under the same launch line (``ENV_LAUNCH``, which the launcher sets)."""
+    argv = [arg for arg in map(str, argv) if arg not in ("--resume", "--overwrite")]
+    command = ["fnnet", *argv, "--resume"]
+    launched = os.environ.get(ENV_LAUNCH) if distributed else None
+    if launched:
+        command = [*shlex.split(launched), "--", *command]
+    return shlex.join(command)
 
 
 def _interrupted(args, out, state_path, since_ns):
@@ -388,9 +513,8 @@ def _interrupted(args, out, state_path, since_ns):
               f"to resume from (run the same command again)", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     epoch = checkpoints.metadata(state_path)["epoch"]
-    argv = [arg for arg in args.argv if arg != "--resume"] + ["--resume"]
-    if args.out is None:
-        argv += ["--out", str(out)]
+    argv = list(args.argv) + ([] if args.out is not None else ["--out", str(out)])
+    command = resume_command(argv, args.distributed)
     print(f"{args.prog}: interrupted; the state after epoch {epoch} is in {state_path}; resume "
-          f"with: {shlex.join(['fnnet', *argv])}", file=sys.stderr, flush=True)
+          f"with: {command}", file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED

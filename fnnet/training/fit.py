@@ -84,10 +84,18 @@ def _resume(path, state, config):
                          f"(only epochs may change), or start a new run")
     try:
         saved, meta = checkpoints.load(path, like=state._asdict())
-    except checkpoints.CheckpointError as e:
+    except (checkpoints.CheckpointError, ValueError, TypeError) as e:
         raise ResumeError(f"fit: cannot resume from {str(path)!r}: {e}") from None
-    history = {name: list(values) for name, values in meta["history"].items()}
-    return TrainState(**saved), history, int(meta["epoch"]) + 1
+    epoch, history = meta.get("epoch"), meta.get("history")
+    if not checks.is_integer(epoch) or epoch < 1 or not isinstance(history, dict) or not all(
+            isinstance(values, list) for values in history.values()):
+        raise ResumeError(f"fit: cannot resume from {str(path)!r}: its metadata must hold the "
+                          f"epoch saved (an integer >= 1) and the history (lists by name), got "
+                          f"epoch {epoch!r} and {type(history).__name__} history")
+    if epoch > config.epochs:
+        raise ResumeError(f"fit: the run saved in {str(path)!r} is at epoch {epoch}, past the "
+                          f"{config.epochs} epochs asked for; ask for {epoch} or more")
+    return TrainState(**saved), {name: list(v) for name, v in history.items()}, epoch + 1
 
 
 def _validator(model, loss, fused, validation, dtype, models, state):
@@ -299,6 +307,8 @@ def fit(model, loss, optimizer, train, *, epochs=1, batch_size=128, key=None, va
     callbacks = _callbacks(callbacks, plan, progress and (epochs, first_epoch), checkpoint)
 
     rows = plan.batch_size or n
+    if jnp.all(state.stopped):  # a resumed run whose every model had stopped: nothing to train
+        first_epoch = epochs + 1
     for epoch in range(first_epoch, epochs + 1):
         started, compiled_before = time.perf_counter(), runner.compile_seconds
         state, stats = runner(state, x, y)

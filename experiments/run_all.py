@@ -57,6 +57,7 @@ EXPERIMENTS = (
     "shakespeare_gpt",
 )
 DEFAULT_README = Path(__file__).resolve().parent / "README.md"
+PROJECT_README = Path(__file__).resolve().parents[1] / "README.md"
 MAX_WIDTH = 900  # pixels; matplotlib's 120 dpi figures come out at about 90 dpi
 MAX_ROWS = 25  # headline rows shown per experiment
 
@@ -88,9 +89,19 @@ def describe_machine(m):
             f"jax {m.get('jax')}, device {m.get('device')}")
 
 
+def folder(text):
+    """``--out``: a folder path; an empty value is refused (``Path("")`` would be the current
+    folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty value")
+    return Path(text)
+
+
 def parse_names(values):
     """``--only`` values (comma- or space-separated, repeatable) as a list of known names."""
     names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--only needs at least one name, from {', '.join(EXPERIMENTS)}")
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         raise ValueError(f"unknown experiment(s) {', '.join(unknown)}; expected names from "
@@ -408,7 +419,7 @@ def main(argv=None):
     "exit_status"}`` (``exit_status`` 1 when an experiment was missing or failed)."""
     p = argparse.ArgumentParser(prog="python -m experiments.run_all", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("runs"),
+    p.add_argument("--out", type=folder, default=Path("runs"),
                    help="root folder; experiment NAME writes into OUT/NAME (default: runs)")
     p.add_argument("--quick", action="store_true", help="pass --quick to every experiment")
     p.add_argument("--only", nargs="+", default=None, metavar="NAMES",
@@ -423,7 +434,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.publish and args.readme is not None:
         p.error("--publish writes experiments/README.md; give either --publish or --readme")
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"argument --out: expected a folder (created if missing), got {str(args.out)!r}, "
+                f"a file")
     readme_path = DEFAULT_README if args.publish else args.readme or args.out / "README.md"
+    if readme_path.resolve() == PROJECT_README:
+        p.error(f"the results page would replace the project's {PROJECT_README}; choose "
+                f"another --out or --readme")
     try:
         names = parse_names(args.only) if args.only else list(EXPERIMENTS)
     except ValueError as e:

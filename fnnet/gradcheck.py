@@ -22,6 +22,7 @@ class GradRow:
     max_abs: float
     max_rel: float
     fd_rel: float | None = None
+    scale: float = 1.0  # the reference gradient's largest magnitude, ‖g_jax‖∞
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,12 @@ class GradReport:
     @property
     def max_abs(self):
         return max((r.max_abs for r in self.rows), default=0.0)
+
+    @property
+    def all_zero(self):
+        """Whether every reference gradient is exactly zero: then agreement proves nothing (a
+        softmax over one output, say, is constant)."""
+        return bool(self.rows) and all(r.scale == 0 for r in self.rows)
 
     def ok(self, rtol=None):
         """Whether every relative error is within ``rtol`` (default 1e-10 in float64, 1e-4 in
@@ -107,6 +114,7 @@ def check_grads(model, loss, params, x, y_true, fused=True, finite_differences=F
             fd_rel = abs(fd - dd) / max(abs(fd), abs(dd), 1e-30)
         gm_np, ga_np = np.asarray(gm), np.asarray(ga)
         max_abs = float(np.max(np.abs(gm_np - ga_np))) if gm_np.size else 0.0
+        scale = float(np.max(np.abs(ga_np))) if ga_np.size else 0.0
         rows.append(GradRow(jax.tree_util.keystr(path), tuple(gm.shape), max_abs,
-                            _rel(gm_np, ga_np), fd_rel))
+                            _rel(gm_np, ga_np), fd_rel, scale))
     return GradReport(tuple(rows), dtype, float(loss_m), float(loss_a))

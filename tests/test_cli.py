@@ -304,6 +304,15 @@ def test_gradcheck_prints_a_table_per_dtype_and_passes(capsys, flags):
         assert "fin.diff rel" in out
 
 
+def test_gradcheck_says_when_every_gradient_is_zero(capsys):
+    """Issue 20: ``--layers 1,1`` (a softmax over one output: a constant loss) passed silently."""
+    code, out, _ = run(capsys, "gradcheck", "--layers", "1,1", "--batch", "2")
+    assert code == 0
+    assert out.count("every gradient is exactly zero, so this checks nothing") == 2
+    code, out, _ = run(capsys, "gradcheck", "--layers", "4,3", "--batch", "2")
+    assert "exactly zero" not in out
+
+
 def test_gradcheck_exits_1_when_a_dtype_fails(capsys, monkeypatch):
     def bad_report(model, loss, params, x, y, **kwargs):
         return GradReport((GradRow("[0].W", (6, 12), 0.5, 0.5),), str(x.dtype), 1.0, 1.0)

@@ -109,6 +109,9 @@ def _verdict(report, tol, fd_tol):
         line += (f", finite differences {max(fd_errors):.3e} {'<=' if fd_passed else '>'} "
                  f"{fd_tol:g}")
         passed = passed and fd_passed
+    if report.all_zero:  # agreement on zeros shows nothing about the rules
+        line += ("; every gradient is exactly zero, so this checks nothing (the network's loss "
+                 "does not depend on its parameters here: a softmax over one output, say)")
     return passed, f"{report.dtype}: {'PASS' if passed else 'FAIL'}  {line}"
 
 

@@ -58,6 +58,7 @@ from .common import (
     positive_int,
     resolve_network,
     run_lock,
+    say_bf16_emulated,
     seed,
 )
 from .launch import ENV_LAUNCH, check_split, join
@@ -443,6 +444,8 @@ def run(args):
     if args.distributed:
         join(prog)  # before any other JAX call
     main = distributed.is_main()
+    if main:
+        say_bf16_emulated(prog, args.precision)
     out, state_path, _ = _claim_out(args, main)
     (train, validation, test), folder = _data(args)
     if args.distributed:
@@ -478,6 +481,7 @@ def _run_text(args):
     """``--dataset shakespeare``: the character LSTM (``train_text``), with the same output
     folder checks and lock, resume, Ctrl-C and divergence handling as the image models."""
     train_text.check_flags(args, DEFAULT_LR)
+    say_bf16_emulated(args.prog, args.precision)
     out, state_path, _ = _claim_out(args)
     started_ns = time.time_ns()
     with _locked(args, out):

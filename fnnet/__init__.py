@@ -13,7 +13,18 @@ and matplotlib are imported the first time ``fnnet.plots`` is used), no signal h
 """
 
 from . import _startup  # noqa: F401, I001  (first: before JAX is imported)
-from . import checks, datasets, devices, io, loss_scale, losses, metrics, optim, precision
+from . import (
+    checks,
+    datasets,
+    devices,
+    io,
+    loss_scale,
+    losses,
+    metrics,
+    optim,
+    precision,
+    sampling,
+)
 from ._version import __version__
 from .checkpoints import load, save
 from .gradcheck import GradReport, check_grads
@@ -82,5 +93,5 @@ __all__ = [
     "io", "checks", "precision", "loss_scale", "__version__",
     "Embedding", "RNN", "LSTM", "GRU", "LastStep",
     "CausalSelfAttention", "GELU", "GPT", "PositionEmbedding", "Residual", "TransformerBlock",
-    "gpt", "TokenWindows",
+    "gpt", "TokenWindows", "sampling",
 ]

@@ -233,3 +233,29 @@ def test_train_distributed_without_a_run_to_join(tmp_path, data_root):
     assert len(lines) == 1, err
     assert lines[0].startswith("fnnet train: error: argument --distributed: no distributed")
     assert "FNNET_COORDINATOR" in lines[0]
+
+
+SHARED = (Path(os.environ["FNNET_DATA_DIR"]).expanduser() if os.environ.get("FNNET_DATA_DIR")
+          else ROOT.parent / "shared" / "data")
+
+
+@pytest.mark.skipif(not (SHARED / "tinyshakespeare" / "input.txt").is_file(),
+                    reason="needs the tiny Shakespeare corpus (FNNET_DATA_DIR)")
+def test_the_gpt_trains_under_launch_as_in_one_process(tmp_path):
+    """Issue 19: `fnnet train --dataset shakespeare --model gpt --distributed` under `fnnet
+    launch` (two processes of two devices, each step's windows split across the four) ends
+    where one process does."""
+    gpt = ["train", "--dataset", "shakespeare", "--model", "gpt", "--data-dir", SHARED,
+           "--no-download", "--depth", "1", "--heads", "2", "--dim", "8", "--block-size", "16",
+           "--batch-size", "4", "--steps", "4", "--eval-every", "2", "--quiet"]
+    code, _, err, _ = _fnnet(tmp_path, *gpt, "--out", tmp_path / "one")
+    assert code == 0, err[-3000:]
+    code, out, err, _ = _fnnet(tmp_path, "launch", "-n", "2", "--devices-per-process", "2", "--",
+                               "fnnet", *gpt, "--distributed", "--out", tmp_path / "multi")
+    assert code == 0, err[-3000:]
+    assert "[0] validation loss" in out and "[1] validation loss" not in out
+    multi, one = (np.load(tmp_path / name / "model.npz") for name in ("multi", "one"))
+    leaves = [name for name in one.files if name.startswith("leaf_")]
+    assert leaves
+    for name in leaves:
+        np.testing.assert_allclose(multi[name], one[name], rtol=1e-4, atol=1e-5)

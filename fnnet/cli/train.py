@@ -481,15 +481,25 @@ def _run_text(args):
     """``--dataset shakespeare``: the character LSTM (``train_text``), with the same output
     folder checks and lock, resume, Ctrl-C and divergence handling as the image models."""
     train_text.check_flags(args, DEFAULT_LR)
-    say_bf16_emulated(args.prog, args.precision)
-    out, state_path, _ = _claim_out(args)
+    if args.distributed:
+        join(args.prog)  # before any other JAX call
+    main = distributed.is_main()
+    if main:
+        say_bf16_emulated(args.prog, args.precision)
+    if args.distributed:
+        check_split(args.prog, args.batch_size, args.batch_size)
+    out, state_path, _ = _claim_out(args, main)
     started_ns = time.time_ns()
-    with _locked(args, out):
+    with _locked(args, out, main):
         try:
             with _resume_errors(args, state_path):
                 history = train_text.run(args, out, _write_config(out, args.overwrite))
         except KeyboardInterrupt:
+            if not main:  # the other processes leave the message to process 0
+                return EXIT_INTERRUPTED
             return _interrupted(args, out, state_path, 0 if args.resume else started_ns)
+    if not main:
+        return 0
     diverged = divergence_message(history, 1)
     if diverged:
         print(f"{args.prog}: error: {diverged}", file=sys.stderr, flush=True)

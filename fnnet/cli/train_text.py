@@ -35,6 +35,7 @@ import jax
 import numpy as np
 
 from .. import checkpoints, datasets, optim
+from ..devices import distributed
 from ..io import write_json
 from ..networks import gpt, language_model
 from ..training import TokenWindows, evaluate, fit
@@ -133,15 +134,13 @@ def check_flags(args, default_lr):
         given.append("--loss")
     if args.ensemble != 1:
         given.append("--ensemble")
-    if args.distributed:
-        given.append("--distributed")
     if hasattr(args, "batch_size") and args.batch_size is None:
         given.append("--batch-size full")
     if given:
         raise UsageError(args.prog, f"argument {', '.join(given)}: not for --dataset {TEXT} (its "
                                     f"validation split is the last 10% of the text, its loss "
                                     f"cross-entropy over every character, its batches windows of "
-                                    f"text; one model, one process)")
+                                    f"text; one model)")
     if args.model == "gpt":
         _gpt_defaults(args)
         return
@@ -218,6 +217,24 @@ def epoch_progress(epochs, block):
     return callback
 
 
+def _quiet(args):
+    """No progress lines: ``--quiet``, or a process other than 0 of a distributed run."""
+    return args.quiet or not distributed.is_main()
+
+
+def _devices(args):
+    """``"all"`` for ``--distributed`` (each batch split across every process's devices),
+    else ``None``."""
+    return "all" if args.distributed else None
+
+
+def _on_host(args, state):
+    """``state`` with its params as this process's copy (replicated by a distributed run)."""
+    if not args.distributed:
+        return state
+    return state._replace(params=distributed.to_host(state.params))
+
+
 def _corpus(args):
     try:
         return datasets.load_shakespeare(args.data_dir, download=not args.no_download)
@@ -244,23 +261,25 @@ def run(args, out, write_config):
     config = _config(args, corpus, folder, arch, block, clip)
     model = language_model(len(corpus.vocab), **arch)
     steps = len(train[0]) // args.batch_size
-    if not args.quiet:
+    if not _quiet(args):
         print(f"fnnet train: {TEXT} {describe(config)}, {args.optimizer} lr {args.lr:g}"
               f"{'' if args.lr_decay == 1 else f' x{args.lr_decay:g} per epoch'}, clip {clip:g}, "
               f"{args.epochs} epochs of {steps} steps of {args.batch_size} windows of {block} "
               f"characters, seed {args.seed}; {train[0].size:,} training and "
               f"{validation[0].size:,} validation characters -> {out}", flush=True)
     started = time.perf_counter()
-    callbacks = [write_config] + ([] if args.quiet else [epoch_progress(args.epochs, block)])
+    callbacks = [write_config] + ([] if _quiet(args) else [epoch_progress(args.epochs, block)])
     state, history = fit(
         model=model, loss="cross-entropy", optimizer=lstm_optimizer(config, steps), train=train,
         epochs=args.epochs, batch_size=args.batch_size, key=jax.random.PRNGKey(args.seed),
         validation=validation, grads=args.grads, progress=False,
         checkpoint=out / "train_state.npz", resume=args.resume, precision=args.precision,
-        recipe=config, callbacks=callbacks)
+        recipe=config, callbacks=callbacks, devices=_devices(args))
     seconds = time.perf_counter() - started
-    return _results(history["config"], state, history, out, seconds, validation[1].size,
-                    history["val_loss"][-1])
+    if not distributed.is_main():
+        return history
+    return _results(history["config"], _on_host(args, state), history, out, seconds,
+                    validation[1].size, history["val_loss"][-1])
 
 
 def gpt_config(args, corpus, folder):
@@ -315,7 +334,7 @@ def run_gpt(args, out, write_config):
     model = gpt(len(corpus.vocab), block, **arch)
     every_window = windows(corpus.validation, block)
     validation = spread(*every_window, EVAL_WINDOWS)
-    if not args.quiet:
+    if not _quiet(args):
         print(f"fnnet train: {TEXT} {describe(config)}, adamw lr {args.lr:g} (warmup "
               f"{args.warmup}, cosine to {config['min_lr']:g}), weight decay "
               f"{args.weight_decay:g}, clip {args.clip:g}, {args.steps} steps of "
@@ -323,7 +342,7 @@ def run_gpt(args, out, write_config):
               f"validation every {args.eval_every} steps on {len(validation[0])} windows -> "
               f"{out}", flush=True)
     started = time.perf_counter()
-    callbacks = [write_config] + ([] if args.quiet else
+    callbacks = [write_config] + ([] if _quiet(args) else
                                   [step_progress(args.steps, args.eval_every, block)])
     state, history = fit(
         model=model, loss="cross-entropy", optimizer=gpt_optimizer(config),
@@ -331,8 +350,11 @@ def run_gpt(args, out, write_config):
         epochs=args.steps // args.eval_every, batch_size=args.batch_size,
         key=jax.random.PRNGKey(args.seed), validation=validation, grads=args.grads,
         progress=False, checkpoint=out / "train_state.npz", resume=args.resume,
-        precision=args.precision, recipe=config, callbacks=callbacks)
+        precision=args.precision, recipe=config, callbacks=callbacks, devices=_devices(args))
     seconds = time.perf_counter() - started
+    if not distributed.is_main():
+        return history
+    state = _on_host(args, state)
     loss, _ = evaluate(model, "cross-entropy", state.params, *every_window, batch_size=256,
                        precision=args.precision)
     return _results(history["config"], state, history, out, seconds, every_window[1].size,

@@ -151,3 +151,37 @@ def test_importing_fnnet_sets_no_cache_or_distributed_setting():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "True"
+
+
+def test_a_folder_under_a_parent_others_can_write_is_refused(tmp_path, capsys):
+    """Issue 20: only the folder itself was checked; under a world-writable parent another user
+    could swap it for their own. Its ancestors are checked as ssh's StrictModes does (a sticky
+    parent, as /tmp, is fine)."""
+    parent = tmp_path / "open"
+    parent.mkdir()
+    parent.chmod(0o777)
+    (parent / "mine").mkdir(mode=0o700)
+    path, reason = common.prepare_cache_folder(parent / "mine")
+    assert path is None and f"{parent}, above it, is writable by other users" in reason
+    parent.chmod(0o1777)  # sticky: others cannot rename or delete what is mine
+    path, reason = common.prepare_cache_folder(parent / "mine")
+    assert reason is None and path.is_dir()
+
+
+def test_a_damaged_cache_entry_is_said_once_and_dropped(tmp_path, capsys):
+    """Issue 20: JAX warned about an unreadable entry on every run, ten lines with its own
+    paths, and never replaced it. One line, and the folder is emptied for a fresh start."""
+    args = _args("--compile-cache", tmp_path / "cache")
+    with common.compile_cache(args):
+        jax.jit(lambda v: jax.numpy.sin(v) * 7 + 3)(jax.numpy.arange(11.0)).block_until_ready()
+    folder = args.compile_cache_path
+    entries = [p for p in folder.iterdir() if p.is_file()]
+    assert entries
+    for entry in entries:
+        entry.write_bytes(b"not a compiled program")
+    with common.compile_cache(args):
+        jax.jit(lambda v: jax.numpy.sin(v) * 7 + 3)(jax.numpy.arange(11.0)).block_until_ready()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fnnet gradcheck: warning: 1 compiled program(s)")
+    assert "could not be read" in err[0] and "site-packages" not in err[0]
+    assert not [p for p in folder.iterdir() if p.is_file() and p.read_bytes().startswith(b"not")]

@@ -552,6 +552,23 @@ def unsafe_folder_reason(folder):
     return None
 
 
+def unsafe_ancestor_reason(folder):
+    """Why the folders above ``folder`` make it unsafe for compiled code, or ``None``: as ssh's
+    StrictModes, each must belong to the user or to root and be writable by nobody else unless
+    its sticky bit is set (as ``/tmp``'s), or another user could swap ``folder`` for their own."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    for parent in Path(folder).expanduser().resolve().parents:
+        if not parent.exists():
+            continue  # created by fnnet, mode 0700
+        info = parent.stat()
+        if uid is not None and info.st_uid not in (0, uid):
+            return f"{parent}, above it, belongs to user id {info.st_uid}, not to you or root"
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+            return (f"{parent}, above it, is writable by other users (mode "
+                    f"{stat.S_IMODE(info.st_mode):o}, not sticky)")
+    return None
+
+
 def _make_private(folder):
     """Create ``folder`` and any missing parents with mode 0700."""
     missing = [p for p in (folder, *folder.parents) if not p.exists()]
@@ -572,6 +589,9 @@ def prepare_cache_folder(folder):
     """
     target = Path(folder).expanduser() / machine_key()
     try:
+        reason = unsafe_ancestor_reason(target.parent)
+        if reason:
+            return None, reason
         for path in (target.parent, target):
             if not path.exists():
                 _make_private(path)
@@ -581,6 +601,27 @@ def prepare_cache_folder(folder):
     except OSError as e:
         return None, f"{e.filename or target}: {e.strerror or e}"
     return target, None
+
+
+DAMAGED = "Error reading persistent compilation cache entry"
+
+
+def _damaged_cache(prog, path, damaged):
+    """JAX warns (with its own file paths) once per program whose cache entry it cannot read
+    (``damaged``: those warnings, held back), and never replaces the entry. Say it once, in one
+    line, and empty the folder (``path``) so that the next run compiles afresh."""
+    if not damaged or path is None:
+        return
+    removed = 0
+    for entry in path.iterdir():
+        if entry.is_file():
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                removed += 1
+    print(f"{prog}: warning: {len(damaged)} compiled program(s) in the compile cache {path} could "
+          f"not be read (a damaged cache); they were compiled again, and the folder's {removed} "
+          f"entries were removed so that the next run caches them afresh", file=sys.stderr,
+          flush=True)
 
 
 def cache_folder_of(args):
@@ -621,7 +662,20 @@ def compile_cache(args):
         for name, value in settings.items():
             jax.config.update(name, value)
         compilation_cache.reset_cache()  # read the new settings at the next compile
-        yield
+        damaged, show = [], warnings.showwarning
+
+        def showwarning(message, category, *rest, **kwargs):
+            if str(message).startswith(DAMAGED):
+                damaged.append(message)  # said once, after the command
+            else:
+                show(message, category, *rest, **kwargs)
+
+        warnings.showwarning = showwarning
+        try:
+            yield
+        finally:
+            warnings.showwarning = show
+            _damaged_cache(args.prog, path, damaged)
     finally:
         for name, value in saved.items():
             jax.config.update(name, value)

@@ -74,3 +74,22 @@ def _stand_in_data_is_not_announced(request, monkeypatch):
             check(name, paths)
 
     monkeypatch.setattr(loaders, "check_identity", quiet)
+
+
+class Stop(Exception):
+    """Raised by a stand-in ``fit`` once it has seen its arguments."""
+
+
+@pytest.fixture
+def fit_calls(monkeypatch):
+    """Replace ``fit`` in the train command by one that records its keyword arguments and stops."""
+    from fnnet import cli
+
+    calls = []
+
+    def fake_fit(**kwargs):
+        calls.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(cli.train, "fit", fake_fit)
+    return calls

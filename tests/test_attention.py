@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from test_recurrent import random, random_params, rel
 
 import fnnet
 from fnnet.layers import (
@@ -35,24 +36,6 @@ from fnnet.layers.attention import keep_p_backward, keep_p_forward, lean_backwar
 F64 = jnp.float64
 RTOL = 1e-10
 SEEDS = st.integers(0, 2**16)
-
-
-def rel(got, want):
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape, (got.shape, want.shape)
-    err, scale = float(np.max(np.abs(got - want))), float(np.max(np.abs(want)))
-    return err / scale if scale > 0 else err
-
-
-def random(seed, shape, scale=1.0):
-    return jnp.asarray(scale * np.random.default_rng(seed).normal(size=shape), F64)
-
-
-def random_params(layer, seed, scale=0.5):
-    """Params of the layer's shapes drawn in numpy, every bias and gain non-trivial."""
-    shapes = jax.eval_shape(lambda key: layer.init(key, F64), jax.random.key(0))
-    leaves, tree = jax.tree_util.tree_flatten(shapes)
-    return tree.unflatten([random(seed + k, leaf.shape, scale) for k, leaf in enumerate(leaves)])
 
 
 def assert_tree(got, want, what):

@@ -16,6 +16,7 @@ import types
 import numpy as np
 import pytest
 import test_cli
+from conftest import Stop
 from test_cli import N_TEST, N_TRAIN, assert_one_line_error, read_json, run, train_argv
 
 from fnnet import cli, datasets
@@ -25,21 +26,6 @@ data_root = test_cli.data_root  # the synthetic data, one copy for this module
 HELD = N_TRAIN // 10  # the default validation split of the 500-image training set
 
 
-class Stop(Exception):
-    """Raised by a stand-in ``fit`` once it has seen its arguments."""
-
-
-@pytest.fixture
-def fit_calls(monkeypatch):
-    """Replace ``fit`` in the train command by one that records its keyword arguments and stops."""
-    calls = []
-
-    def fake_fit(**kwargs):
-        calls.append(kwargs)
-        raise Stop
-
-    monkeypatch.setattr(cli.train, "fit", fake_fit)
-    return calls
 
 
 def _rows(images):

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import test_cli
+from conftest import Stop
 from test_cli import assert_one_line_error, read_json, run, train_argv
 
 from fnnet import checkpoints, cli
@@ -36,21 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ("train_state.npz", "model.npz", "config.json")
 
 
-class Stop(Exception):
-    """Raised by a stand-in ``fit`` once it has seen its arguments."""
-
-
-@pytest.fixture
-def fit_calls(monkeypatch):
-    """Replace ``fit`` in the train command by one that records its keyword arguments and stops."""
-    calls = []
-
-    def fake_fit(**kwargs):
-        calls.append(kwargs)
-        raise Stop
-
-    monkeypatch.setattr(cli.train, "fit", fake_fit)
-    return calls
 
 
 @pytest.fixture(scope="module")

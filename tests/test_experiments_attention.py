@@ -4,31 +4,17 @@ the context) and ``shakespeare_gpt`` (nanoGPT's CPU recipe: curves, samples, att
 each run with ``--quick`` in this process (tiny Shakespeare when ``FNNET_DATA_DIR`` points at it,
 else a synthetic text)."""
 
-import json
 
 import numpy as np
 import pytest
 from test_experiments_notes import run_modules_help
+from test_experiments_sequences import run_quick
 
 from experiments import attention_by_hand, run_all, shakespeare_gpt
 
 pytestmark = pytest.mark.slow  # the experiment scripts
 
 NAMES = ("attention_by_hand", "shakespeare_gpt")
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def run_quick(module, out, *extra):
-    """``module.main(["--quick", "--out", out, *extra])``; the metrics it returned and wrote."""
-    returned = module.main(["--quick", "--out", str(out), *extra])
-    written = json.loads((out / "metrics.json").read_text())
-    assert written["quick"] is True and written["experiment"] == module.NAME
-    assert set(written) == set(returned)
-    for name in written["figures"]:
-        data = (out / name).read_bytes()
-        assert data.startswith(PNG_MAGIC) and len(data) > 5000, f"{name} is not a real PNG"
-    assert written["headline"] and written["tables"]
-    return written
 
 
 def test_attention_by_hand_derivation_forms_and_memory(tmp_path):

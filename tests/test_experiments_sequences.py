@@ -20,9 +20,10 @@ NAMES = ("rnn_by_hand", "char_lstm")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def run_quick(module, out):
-    """``module.main(["--quick", "--out", out])``; returns the metrics it returned and wrote."""
-    returned = module.main(["--quick", "--out", str(out)])
+def run_quick(module, out, *extra):
+    """``module.main(["--quick", "--out", out, *extra])``; the metrics it returned and wrote,
+    every figure a real PNG, a headline and tables (the experiments beyond the notes)."""
+    returned = module.main(["--quick", "--out", str(out), *extra])
     written = json.loads((out / "metrics.json").read_text())
     assert written["quick"] is True and written["experiment"] == module.NAME
     assert set(written) == set(returned)

@@ -520,3 +520,27 @@ def test_clear_errors_name_the_layer():
         LSTM(3, 4, stateful=True)
     with pytest.raises(ValueError, match="GRU: n_hidden must be a positive integer"):
         GRU(3, 0)
+
+
+@pytest.mark.slow  # compiles a training program twice
+def test_a_stateful_model_checkpoints_its_carried_state_and_resumes_bit_exactly(tmp_path):
+    """Truncated BPTT through fit: the carried (h, c) of the N sequences is the model state,
+    saved with the checkpoint; 1 epoch, then a resume to 2, ends bit-identical (params and the
+    carried state) to 2 epochs in one run."""
+    model = fnnet.language_model(11, dim=4, hidden=6, stateful=4)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 11, (16, 8)).astype(np.int32)
+    y = np.roll(x, -1, axis=1)
+    opt = fnnet.optim.clip_by_global_norm(fnnet.optim.adam(1e-2), 1.0)
+    kw = dict(batch_size=4, key=jax.random.PRNGKey(0), progress=False)
+    whole, _ = fnnet.fit(model, "cross-entropy", opt, (x, y), epochs=2, **kw)
+    carried = whole.model_state[1]
+    assert set(carried) == {"h", "c"} and np.abs(np.asarray(carried["h"])).max() > 0
+    path = tmp_path / "state.npz"
+    fnnet.fit(model, "cross-entropy", opt, (x, y), epochs=1, checkpoint=path, **kw)
+    resumed, history = fnnet.fit(model, "cross-entropy", opt, (x, y), epochs=2, checkpoint=path,
+                                 resume=True, **kw)
+    assert history["epoch"] == [1, 2]
+    for a, b in zip(jax.tree_util.tree_leaves((resumed.params, resumed.model_state)),
+                    jax.tree_util.tree_leaves((whole.params, whole.model_state))):
+        np.testing.assert_array_equal(a, b)

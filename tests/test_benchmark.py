@@ -16,7 +16,7 @@ import pytest
 
 import fnnet
 from fnnet import bench
-from fnnet.bench import baselines, cnn, harness, memory, profile, report
+from fnnet.bench import baselines, cnn, harness, lstm, memory, mixed, profile, report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,6 +122,74 @@ def check_memory_and_targets(report):
     assert targets["W3: fnnet manual >= 1.0x fnnet autodiff"]["same_matrix_products"] is True
     held = targets["W3: training holds <= 1.1x data once + params, grads, state, batch"]
     assert held["value"] > 0 and held["data_held_once"] is True
+
+
+@pytest.mark.slow  # the quick W5 end to end: four small LSTM programs compiled
+def test_quick_lstm_workload_reports_tokens_and_the_same_loss(tmp_path, capsys):
+    """W5 at its quick sizes: tokens per second for every implementation, the per-token FLOPs of
+    its docstring, the targets, and fnnet's manual and autodiff programs taking the same steps
+    (the same loss after the first unit and after the last)."""
+    assert bench.main(["--quick", "--workloads", "W5", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    report_ = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(report_["workloads"]) == {"W5"} and "profile" not in report_
+    w5, cfg = report_["workloads"]["W5"], harness.QUICK["W5"]
+    arch, batch, block = cfg["lstm"], cfg["batch"], cfg["block"]
+    results = w5["results"]
+    assert {"fnnet manual", "fnnet autodiff"} <= set(results)
+    assert ("torch eager" in results) == baselines.torch_available() != ("torch eager" in w5["skipped"])
+    bf16 = bool(mixed.cpu_description()["bf16_units"])
+    assert ("fnnet manual bf16" in results) == bf16 == (w5["bf16"] == "timed")
+    tokens = cfg["steps"] * batch * block
+    assert w5["tokens_per_unit"] == tokens and w5["speed_unit"] == "tok/s"
+    assert w5["data_source"] in ("shakespeare", "random")
+    d, h, v = arch["dim"], arch["hidden"], arch["vocab_size"]
+    assert w5["flops_per_token"] == 3 * 2 * (d * 4 * h + h * 4 * h + h * v)
+    for impl, r in results.items():
+        assert len(r["seconds_all"]) >= 2 and r["examples_per_second"] > 0, impl
+        assert r["examples_per_unit"] == tokens and r["flops_per_unit"] == w5["flops_per_token"] * tokens
+        assert r["gflops"] > 0 and r["fraction_of_roof"] > 0 and np.isfinite(r["last_loss"])
+    manual, autodiff = results["fnnet manual"], results["fnnet autodiff"]
+    assert manual["first_loss"] == pytest.approx(autodiff["first_loss"], rel=1e-5)
+    assert manual["last_loss"] == pytest.approx(autodiff["last_loss"], rel=1e-4)
+    assert manual["last_loss"] < manual["first_loss"]  # the same units trained it
+    assert set(w5["paired_ratios"]["fnnet manual"]) == set(results) - {"fnnet manual"}
+    # the hand-derived backward sums dW_h in one product after the time loop, jax.grad inside it
+    products = w5["recurrent_products"]
+    assert products["fnnet manual"]["dW_h_rows"] == batch * block and not products["fnnet manual"]["in_loop"]
+    assert products["fnnet autodiff"]["dW_h_rows"] == batch and products["fnnet autodiff"]["in_loop"]
+    targets = report_["targets"]
+    assert targets["W5: fnnet manual >= 1.3x fnnet autodiff"]["value"] > 0
+    assert "W5: fnnet >= 1.2x torch eager" in targets
+    assert not [t for t in targets if t.startswith("W5: compile")]
+    assert "tok/s" in printed and "MFLOP per token" in printed and "dW_h contracted over" in printed
+
+
+def test_lstm_flop_count_is_the_documented_one():
+    """W5: 3 · 2 · (D·4H + H·4H + H·V) per token; 7,277,568 for the CLI's model."""
+    count = lstm.token_flops(64, 512, 65)
+    assert count["total"] == 3 * 2 * (64 * 2048 + 512 * 2048 + 512 * 65) == 7_277_568
+    assert count["terms"]["recurrent product"]["forward"] == 2 * 512 * 2048
+    assert set(count["terms"]["dense head"]) == {"forward", "dW", "dX"}
+
+
+def test_lstm_windows_are_next_character_pairs():
+    x, y, source = lstm.text_windows(5, 7, 65, 0)
+    assert x.shape == y.shape == (5, 7) and x.dtype == y.dtype == np.int32
+    assert source in ("shakespeare", "random") and x.max() < 65 and x.min() >= 0
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # y is x one step later
+
+
+def test_dw_h_rows_reads_where_the_products_sum():
+    after = ["f32[64,16]{1,0} = dot(f32[48,64]{1,0}, f32[48,16]{1,0}) lhs_contracting_dims={0}, "
+             "rhs_contracting_dims={0}",
+             "f32[64,16]{1,0} = dot(f32[64,65]{1,0}, f32[65,16]{1,0}) lhs_contracting_dims={1}, "
+             "rhs_contracting_dims={0}"]
+    assert lstm.dw_h_rows(after, 16, (8, 48)) == 48
+    assert lstm.dw_h_rows(after[1:], 16, (8, 48)) is None  # the head's dX has the shape too
+    inside = [after[0].replace("48", "8")]
+    assert lstm.recurrent_products({"a": {"matrix_products": inside}}, 16, 8, 6) == {
+        "a": {"products": 1, "dW_h_rows": 8, "in_loop": True}}
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -1,6 +1,6 @@
 """Benchmark: fnnet against autodiff, plain numpy and PyTorch, and against the machine's roofs.
 
-``python -m fnnet.bench [--quick] [--workloads W1,W2,W3,W4] [--repeats 5] [--out DIR]`` (or
+``python -m fnnet.bench [--quick] [--workloads W1,W2,W3,W4,W5] [--repeats 5] [--out DIR]`` (or
 ``fnnet bench ...``)
 
 Workloads (float32, MNIST-shaped data: the real MNIST when ``fnnet.datasets.load_mnist`` finds it,
@@ -12,8 +12,13 @@ e.g. with ``FNNET_DATA_DIR`` set, random pixels and labels otherwise):
     W4  fnnet.cnn() (convs 1→32→64, max pools, dropout, dense 1600→128→10) on NHWC
         images, minibatch 128, momentum 0.05 (β 0.9); and the time to 99% test
         accuracy on MNIST, compile included (fnnet.bench.cnn)                      (examples/s, s)
+    W5  the character LSTM of fnnet train --dataset shakespeare: Embedding(65, 64),
+        LSTM(64, 512), Dense(512, 65), cross-entropy over every token, 64 windows of 64
+        characters, adam + clip_by_global_norm (fnnet.bench.lstm; tiny Shakespeare when
+        load_shakespeare finds it, random ids otherwise)                           (tokens/s)
 
-All four run by default. W4 makes the run several minutes longer: jax.grad of lax.conv inside
+W1–W4 run by default; W5 only when named (``--workloads W5``, or W1,W2,W3,W4,W5 for all): it adds
+two to three minutes. W4 makes the run several minutes longer: jax.grad of lax.conv inside
 the scan takes about a minute to compile on a CPU, and the time-to-accuracy run trains up to 15
 epochs (it stops at 99%; --no-time-to-accuracy skips it, --quick leaves it out; --workloads
 W1,W2,W3 leaves W4 out).
@@ -25,13 +30,14 @@ Implementations, side by side in one run (on a shared machine, quote the ratios)
                      chunks, and once more unchunked ("fnnet manual, unchunked") to show what the
                      chunking buys
     fnnet autodiff   the same with grads="autodiff": jax.grad of the same forward (for W4, of
-                     apply: lax.conv and lax.reduce_window, timed on 4 steps, not 100)
+                     apply: lax.conv and lax.reduce_window, timed on 4 steps, not 100; for W5,
+                     of the scanned apply)
     numpy            the notes' equations in plain numpy (fnnet.bench.baselines)
     torch eager      PyTorch on the CPU, eager (skipped with a message when torch is absent)
 
 Timing: every implementation is set up and warmed up, then timed in rounds: each round runs one
-unit of each (one iteration for W1, one epoch for W2 and W3, a fixed number of steps for W4) and
-the matmul roof, in an order that
+unit of each (one iteration for W1, one epoch for W2 and W3, a fixed number of steps for W4 and
+W5) and the matmul roof, in an order that
 rotates from round to round, so that a shared machine's changing load hits all of them alike. Each
 figure is the median of ``--repeats`` rounds (at least 5; W1 takes three times as many, its
 iterations being short). Ratios are given two ways: of the medians (``ratios``) and paired, the
@@ -43,7 +49,8 @@ full-batch iteration; ``--baseline-threads`` fixes the count); XLA keeps its own
 
 FLOPs are counted for the matrix products of a training step, ``2 B (3 Σ_l n_{l-1} n_l − n_0 n_1)``
 on a batch of ``B`` rows (``fnnet.bench.harness``; W4's convolutions as ``fnnet.bench.cnn`` says:
-forward, dW and dX each ``2·B·OH·OW·kh·kw·Cin·Cout``, no dX for the first layer); an
+forward, dW and dX each ``2·B·OH·OW·kh·kw·Cin·Cout``, no dX for the first layer; W5's per token
+as ``fnnet.bench.lstm`` says, ``3·2·(D·4H + H·4H + H·V)``, 7.28 MFLOP); an
 implementation's "fraction of roof" is its FLOP rate by this count divided by the matmul roof, a
 large jitted float32 matmul. W1's floors (``fnnet.bench.workload``): reading X once at the measured
 memory bandwidth, and the step's FLOPs at the matmul roof; whichever is larger binds.
@@ -69,8 +76,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import baselines, cnn, harness, memory, mixed, profile, report, startup, workload
-from .harness import FULL, QUICK, WORKLOADS
+from . import baselines, cnn, harness, lstm, memory, mixed, profile, report, startup, workload
+from .harness import DEFAULT_WORKLOADS, FULL, QUICK, WORKLOADS
 
 __all__ = ["build_parser", "main"]
 
@@ -85,9 +92,9 @@ def build_parser(prog=None):
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes, a few seconds: what the test suite runs")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--workloads", default=",".join(WORKLOADS),
-                   help="comma-separated subset of W1,W2,W3,W4 (default: all four; W4, the CNN, "
-                        "adds several minutes)")
+    p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
+                   help="comma-separated subset of W1,W2,W3,W4,W5 (default: W1,W2,W3,W4; W4, "
+                        "the CNN, adds several minutes; W5, the character LSTM, two to three)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed rounds per workload after the warm-up (default 5; 2 with --quick); "
                         "W1 takes three times as many")
@@ -134,6 +141,9 @@ def measure_one(name, conf, x, y, args, repeats, log):
     """One workload's report (W4's with its time to accuracy unless ``--no-time-to-accuracy``)."""
     cfg = conf[name]
     log(f"{name}: {harness.DESCRIPTION[name]} ...")
+    if name == "W5":
+        return lstm.measure_lstm(name, cfg, repeats, args.seed, args.baseline_threads, log,
+                                 conf["matmul_n"], not args.no_bf16)
     if name == "W4":
         out = cnn.measure_cnn(name, cfg, x, y, repeats, args.seed, args.baseline_threads, log,
                               conf["matmul_n"], not args.no_bf16)
@@ -171,7 +181,9 @@ def measure(args, names, repeats, log=_log):
         "flop_count": "per step on B rows: 2 B (3 sum_l n_{l-1} n_l - n_0 n_1) "
                       "(forward, dW, and dX except the first layer; element-wise terms left out); "
                       "W4: each Conv2D 2 B OH OW kh kw Cin Cout for the forward, dW and dX alike, "
-                      "Dense as above, no dX for the first layer",
+                      "Dense as above, no dX for the first layer; "
+                      "W5: per token 3 * 2 (D 4H + H 4H + H V) (input projection, recurrent "
+                      "product, dense head; forward, dW and dX each)",
     }
     if "W3" in names and not args.no_profile:
         try:

@@ -1,8 +1,8 @@
 """The CPU baselines the benchmark sets fnnet against: the notes' equations in plain numpy, and
 PyTorch eager (an optional import: without torch its runner is skipped with a message).
 
-Each ``*_runner(cfg, x, y, seed)`` sets one up (``torch_cnn_runner``: W4's CNN on NHWC images),
-runs a warm-up and returns ``(unit, info)``:
+Each ``*_runner(cfg, x, y, seed)`` sets one up (``torch_cnn_runner``: W4's CNN on NHWC images;
+``torch_lstm_runner``: W5's character LSTM on windows of ids), runs a warm-up and returns ``(unit, info)``:
 ``unit()`` runs one timed unit, one iteration for full batch or one epoch of minibatch SGD (a fresh
 permutation every epoch, the last partial batch dropped as fnnet does), and returns once its
 result is ready; ``info["last_loss"]`` holds the last step's loss.
@@ -181,6 +181,52 @@ def torch_cnn_runner(cfg, x, y, seed, autocast=None):
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
     return torch_loop(model, opt, np.asarray(x).transpose(0, 3, 1, 2), y, cfg["batch"],
                       torch.bfloat16 if autocast == "bf16" else None)
+
+
+def torch_lstm_runner(cfg, x, y, seed, autocast=None):
+    """PyTorch eager on the CPU: W5's character LSTM (``nn.Embedding``, a one-layer
+    ``nn.LSTM(batch_first=True)``, ``nn.Linear`` to the vocabulary; PyTorch's own initialisation:
+    this times the step only), cross-entropy over every token, ``clip_grad_norm_`` to
+    ``cfg["clip"]`` and ``torch.optim.Adam(lr)`` (fnnet's Adam: the same betas and eps), on the
+    ``(N, T)`` id windows ``x`` and next ids ``y``: ``loop_runner``'s ``(unit, info)``. No per-step
+    bookkeeping (fnnet keeps the loss and accuracy). ``autocast="bf16"``: the forward and loss
+    under ``torch.autocast("cpu", dtype=torch.bfloat16)``."""
+    import contextlib
+
+    import torch
+
+    torch.manual_seed(seed)
+    arch = cfg["lstm"]
+    nn, vocab = torch.nn, arch["vocab_size"]
+
+    class CharLSTM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(vocab, arch["dim"])
+            self.lstm = nn.LSTM(arch["dim"], arch["hidden"], batch_first=True)
+            self.head = nn.Linear(arch["hidden"], vocab)
+
+        def forward(self, ids):
+            return self.head(self.lstm(self.embed(ids))[0])
+
+    model = CharLSTM().train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    xt, yt = torch.from_numpy(np.asarray(x, np.int64)), torch.from_numpy(np.asarray(y, np.int64))
+    dtype = torch.bfloat16 if autocast == "bf16" else None
+
+    def step(xb, yb):
+        opt.zero_grad(set_to_none=True)
+        with (contextlib.nullcontext() if dtype is None else torch.autocast("cpu", dtype=dtype)):
+            logits = model(xb)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab).float(),
+                                                     yb.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip"])
+        opt.step()
+        return loss.detach()
+
+    return loop_runner(len(x), cfg["batch"], None, lambda idx: step(xt[idx], yt[idx]),
+                       torch.randperm)
 
 
 def torch_version():

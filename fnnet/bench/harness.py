@@ -44,6 +44,9 @@ FULL = {
     # accuracy: the time-to-99%-test-accuracy run on the whole of MNIST, capped at 15 epochs
     "W4": {"cnn": {}, "batch": 128, "lr": 0.05, "momentum": 0.9, "steps": 100,
            "autodiff_steps": 4, "accuracy": {"target": 0.99, "epochs": 15}},
+    # W5: the character LSTM of fnnet train --dataset shakespeare; steps per timed unit
+    "W5": {"lstm": {"vocab_size": 65, "dim": 64, "hidden": 512}, "batch": 64, "block": 64,
+           "lr": 3e-3, "clip": 1.0, "steps": 16},
     "matmul_n": 2048,
     "bandwidth_mib": 256,
 }
@@ -55,15 +58,20 @@ QUICK = {
     # W4 at tiny sizes, the same layers as fnnet.cnn(); no time to accuracy (it needs all of MNIST)
     "W4": {"cnn": {"channels": (4, 8), "kernel_size": 2, "hidden": 16}, "batch": 16, "lr": 0.05,
            "momentum": 0.9, "steps": 4, "autodiff_steps": 2, "accuracy": None},
+    "W5": {"lstm": {"vocab_size": 65, "dim": 8, "hidden": 16}, "batch": 8, "block": 8,
+           "lr": 3e-3, "clip": 1.0, "steps": 4},
     "matmul_n": 256,
     "bandwidth_mib": 8,
 }
-WORKLOADS = ("W1", "W2", "W3", "W4")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+#: What runs without ``--workloads``: W5 only when named (it adds a few minutes).
+DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4")
 DESCRIPTION = {
     "W1": "784-10-10 ReLU/softmax, full-batch GD",
     "W2": "784-128-10, minibatch SGD",
     "W3": "784-1024-1024-10, minibatch SGD",
     "W4": "fnnet.cnn() on NHWC images, minibatch momentum",
+    "W5": "character LSTM, Embedding-LSTM-Dense, cross-entropy over every token, adam + clip",
 }
 UNCHUNKED = "fnnet manual, unchunked"
 BASELINES = ("numpy", "torch eager", "torch autocast bf16")
@@ -179,7 +187,11 @@ def load_data(n, seed):
 
 def model_and_optimizer(cfg):
     """``(model, optimizer)`` of a workload: ``fnnet.mlp(cfg["sizes"])`` and SGD for W1–W3,
-    ``fnnet.cnn(**cfg["cnn"])`` and momentum for W4."""
+    ``fnnet.cnn(**cfg["cnn"])`` and momentum for W4, ``fnnet.language_model(**cfg["lstm"])`` and
+    Adam behind ``clip_by_global_norm`` for W5 (as ``fnnet train --dataset shakespeare``)."""
+    if "lstm" in cfg:
+        return (fnnet.language_model(**cfg["lstm"]),
+                fnnet.optim.clip_by_global_norm(fnnet.optim.adam(cfg["lr"]), cfg["clip"]))
     if "cnn" in cfg:
         return fnnet.cnn(**cfg["cnn"]), fnnet.optim.momentum(cfg["lr"], beta=cfg["momentum"])
     return fnnet.mlp(cfg["sizes"]), fnnet.optim.sgd(cfg["lr"])

@@ -39,8 +39,11 @@ def _target(value, want):
 # Targets
 
 
-MANUAL_OVER_AUTODIFF = {"W1": 1.0, "W2": 1.0, "W3": 1.0, "W4": 10.0}
-OVER_TORCH = {"W2": 1.8, "W3": 1.5, "W4": 1.2}
+MANUAL_OVER_AUTODIFF = {"W1": 1.0, "W2": 1.0, "W3": 1.0, "W4": 10.0, "W5": 1.3}
+OVER_TORCH = {"W2": 1.8, "W3": 1.5, "W4": 1.2, "W5": 1.2}
+#: The workloads whose manual and autodiff programs should do the same matrix products (W4's
+#: autodiff runs XLA's convolutions; W5's sums dW_h inside its reverse loop).
+SAME_PRODUCTS = ("W1", "W2", "W3")
 ACCURACY_SECONDS = 60.0
 
 
@@ -48,8 +51,8 @@ def targets(workloads, compile_limit=1.0, cpu=None):
     """Each target: the measured value and whether it was met. Speed ratios are the paired ones
     (the median over rounds of the ratio within a round), the most robust to a shared machine's
     changing load; the ratio of medians is in ``ratios``. The compile target is the MLPs'
-    (W1–W3): W4's ``jax.grad`` of ``lax.conv`` compiles for a minute on a CPU, and W4's time to
-    accuracy counts its compile."""
+    (W1–W3): W4's ``jax.grad`` of ``lax.conv`` compiles for a minute on a CPU, W4's time to
+    accuracy counts its compile, and W5's programs (two time loops) take seconds."""
     out = {}
 
     def ratio(w, a, b):
@@ -62,12 +65,12 @@ def targets(workloads, compile_limit=1.0, cpu=None):
         if "manual_vs_autodiff" in workloads[w]:
             c = workloads[w]["manual_vs_autodiff"]
             t["paired_ratio_range"] = c["paired_ratio_range"]
-            if w != "W4":  # W4's autodiff runs XLA's convolutions: other operations altogether
+            if w in SAME_PRODUCTS:
                 t["same_matrix_products"] = c["same_matrix_products"]
         out[f"{w}: fnnet manual >= {want:.1f}x fnnet autodiff"] = t
         compiles = [r.get("compile_seconds") for r in workloads[w]["results"].values()
                     if r.get("compile_seconds") is not None]
-        if compiles and w != "W4":
+        if compiles and w in SAME_PRODUCTS:
             out[f"{w}: compile < {compile_limit:g} s (slowest fnnet)"] = {
                 "value": max(compiles), "met": max(compiles) < compile_limit}
     for w, want in OVER_TORCH.items():
@@ -172,6 +175,12 @@ def startup_lines(result):
 def _header(name, w):
     """A workload's first line: what it trains, its FLOPs and the roof of its rounds."""
     roof = f"matmul roof in the same rounds {w['roof_gflops']:.1f} GFLOP/s"
+    if "flops_per_token" in w:  # W5
+        return (f"{name}: {w['description']}, {w['model']} ({w['optimizer']}), {w['batch']} "
+                f"windows of {w['block']} tokens ({w['data_source']}); "
+                f"{w['flops_per_token'] / 1e6:.3g} MFLOP per token ({w['flops_per_step'] / 1e9:.3g} "
+                f"GFLOP per step: input projection, recurrent product and dense head, forward, dW "
+                f"and dX); a unit is {w['steps_per_unit']} steps; {roof}")
     if "flops_per_step" in w:  # W4
         small = f" at small sizes, fnnet.cnn({w['cnn_arguments']})" if w["cnn_arguments"] else ""
         return (f"{name}: {w['description']}{small} ({w['optimizer']}), batch {w['batch']}; "
@@ -197,6 +206,21 @@ def _autodiff_line(c, convolutions):
             f"operations in all); " + ratios)
 
 
+def _recurrent_line(w):
+    """W5: where each program sums ``dW_h``, and the manual/autodiff ratio's range."""
+    parts = []
+    for impl, p in w["recurrent_products"].items():
+        where = ("one product after the time loop" if p["in_loop"] is False
+                 else "a product in every step of the reverse loop" if p["in_loop"] else "?")
+        parts.append(f"{impl} {p['products']} matrix products, dW_h contracted over "
+                     f"{p['dW_h_rows']} rows ({where})")
+    line = "; ".join(parts)
+    if "manual_vs_autodiff" in w:
+        lo, hi = w["manual_vs_autodiff"]["paired_ratio_range"]
+        line += f"; fnnet manual / autodiff ranged {lo:.2f}-{hi:.2f} over the rounds"
+    return line
+
+
 def print_workload(name, w, log):
     """One workload's table, compile times, ratios, (W1) floors and (W4) time to accuracy."""
     log("")
@@ -205,7 +229,7 @@ def print_workload(name, w, log):
     rows = []
     for impl, r in w["results"].items():
         speed = (f"{r['ms_per_iteration']:.1f} ms/iter" if w["batch"] is None
-                 else f"{r['examples_per_second']:,.0f} ex/s")
+                 else f"{r['examples_per_second']:,.0f} {w.get('speed_unit', 'ex/s')}")
         rel = "1.00x" if impl == "fnnet manual" else (
             f"{1 / paired['fnnet manual'][impl]:.2f}x" if "fnnet manual" in paired else "-")
         rows.append([impl, speed, f"{r['gflops']:.1f}", f"{100 * r['fraction_of_roof']:.1f}%", rel,
@@ -221,8 +245,12 @@ def print_workload(name, w, log):
     if "fnnet manual" in paired:
         log("ratios (paired): " + ", ".join(f"fnnet manual / {b} = {v:.2f}"
                                             for b, v in paired["fnnet manual"].items()))
-    if "manual_vs_autodiff" in w:
+    if "recurrent_products" in w:
+        log(_recurrent_line(w))
+    elif "manual_vs_autodiff" in w:
         log(_autodiff_line(w["manual_vs_autodiff"], "flops_per_step" in w))
+    if w.get("bf16", "timed") != "timed":
+        log(f"bf16: {w['bf16']}")
     if "manual_vs_autodiff_bf16" in w:
         c = w["manual_vs_autodiff_bf16"]
         log(f"bf16: fnnet manual bf16 / fnnet autodiff bf16 ranged {c['paired_ratio_range'][0]:.2f}"

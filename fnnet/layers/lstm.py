@@ -41,8 +41,14 @@ and the backward above, regrouped, is three element-wise lines and the product::
 (``dA_i = dI ⊙ I(1 − I) = dC ⊙ G ⊙ I(1 − I)``, and so on: each block of ``P_t`` is the factor its
 ``dA`` block multiplies ``dC_t``, or for ``o`` ``dH_t``, by). One pass over ``(N, 4H)`` per step
 instead of recomputing ``tanh(C_t)`` and the four slopes in the reverse loop, where every
-element-wise operation waits between two products. The cache (``LSTMSaved``, time-major) holds
-``P``, every ``C_t``, ``Q`` and ``F``, and every ``H_t`` (``recurrent``'s cache).
+element-wise operation waits between two products.
+
+The cache (``LSTMSaved``, time-major): ``P`` with its four blocks stacked, ``(T, 4, N, H)``,
+written block by block where the forward makes them (no ``(N, 4H)`` concatenation in the forward
+loop); every ``C_t``; ``Q`` and ``F`` stacked, ``(T, 2, N, H)``; and every ``H_t``
+(``recurrent``'s cache). The input product ``X_t W_xᵀ`` is hoisted out of the loop; ``b`` is
+added inside the step (``Recurrent.bias_in_step``), where the addition fuses into the gates'
+element-wise work instead of taking a pass over ``(T·N, 4H)`` of its own.
 """
 
 from __future__ import annotations
@@ -62,14 +68,13 @@ def _split(a, h):
 
 
 class LSTMSaved(NamedTuple):
-    """What the LSTM's forward keeps for its backward (``RecurrentCache.saved``), each time-major:
-    ``p`` every ``P_t`` ``(T, N, 4H)``, ``c`` every cell state ``C_t``, ``q`` every ``Q_t``, ``f``
-    every forget gate ``F_t``, each ``(T, N, H)`` (the module docstring)."""
+    """What the LSTM's forward keeps for its backward (``RecurrentCache.saved``), time-major (the
+    module docstring): ``p`` every ``P_t``, its blocks stacked ``(T, 4, N, H)``; ``c`` every cell
+    state ``C_t`` ``(T, N, H)``; ``qf`` every ``Q_t`` and forget gate ``F_t`` ``(T, 2, N, H)``."""
 
     p: Any
     c: Any
-    q: Any
-    f: Any
+    qf: Any
 
 
 @dataclass(frozen=True, init=False, repr=False)
@@ -98,6 +103,7 @@ class LSTM(Recurrent):
 
     gates: ClassVar[int] = 4
     carries: ClassVar[tuple] = ("h", "c")
+    bias_in_step: ClassVar[bool] = True
 
     def __init__(self, n_in, n_hidden, *, stateful=None, precision=None):
         self._setup(n_in, n_hidden, stateful, precision)
@@ -109,18 +115,19 @@ class LSTM(Recurrent):
 
     def _scan(self, params, ax, initial):
         policy, h = self.precision, self.n_hidden
-        W_h = policy.cast(params.W_h)  # cast once, outside the loop
+        W_h, b = policy.cast(params.W_h), params.b  # cast once, outside the loop
 
         def step(carry, ax_t):
             h_prev, c_prev = carry
-            a_i, a_f, a_g, a_o = _split(ax_t + policy.dot(h_prev, W_h, (1, 1)), h)
+            a_i, a_f, a_g, a_o = _split(ax_t + b + policy.dot(h_prev, W_h, (1, 1)), h)
             i, f, g, o = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jnp.tanh(a_g), jax.nn.sigmoid(a_o)
             c = f * c_prev + i * g
             tanh_c = jnp.tanh(c)
             h_t = o * tanh_c
-            p = jnp.concatenate([g * sigmoid_slope(i), c_prev * sigmoid_slope(f),
-                                 i * tanh_slope(g), tanh_c * sigmoid_slope(o)], axis=1)
-            return (h_t, c), (h_t, LSTMSaved(p, c, o * tanh_slope(tanh_c), f))
+            p = jnp.stack([g * sigmoid_slope(i), c_prev * sigmoid_slope(f), i * tanh_slope(g),
+                           tanh_c * sigmoid_slope(o)])
+            qf = jnp.stack([o * tanh_slope(tanh_c), f])
+            return (h_t, c), (h_t, LSTMSaved(p, c, qf))
 
         final, (hs, saved) = lax.scan(step, initial, ax)
         return final, hs, saved
@@ -133,13 +140,12 @@ class LSTM(Recurrent):
 
         def step(carry, inputs):
             dh_next, dc_next = carry
-            dy_t, p_t, q_t, f_t = inputs
+            dy_t, p_t, qf_t = inputs
             dh = dy_t + dh_next
-            dc = dc_next + dh * q_t
-            da = jnp.concatenate([dc, dc, dc, dh], axis=1) * p_t
-            return (policy.dot(da, W_h, (1, 0)).astype(dtype), (dc * f_t).astype(dtype)), da
+            dc = dc_next + dh * qf_t[0]
+            da = jnp.concatenate([dc * p_t[0], dc * p_t[1], dc * p_t[2], dh * p_t[3]], axis=1)
+            return (policy.dot(da, W_h, (1, 0)).astype(dtype), (dc * qf_t[1]).astype(dtype)), da
 
         zeros = jnp.zeros(saved.c.shape[1:], dtype)
-        d_initial, das = lax.scan(step, (zeros, zeros), (dys, saved.p, saved.q, saved.f),
-                                  reverse=True)
+        d_initial, das = lax.scan(step, (zeros, zeros), (dys, saved.p, saved.qf), reverse=True)
         return d_initial, das, das, {}

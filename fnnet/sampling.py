@@ -14,7 +14,8 @@ temperature ``τ``::
     id_{t+1} ~ Categorical(softmax(log p_t / τ))        τ → 0: the most likely id; τ = 1: p itself
 
 and feeds it back. The whole generation is one ``lax.scan`` inside one compiled program: no
-recompilation per character and no host round trip until the ids come back.
+recompilation per character and no host round trip until the ids come back; the temperature is
+an argument of that program, so another temperature does not compile it again.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _last_step(model, params, state, ids):
     return y[0, -1], model.next_state(state, cache)
 
 
-@partial(jax.jit, static_argnums=(0, 3, 4))
+@partial(jax.jit, static_argnums=(0, 3))
 def _generate(model, params, prompt, length, temperature, key):
     p, state = _last_step(model, params, model.init_state(), prompt[None, :])
 
@@ -51,7 +52,7 @@ def _draw(p, temperature, key, dtype):
     return jax.random.categorical(key, logits).astype(dtype)
 
 
-@partial(jax.jit, static_argnums=(0, 3, 4, 5))
+@partial(jax.jit, static_argnums=(0, 3, 5))
 def _generate_windowed(model, params, prompt, length, temperature, context, key):
     filled = min(prompt.shape[0], context)
     buffer = jnp.zeros((context,), prompt.dtype).at[:filled].set(prompt[-filled:])

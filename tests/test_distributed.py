@@ -53,29 +53,6 @@ WORKER = textwrap.dedent("""
 """)
 
 
-# The GPT on a token stream: windows drawn inside the program, each batch split over the devices.
-WORKER_GPT = textwrap.dedent("""
-    import sys
-    from pathlib import Path
-    import numpy as np
-    from fnnet.devices import distributed
-    rank, port, out = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
-    if rank >= 0:
-        distributed.initialize(f"127.0.0.1:{port}", 2, rank, timeout=60, heartbeat_seconds=5)
-    import jax
-    import fnnet
-    from fnnet import optim
-    tokens = np.random.default_rng(0).integers(0, 11, 2000).astype(np.int32)
-    opt = optim.clip_by_global_norm(optim.adamw(1e-2, weight_decay=0.1), 1.0)
-    state, history = fnnet.fit(fnnet.gpt(11, 8, 1, 2, 8), "cross-entropy", opt,
-                               fnnet.TokenWindows(tokens, 8, 5), epochs=2, batch_size=8,
-                               key=jax.random.PRNGKey(0), progress=False,
-                               devices="all" if rank >= 0 else None)
-    np.savez(out, *[np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state.params)])
-    print(f"rank {rank}: {jax.device_count()} devices")
-""")
-
-
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -126,23 +103,6 @@ def test_two_processes_of_two_devices_train_like_one_device(worker, tmp_path):
     for name in got[2].files:
         np.testing.assert_array_equal(got[0][name], got[1][name])  # the same replicated params
         np.testing.assert_allclose(got[0][name], got[2][name], rtol=1e-5, atol=1e-6)
-
-
-def test_two_processes_of_two_devices_train_the_gpt_like_one_device(tmp_path):
-    """Issue 19: data parallelism works for the GPT on a token stream as for every model."""
-    script = tmp_path / "gpt_worker.py"
-    script.write_text(WORKER_GPT)
-    port = free_port()
-    procs = [_start(script, rank, port, tmp_path / f"gpt-{rank}.npz") for rank in (0, 1)]
-    reference = _start(script, -1, 0, tmp_path / "gpt--1.npz", devices=1)
-    results = [_finish(p) for p in (*procs, reference)]
-    for code, _, err in results:
-        assert code == 0, err[-3000:]
-    assert "rank 0: 4 devices" in results[0][1]
-    got = [np.load(tmp_path / f"gpt-{rank}.npz") for rank in (0, 1, -1)]
-    for name in got[2].files:
-        np.testing.assert_array_equal(got[0][name], got[1][name])
-        np.testing.assert_allclose(got[0][name], got[2][name], rtol=1e-4, atol=1e-5)
 
 
 def test_a_process_that_dies_stops_the_other_naming_it(worker, tmp_path):

@@ -200,21 +200,21 @@ def test_token_windows_refuses_what_it_cannot_train_on():
 
 @pytest.mark.slow  # compiles a training program three times
 def test_fit_on_token_windows_learns_and_resumes_bit_exactly(tmp_path):
-    """A stream with a pattern to learn; 3 epochs of 10 steps; then 1 epoch, a checkpoint and
-    a resume to 3: the same params to the bit."""
+    """A stream with a pattern to learn; 2 epochs of 10 steps; then 1 epoch, a checkpoint and
+    a resume to 2: the same params to the bit."""
     tokens = np.tile(np.array([0, 1, 2, 3, 2, 1], np.int32), 50)
     model = fnnet.gpt(4, 8, 1, 2, 8)
     opt = optim.clip_by_global_norm(optim.adamw(2e-2, weight_decay=0.1), 1.0)
     stream = fnnet.TokenWindows(tokens, 8, 10)
     kw = dict(batch_size=4, key=jax.random.key(0), progress=False)
-    state, history = fnnet.fit(model, "cross_entropy", opt, stream, epochs=3, **kw)
-    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    state, history = fnnet.fit(model, "cross_entropy", opt, stream, epochs=2, **kw)
+    assert history["loss"][-1] < 0.85 * history["loss"][0]
     assert history["config"]["run"]["windows"] == {"block_size": 8, "steps": 10}
     path = tmp_path / "state.npz"
     fnnet.fit(model, "cross_entropy", opt, stream, epochs=1, checkpoint=path, **kw)
-    resumed, resumed_history = fnnet.fit(model, "cross_entropy", opt, stream, epochs=3,
+    resumed, resumed_history = fnnet.fit(model, "cross_entropy", opt, stream, epochs=2,
                                          checkpoint=path, resume=True, **kw)
-    assert resumed_history["epoch"] == [1, 2, 3]
+    assert resumed_history["epoch"] == [1, 2]
     for a, b in zip(jax.tree_util.tree_leaves(resumed.params), jax.tree_util.tree_leaves(
             state.params)):
         np.testing.assert_array_equal(a, b)

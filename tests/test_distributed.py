@@ -1,5 +1,6 @@
-"""Many processes (``fnnet.devices.distributed``): two local processes of two CPU devices each train as
-one, a process that dies stops the other with an error naming it, and joining is bounded in time.
+"""Many processes (``fnnet.devices.distributed``): a process that dies stops the other with an
+error naming it, and joining is bounded in time. (Two processes of two CPU devices training as
+one, an MLP and the GPT, are checked end to end under ``fnnet launch`` in ``test_launch``.)
 
 The processes are subprocesses on 127.0.0.1 (gloo collectives over TCP, a free port), each
 started with ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` and waited for with a timeout.
@@ -88,21 +89,6 @@ def worker(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     return script
-
-
-def test_two_processes_of_two_devices_train_like_one_device(worker, tmp_path):
-    port = free_port()
-    procs = [_start(worker, rank, port, tmp_path / f"params-{rank}.npz", 2) for rank in (0, 1)]
-    reference = _start(worker, -1, 0, tmp_path / "params--1.npz", 2, devices=1)
-    results = [_finish(p) for p in (*procs, reference)]
-    for code, _, err in results:
-        assert code == 0, err[-3000:]
-    assert "rank 0: 4 devices, 2 processes" in results[0][1]
-    assert "rank -1: 1 devices, 1 processes" in results[2][1]
-    got = [np.load(tmp_path / f"params-{rank}.npz") for rank in (0, 1, -1)]
-    for name in got[2].files:
-        np.testing.assert_array_equal(got[0][name], got[1][name])  # the same replicated params
-        np.testing.assert_allclose(got[0][name], got[2][name], rtol=1e-5, atol=1e-6)
 
 
 def test_a_process_that_dies_stops_the_other_naming_it(worker, tmp_path):

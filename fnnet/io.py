@@ -21,6 +21,7 @@ once instead of blocking, or streaming, forever.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -94,9 +95,8 @@ def _fsync_folder(folder: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass  # not every platform or file system allows it
+        with contextlib.suppress(OSError):  # not every platform or file system allows it
+            os.fsync(fd)
     finally:
         os.close(fd)
 

@@ -348,7 +348,7 @@ def check_not_in_use(prog, out):
     except BlockingIOError:
         raise _in_use(prog, out, path) from None
     except OSError:
-        pass  # no locks on this file system: run_lock says so
+        return  # no locks on this file system: run_lock says so when it takes its own
     finally:
         os.close(fd)
 

@@ -16,6 +16,7 @@ never fills the folder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import socket
@@ -95,10 +96,8 @@ class _Deadline:
 
 
 def _shut(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):  # a socket already closed needs no shutdown
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed
 
 
 def _watched(base, deadline: _Deadline):

@@ -94,11 +94,7 @@ def train(corpus, flags):
     model = fnnet.gpt(len(corpus.vocab), block, **config["architecture"])
     every_window = train_text.windows(corpus.validation, block)
     validation = train_text.spread(*every_window, train_text.EVAL_WINDOWS)
-    print(f"[{NAME}] {train_text.describe(config)}, adamw lr {config['lr']:g} (warmup "
-          f"{config['warmup']}, cosine to {config['min_lr']:g}), weight decay "
-          f"{config['weight_decay']:g}, clip {config['clip']:g}, {config['steps']} steps of "
-          f"{config['batch_size']} windows; validation every {every} steps on "
-          f"{len(validation[0])} windows", flush=True)
+    print(f"[{NAME}] {train_text.gpt_recipe(config, len(validation[0]))}", flush=True)
     started = time.perf_counter()
     state, history = fnnet.fit(
         model, "cross-entropy", train_text.gpt_optimizer(config),

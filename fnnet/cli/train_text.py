@@ -296,6 +296,15 @@ def gpt_config(args, corpus, folder):
             "data_dir": None if folder is None else str(folder)}
 
 
+def gpt_recipe(config, validation_windows):
+    """The run a ``gpt_config`` describes, in one line (what ``fnnet train`` announces)."""
+    return (f"{describe(config)}, adamw lr {config['lr']:g} (warmup {config['warmup']}, cosine "
+            f"to {config['min_lr']:g}), weight decay {config['weight_decay']:g}, clip "
+            f"{config['clip']:g}, {config['steps']} steps of {config['batch_size']} random "
+            f"windows of {config['block_size']} characters; validation every "
+            f"{config['eval_every']} steps on {validation_windows} windows")
+
+
 def gpt_optimizer(config):
     """AdamW under warmup and cosine decay to ``min_lr``, clipped: nanoGPT's."""
     schedule = optim.cosine_decay(config["steps"], final=MIN_LR_FRACTION, warmup=config["warmup"])
@@ -335,12 +344,8 @@ def run_gpt(args, out, write_config):
     every_window = windows(corpus.validation, block)
     validation = spread(*every_window, EVAL_WINDOWS)
     if not _quiet(args):
-        print(f"fnnet train: {TEXT} {describe(config)}, adamw lr {args.lr:g} (warmup "
-              f"{args.warmup}, cosine to {config['min_lr']:g}), weight decay "
-              f"{args.weight_decay:g}, clip {args.clip:g}, {args.steps} steps of "
-              f"{args.batch_size} random windows of {block} characters, seed {args.seed}; "
-              f"validation every {args.eval_every} steps on {len(validation[0])} windows -> "
-              f"{out}", flush=True)
+        print(f"fnnet train: {TEXT} {gpt_recipe(config, len(validation[0]))}, seed "
+              f"{args.seed} -> {out}", flush=True)
     started = time.perf_counter()
     callbacks = [write_config] + ([] if _quiet(args) else
                                   [step_progress(args.steps, args.eval_every, block)])

@@ -138,7 +138,7 @@ def test_quick_lstm_workload_reports_tokens_and_the_same_loss(tmp_path, capsys):
     results = w5["results"]
     assert {"fnnet manual", "fnnet autodiff"} <= set(results)
     assert ("torch eager" in results) == baselines.torch_available() != ("torch eager" in w5["skipped"])
-    bf16 = bool(mixed.cpu_description()["bf16_units"])
+    bf16 = mixed.bf16_columns("auto", mixed.cpu_description(), jax.default_backend())[0]
     assert ("fnnet manual bf16" in results) == bf16 == (w5["bf16"] == "timed")
     tokens = cfg["steps"] * batch * block
     assert w5["tokens_per_unit"] == tokens and w5["speed_unit"] == "tok/s"
@@ -347,3 +347,40 @@ def test_runs_as_a_module_and_without_the_experiments_folder(tmp_path):
     done = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--workloads", "W9"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "unknown workloads" in done.stderr
+
+
+def test_bf16_columns_are_timed_where_the_cpu_has_bf16_units_or_when_asked():
+    units = {"model": "Some CPU", "bf16_units": ["avx512_bf16"]}
+    none = {"model": "Old CPU", "bf16_units": []}
+    assert mixed.bf16_columns("auto", units) == (True, "timed")
+    assert mixed.bf16_columns("auto", none, "gpu") == (True, "timed")
+    timed, why = mixed.bf16_columns("auto", none)
+    assert not timed and "Old CPU" in why and "no bfloat16 matrix units" in why and "--bf16" in why
+    timed, why = mixed.bf16_columns("on", none)
+    assert timed and "emulated" in why
+    assert mixed.bf16_columns("off", units) == (False, "off (--no-bf16)")
+    with pytest.raises(ValueError, match="bf16 columns: expected 'auto', 'on' or 'off'"):
+        mixed.bf16_columns("yes", units)
+
+
+@pytest.mark.slow  # a quick run of W2
+def test_a_cpu_without_bf16_units_skips_the_bf16_columns_unless_asked(tmp_path, capsys,
+                                                                      monkeypatch):
+    """Issue 20: on a CPU without bfloat16 units the default benchmark leaves the (emulated, slow)
+    bf16 columns out and says so; ``--bf16`` asks for them."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    monkeypatch.setattr(mixed, "cpu_description",
+                        lambda: {"model": "Old CPU", "machine": "x86_64", "flags": ["avx2"],
+                                 "cores": 2, "bf16_units": []})
+    flags = ["--quick", "--workloads", "W2", "--no-profile", "--no-memory", "--repeats", "1"]
+    assert bench.main([*flags, "--out", str(tmp_path / "auto")]) == 0
+    printed = capsys.readouterr().out
+    assert "bf16 columns not timed: this CPU (Old CPU) has no bfloat16 matrix units" in printed
+    report_ = json.loads((tmp_path / "auto" / "metrics.json").read_text())
+    assert report_["bf16"].startswith("not timed")
+    assert not any("bf16" in impl for impl in report_["workloads"]["W2"]["results"])
+    # --bf16 reaches the decision as "on" (timed: the first test), --no-bf16 as "off"
+    assert [bench._parse_args([*flags, *f])[0].bf16 for f in ([], ["--bf16"], ["--no-bf16"])] == [
+        "auto", "on", "off"]
+    with pytest.raises(SystemExit):
+        bench.main([*flags, "--bf16", "--no-bf16"])

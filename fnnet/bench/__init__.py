@@ -108,8 +108,14 @@ def build_parser(prog=None):
     p.add_argument("--no-startup", action="store_true",
                    help="skip the cold and warm compile times of fnnet train (fnnet.bench.startup, "
                         "two fresh processes; off with --quick)")
-    p.add_argument("--no-bf16", action="store_true",
-                   help="time float32 only: leave out fnnet's bf16 programs and PyTorch autocast")
+    bf16 = p.add_mutually_exclusive_group()
+    bf16.add_argument("--bf16", dest="bf16", action="store_const", const="on", default="auto",
+                      help="time the bf16 columns (fnnet's bf16 programs, PyTorch autocast) even "
+                           "on a CPU without bfloat16 matrix units, where they are left out by "
+                           "default (emulated there, and slow)")
+    bf16.add_argument("--no-bf16", dest="bf16", action="store_const", const="off",
+                      help="time float32 only: leave out fnnet's bf16 programs and PyTorch "
+                           "autocast")
     p.add_argument("--no-time-to-accuracy", action="store_true",
                    help="skip W4's time to 99%% test accuracy on MNIST (up to 15 epochs; off "
                         "with --quick)")
@@ -137,22 +143,23 @@ def _log(msg):
     print(msg, flush=True)
 
 
-def measure_one(name, conf, x, y, args, repeats, log):
-    """One workload's report (W4's with its time to accuracy unless ``--no-time-to-accuracy``)."""
+def measure_one(name, conf, x, y, args, repeats, log, bf16):
+    """One workload's report (W4's with its time to accuracy unless ``--no-time-to-accuracy``),
+    with its bf16 columns if ``bf16``."""
     cfg = conf[name]
     log(f"{name}: {harness.DESCRIPTION[name]} ...")
     if name == "W5":
         return lstm.measure_lstm(name, cfg, repeats, args.seed, args.baseline_threads, log,
-                                 conf["matmul_n"], not args.no_bf16)
+                                 conf["matmul_n"], bf16)
     if name == "W4":
         out = cnn.measure_cnn(name, cfg, x, y, repeats, args.seed, args.baseline_threads, log,
-                              conf["matmul_n"], not args.no_bf16)
+                              conf["matmul_n"], bf16)
         if not args.no_time_to_accuracy:
             out["time_to_accuracy"] = cnn.time_to_accuracy(cfg, args.seed, log)
         return out
     reps = 3 * repeats if cfg["batch"] is None else repeats
     return workload.measure_workload(name, cfg, x, y, reps, args.seed, args.baseline_threads, log,
-                                     conf["matmul_n"], conf["bandwidth_mib"], not args.no_bf16)
+                                     conf["matmul_n"], conf["bandwidth_mib"], bf16)
 
 
 def measure(args, names, repeats, log=_log):
@@ -165,16 +172,19 @@ def measure(args, names, repeats, log=_log):
     roofs = [harness.matmul_roof(conf["matmul_n"], max(repeats, 5))]
     bandwidth = harness.memory_bandwidth(conf["bandwidth_mib"], max(repeats, 5))
     log(f"  matmul {roofs[0]['gflops']:.1f} GFLOP/s, read bandwidth {bandwidth['gbs']:.1f} GB/s")
-    workloads = {name: measure_one(name, conf, x, y, args, repeats, log) for name in names}
-    roofs.append(harness.matmul_roof(conf["matmul_n"], max(repeats, 5)))
     cpu = mixed.cpu_description()
+    bf16, bf16_why = mixed.bf16_columns(args.bf16, cpu, jax.default_backend())
+    if not bf16 and args.bf16 == "auto":
+        log(f"bf16 columns {bf16_why}")
+    workloads = {name: measure_one(name, conf, x, y, args, repeats, log, bf16) for name in names}
+    roofs.append(harness.matmul_roof(conf["matmul_n"], max(repeats, 5)))
     out = {
         "devices": devices, "platform": jax.devices()[0].platform, "cpu_count": os.cpu_count(),
         "cpu": cpu,
         "host": platform.processor() or platform.machine(),
         "versions": {"jax": jax.__version__, "numpy": np.__version__,
                      "python": platform.python_version(), "torch": baselines.torch_version()},
-        "data_source": source, "quick": args.quick, "repeats": repeats,
+        "data_source": source, "quick": args.quick, "repeats": repeats, "bf16": bf16_why,
         "baseline_threads": args.baseline_threads,
         "machine": {"matmul": roofs[0], "matmul_after": roofs[1], "bandwidth": bandwidth},
         "workloads": workloads,

@@ -28,7 +28,8 @@ Implementations, timed in interleaved rounds as W1–W5 are (``fnnet.bench.workl
                           clipping; skipped when torch is missing (an optional extra)
     ... bf16              fnnet's two programs under ``precision="bf16"`` and PyTorch under
                           ``torch.autocast("cpu", dtype=torch.bfloat16)``, where the CPU has
-                          bfloat16 matrix units (``fnnet.bench.mixed``) and not ``--no-bf16``
+                          bfloat16 matrix units or with ``--bf16``, never with ``--no-bf16``
+                          (``fnnet.bench.mixed.bf16_columns``)
 
 Speeds are in tokens per second (``batch × block`` a step); paired ratios are of seconds per
 token within a round (``fnnet.bench.harness.paired``), the figure the targets read.
@@ -204,8 +205,7 @@ def torch_runner(cfg, tokens, seed, autocast=None, attention="sdpa"):
 
 
 def implementations(cfg, tokens_host, seed, bf16, torch_attention="sdpa"):
-    """``({name: make}, with_bf16)``: fnnet's two programs and PyTorch, and with ``bf16`` where
-    the CPU has bfloat16 matrix units their bf16 twins."""
+    """``{name: make}``: fnnet's two programs and PyTorch, and with ``bf16`` their bf16 twins."""
     tokens = jax.device_put(jnp.asarray(tokens_host, jnp.int32))
     model = model_for(cfg)
     state = fnnet.TrainState.create(model, train_text.gpt_optimizer(recipe(cfg)),
@@ -215,13 +215,12 @@ def implementations(cfg, tokens_host, seed, bf16, torch_attention="sdpa"):
         AUTODIFF: lambda: fnnet_gpt_runner(cfg, tokens, state, "autodiff"),
         TORCH: lambda: torch_runner(cfg, tokens_host, seed, attention=torch_attention),
     }
-    with_bf16 = bf16 and bool(mixed.cpu_description()["bf16_units"])
-    if with_bf16:
+    if bf16:
         makers[MANUAL_BF16] = lambda: fnnet_gpt_runner(cfg, tokens, state, "manual", "bf16")
         makers[AUTODIFF_BF16] = lambda: fnnet_gpt_runner(cfg, tokens, state, "autodiff", "bf16")
         makers[TORCH_BF16] = lambda: torch_runner(cfg, tokens_host, seed, autocast="bf16",
                                                   attention=torch_attention)
-    return makers, with_bf16
+    return makers
 
 
 def loss_agreement(results, a=MANUAL, b=AUTODIFF):
@@ -284,18 +283,21 @@ def targets(report):
     return out
 
 
-def measure_gpt(repeats, seed, log, quick=False, bf16=True, threads="auto",
+def measure_gpt(repeats, seed, log, quick=False, bf16="auto", threads="auto",
                 torch_attention="sdpa", memory=True):
     """W6: every implementation timed round-robin with the matmul roof over ``repeats`` rounds,
     each unit ``steps`` training steps of the recipe (``QUICK``'s tiny sizes with ``quick``);
-    with ``bf16``, where the CPU has bfloat16 matrix units, also fnnet's programs under
-    ``precision="bf16"`` and PyTorch under autocast; with ``memory`` the T = 2048 temporaries
+    as ``bf16`` (``"auto"``, ``"on"`` or ``"off"``: ``fnnet.bench.mixed.bf16_columns``) also
+    fnnet's programs under ``precision="bf16"`` and PyTorch under autocast; with ``memory`` the T = 2048 temporaries
     (T = 256 with ``quick``). Returns the report (``metrics.json``'s ``"W6"``)."""
     cfg = QUICK if quick else FULL
     arch = cfg["gpt"]
     load = {"start": list(os.getloadavg())}
     tokens, source = load_tokens(arch["vocab_size"], seed)
-    makers, with_bf16 = implementations(cfg, tokens, seed, bf16, torch_attention)
+    with_bf16, bf16_why = mixed.bf16_columns(bf16, mixed.cpu_description(), jax.default_backend())
+    if not with_bf16 and bf16 == "auto":
+        log(f"  W6 bf16 columns {bf16_why}")
+    makers = implementations(cfg, tokens, seed, with_bf16, torch_attention)
     tokens_per_unit = cfg["steps"] * cfg["batch"] * cfg["block"]
     count = token_flops(arch["layers"], arch["dim"], arch["vocab_size"], cfg["block"])
     out, _, _ = time_implementations(
@@ -322,8 +324,7 @@ def measure_gpt(repeats, seed, log, quick=False, bf16=True, threads="auto",
               "flop_terms": count["terms"], "flops_per_step": count["total"] * step_tokens,
               "torch_attention": torch_attention, "threads_setting": threads,
               "cpu": mixed.cpu_description(), "load_average": load,
-              "bf16": ("timed" if with_bf16 else "off (--no-bf16)" if not bf16
-                       else "not timed: no bfloat16 matrix units on this CPU"), **out}
+              "bf16": bf16_why, **out}
     report["loss_agreement"] = loss_agreement(out["results"])
     if with_bf16:
         report["loss_agreement_bf16"] = loss_agreement(out["results"], MANUAL_BF16, AUTODIFF_BF16)
@@ -467,7 +468,12 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, help="timed rounds (default: 10, quick 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark_gpt"))
-    parser.add_argument("--no-bf16", action="store_true", help="leave the bf16 columns out")
+    bf16 = parser.add_mutually_exclusive_group()
+    bf16.add_argument("--bf16", dest="bf16", action="store_const", const="on", default="auto",
+                      help="time the bf16 columns even on a CPU without bfloat16 matrix units "
+                           "(left out there by default: emulated, and slow)")
+    bf16.add_argument("--no-bf16", dest="bf16", action="store_const", const="off",
+                      help="leave the bf16 columns out")
     parser.add_argument("--no-memory", action="store_true", help="skip the T = 2048 temporaries")
     parser.add_argument("--threads", default="auto",
                         help="PyTorch's threads: 'auto' (1 or all cores, the faster on a "
@@ -479,7 +485,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     repeats = args.repeats or (QUICK if args.quick else FULL)["repeats"]
-    report = measure_gpt(repeats, args.seed, log, quick=args.quick, bf16=not args.no_bf16,
+    report = measure_gpt(repeats, args.seed, log, quick=args.quick, bf16=args.bf16,
                          threads=args.threads, torch_attention=args.torch_attention,
                          memory=not args.no_memory)
     which = args.time_to_loss or ("none" if args.quick else "manual")

@@ -17,8 +17,9 @@ each unit also shuffles and gathers its batches inside the scan, as an epoch doe
                           optimizer and clipping (``fnnet.bench.baselines.torch_lstm_runner``);
                           skipped when torch is missing (it is an optional extra)
     ... bf16              fnnet's two programs under ``precision="bf16"`` and PyTorch under
-                          ``torch.autocast("cpu", dtype=torch.bfloat16)``, only where the CPU
-                          has bfloat16 matrix units (``fnnet.bench.mixed``) and not ``--no-bf16``
+                          ``torch.autocast("cpu", dtype=torch.bfloat16)``, where the benchmark
+                          times bf16 (``fnnet.bench.mixed.bf16_columns``: bfloat16 matrix units,
+                          or ``--bf16``; never with ``--no-bf16``)
 
 Speeds are in tokens (characters) per second, ``batch × block`` tokens a step; the paired ratios
 are of seconds per token within a round.
@@ -121,9 +122,9 @@ def recurrent_products(results, hidden, batch, block):
 
 def measure_lstm(name, cfg, repeats, seed, threads_setting, log, matmul_n, bf16=True):
     """W5: every implementation timed round-robin with the matmul roof, on ``cfg["steps"] ×
-    cfg["batch"]`` windows of ``cfg["block"]`` characters; with ``bf16``, where the CPU has
-    bfloat16 matrix units, also fnnet's two programs under ``precision="bf16"`` and PyTorch under
-    autocast."""
+    cfg["batch"]`` windows of ``cfg["block"]`` characters; with ``bf16`` (the benchmark's choice,
+    ``fnnet.bench.mixed.bf16_columns``) also fnnet's two programs under ``precision="bf16"`` and
+    PyTorch under autocast."""
     arch, batch, block = cfg["lstm"], cfg["batch"], cfg["block"]
     n = cfg["steps"] * batch
     x, y, source = text_windows(n, block, arch["vocab_size"], seed)
@@ -132,9 +133,7 @@ def measure_lstm(name, cfg, repeats, seed, threads_setting, log, matmul_n, bf16=
         "fnnet autodiff": lambda: fnnet_runner(cfg, x, y, seed, "autodiff"),
         "torch eager": lambda: baselines.torch_lstm_runner(cfg, x, y, seed),
     }
-    cpu = mixed.cpu_description()
-    with_bf16 = bf16 and bool(cpu["bf16_units"])
-    if with_bf16:
+    if bf16:
         makers["fnnet manual bf16"] = lambda: fnnet_runner(cfg, x, y, seed, "manual",
                                                            precision="bf16")
         makers["fnnet autodiff bf16"] = lambda: fnnet_runner(cfg, x, y, seed, "autodiff",
@@ -158,5 +157,4 @@ def measure_lstm(name, cfg, repeats, seed, threads_setting, log, matmul_n, bf16=
             "steps_per_unit": cfg["steps"], "flops_per_token": count["total"],
             "flop_terms": count["terms"], "flops_per_step": count["total"] * batch * block,
             "flops_per_unit": count["total"] * tokens, "unit": f"{cfg['steps']} steps",
-            "bf16": ("timed" if with_bf16 else "off (--no-bf16)" if not bf16
-                     else "not timed: no bfloat16 matrix units on this CPU"), **out}
+            "bf16": "timed" if bf16 else "not timed", **out}

@@ -1,7 +1,9 @@
 """Mixed precision in the benchmark: the CPU's bfloat16 units, the bf16 targets, and the matrix
 products of fnnet's two bf16 programs side by side.
 
-Implementations timed beside the float32 ones (``--no-bf16`` leaves them out):
+Implementations timed beside the float32 ones where the CPU has bfloat16 matrix units or fnnet
+runs on an accelerator (``bf16_columns``; ``--bf16`` times them on any CPU, ``--no-bf16`` leaves
+them out):
 
     fnnet manual bf16     fnnet.fit's program under precision="bf16": every product of the
                           hand-derived backward reads bfloat16 and accumulates in float32, dYᵀ
@@ -52,6 +54,28 @@ def cpu_description():
             flags = [flag for flag in CPU_FLAGS if flag in present]
     return {"model": model, "machine": platform.machine(), "flags": flags,
             "cores": os.cpu_count(), "bf16_units": [f for f in flags if f in BF16_FLAGS]}
+
+
+def bf16_columns(choice, cpu, platform="cpu"):
+    """``(timed, why)``: whether the benchmark times its bf16 columns (fnnet's programs under
+    ``precision="bf16"``, PyTorch under autocast), and the reason in words. ``choice`` is the
+    user's: ``"on"`` (``--bf16``), ``"off"`` (``--no-bf16``) or ``"auto"``, which times them on
+    an accelerator or a CPU with bfloat16 matrix units (``cpu["bf16_units"]``) and leaves them out
+    elsewhere: without the units XLA and PyTorch emulate bfloat16, usually slower than float32,
+    and the default benchmark would spend most of its time there."""
+    if choice not in ("auto", "on", "off"):
+        raise ValueError(f"bf16 columns: expected 'auto', 'on' or 'off', got {choice!r}")
+    if choice == "off":
+        return False, "off (--no-bf16)"
+    native = platform != "cpu" or bool(cpu["bf16_units"])
+    if choice == "on":
+        return True, "timed" + ("" if native else " (--bf16; emulated: no bfloat16 matrix units "
+                                                  "on this CPU)")
+    if native:
+        return True, "timed"
+    return False, (f"not timed: this CPU ({cpu['model']}) has no bfloat16 matrix units, so "
+                   f"bf16 would be emulated (usually slower than float32); --bf16 times it "
+                   f"anyway")
 
 
 def describe_cpu(cpu):

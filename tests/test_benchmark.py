@@ -233,11 +233,12 @@ def test_time_to_accuracy_stops_at_the_first_epoch_on_target(monkeypatch):
         if os.environ.get("CI"):
             pytest.fail("MNIST not found (FNNET_DATA_DIR); CI is set, so the data must be there")
         pytest.skip("MNIST not found (FNNET_DATA_DIR)")
-    seen = {}
+    seen, recipe = {}, {}
 
     def fake_fit(model, loss, optimizer, train, epochs, batch_size, key, validation, progress,
                  callbacks):
         seen.update(images=train[0].shape, test=validation[0].shape, epochs=epochs)
+        recipe.update(optimizer=optimizer, batch=batch_size)
         for epoch, accuracy in enumerate((0.95, 0.985, 0.991, 0.995)[:epochs], start=1):
             record = SimpleNamespace(epoch=epoch, seconds=0.0, loss=0.1, val_accuracy=accuracy)
             for callback in callbacks:
@@ -247,6 +248,12 @@ def test_time_to_accuracy_stops_at_the_first_epoch_on_target(monkeypatch):
     cfg = {**harness.FULL["W4"], "accuracy": {"target": 0.99, "epochs": 15, "train": 64, "test": 32}}
     out = cnn.time_to_accuracy(cfg, 0, lambda msg: None)
     assert seen == {"images": (64, 28, 28, 1), "test": (32, 28, 28, 1), "epochs": 15}
+    defaults = fnnet.cli.train.CNN_DEFAULTS  # issue 20: the recipe fnnet train --model cnn uses
+    assert recipe["batch"] == defaults["batch_size"]
+    assert recipe["optimizer"].name == defaults["optimizer"]
+    assert recipe["optimizer"].hyperparams["lr"] == defaults["lr"]
+    assert recipe["optimizer"].schedule == fnnet.optim.exponential_decay(
+        defaults["lr_decay"], 64 // defaults["batch_size"])
     assert out["reached"] and out["epoch"] == 3 and len(out["epochs"]) == 3 and out["subset"]
     assert out["seconds"] == out["epochs"][-1]["seconds_since_start"] >= 0
     assert report.accuracy_target(out)["met"] is None  # a subset is not the figure

@@ -4,10 +4,11 @@ LSTM or GPT on tiny Shakespeare, with ``fnnet.fit``.
 ``--model mlp`` (the default) trains ``fnnet.mlp(--layers, --activation, --output)`` on flat
 images ``(N, 784)`` with ``MLP_DEFAULTS``: momentum lr 0.1, a constant rate, 10 epochs of batch
 128. ``--model cnn`` trains ``fnnet.cnn()`` on images ``(N, 28, 28, 1)`` (NHWC) with
-``CNN_DEFAULTS``: momentum lr 0.05 multiplied by 0.8 per epoch (``--lr-decay``), 10 epochs of
-batch 64. Those were chosen on the validation split of MNIST (5,000 images held out of its
-training set; batch 64 against 128, learning rates 0.02 to 0.3, decay 0.75 to 1, momentum against
-Adam), never on its test set, which is scored once, after training. ``--model lstm`` trains
+``CNN_DEFAULTS``: momentum lr 0.1 multiplied by 0.5 per epoch (``--lr-decay``), 4 epochs of
+batch 64: 99 % test accuracy in well under a minute on two cores. Those were chosen on the
+validation split of MNIST (5,000 images held out of its training set; for 3 and 4 epochs, batch 64
+against 128, learning rates 0.05 to 0.2 with momentum and 1e-3 to 3e-3 with Adam, decay 0.3 to
+0.8), never on its test set, which is scored once, after training. ``--model lstm`` trains
 ``fnnet.sequence_classifier(28, 10)`` (an LSTM over each image's 28 rows, its last step, dense
 10, softmax) on ``(N, 28, 28)`` with ``LSTM_DEFAULTS``: Adam lr 0.003 multiplied by 0.8 per epoch,
 10 epochs of batch 128, chosen the same way. A flag given explicitly overrides its default. The
@@ -89,7 +90,7 @@ DEFAULT_BATCH = 128
 # than the model's default is DEFAULT_LR's).
 MLP_DEFAULTS = {"optimizer": DEFAULT_OPTIMIZER, "lr": DEFAULT_LR[DEFAULT_OPTIMIZER], "lr_decay": 1.0,
                 "epochs": DEFAULT_EPOCHS, "batch_size": DEFAULT_BATCH}
-CNN_DEFAULTS = {"optimizer": "momentum", "lr": 0.05, "lr_decay": 0.8, "epochs": 10, "batch_size": 64}
+CNN_DEFAULTS = {"optimizer": "momentum", "lr": 0.1, "lr_decay": 0.5, "epochs": 4, "batch_size": 64}
 LSTM_DEFAULTS = {"optimizer": "adam", "lr": 3e-3, "lr_decay": 0.8, "epochs": 10, "batch_size": 128}
 DEFAULTS = {"mlp": MLP_DEFAULTS, "cnn": CNN_DEFAULTS, "lstm": LSTM_DEFAULTS}
 MODELS_TEXT = textwrap.fill(

@@ -436,11 +436,13 @@ def say_bf16_emulated(prog, precision):
     """One line when ``--precision bf16`` will run on a CPU without bfloat16 matrix units
     (AMX, AVX-512 BF16, Arm BF16): XLA then emulates the products, usually slower than float32
     (1.1–1.8× on an AMD Zen 3)."""
+    if precision != "bf16":
+        return
     import jax
 
-    from ..bench.mixed import cpu_description
+    from ..bench.mixed import cpu_description  # the benchmark's modules only when they are needed
 
-    if precision != "bf16" or jax.default_backend() != "cpu":
+    if jax.default_backend() != "cpu":
         return
     cpu = cpu_description()
     if not cpu["bf16_units"]:

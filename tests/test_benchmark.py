@@ -39,7 +39,12 @@ def test_quick_benchmark_writes_metrics_and_chart(tmp_path, capsys):
     check_w4(report["workloads"]["W4"], report["targets"], printed)
     w1 = report["workloads"]["W1"]
     assert "ms_per_iteration" in w1["results"]["fnnet manual"]
-    assert harness.UNCHUNKED in w1["results"]
+    # the full batch both ways, fit's "auto" choice first (issue 20: chosen by the machine)
+    fnnet_f32 = {impl: w1["results"][impl]["chunk_size"]
+                 for impl in ("fnnet manual", harness.CHUNKED, harness.UNCHUNKED)
+                 if impl in w1["results"]}
+    assert len(fnnet_f32) == 2 and {c is None for c in fnnet_f32.values()} == {True, False}
+    assert w1["floor"]["auto_chunk_size"] == fnnet_f32["fnnet manual"]
     floor = w1["floor"]
     for key in ("memory_floor_ms", "compute_floor_ms", "binding", "chunked_over_memory_floor",
                 "unchunked_over_memory_floor", "x_read_ms_measured"):

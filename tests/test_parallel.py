@@ -95,24 +95,34 @@ def test_full_batch_epoch_chunked_equals_unchunked():
     np.testing.assert_allclose(out[48][1]["loss_sum"], out[None][1]["loss_sum"], rtol=1e-12)
 
 
-def test_fit_full_batch_chunks_by_default_and_matches_unchunked():
+def test_auto_chunks_a_full_batch_only_where_memory_needs_it_and_matches_unchunked():
+    """Issue 20: "auto" chunks by what the machine has: X above a sixteenth of the device's
+    memory is chunked, below it not (unchunked was the faster step wherever measured)."""
     n = parallel.MIN_CHUNKED_ROWS
     x, y = _data(n, 256, 3)
-    assert parallel.resolve_chunk_size("auto", n, None, x) == 4096  # 8 MiB of float64 rows
+    nbytes = x.size * x.dtype.itemsize  # 16 MiB of float64
+    small, large = 16 * nbytes - 1, 16 * nbytes
+    assert parallel.resolve_chunk_size("auto", n, None, x, memory_bytes=small) == 4096  # 8 MiB
+    assert parallel.resolve_chunk_size("auto", n, None, x, memory_bytes=large) is None
+    host = parallel.device_memory_bytes(jax.devices("cpu")[0])
+    assert host == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") > 0
+    assert parallel.resolve_chunk_size("auto", n, None, x) == (4096 if 16 * nbytes > host else None)
     model = fnnet.mlp([256, 5, 3])
     runs = {c: fnnet.fit(model, "cross-entropy", fnnet.optim.sgd(0.5), (x, y), epochs=2,
                          batch_size=None, progress=False, dtype=F64, chunk_size=c)
-            for c in ("auto", None)}
-    assert _max_rel(runs["auto"][0].params, runs[None][0].params) < 1e-12
-    np.testing.assert_allclose(runs["auto"][1]["loss"], runs[None][1]["loss"], rtol=1e-12)
+            for c in (4096, None)}
+    assert _max_rel(runs[4096][0].params, runs[None][0].params) < 1e-12
+    np.testing.assert_allclose(runs[4096][1]["loss"], runs[None][1]["loss"], rtol=1e-12)
 
 
 def test_chunk_size_choices_and_errors():
     x = jnp.zeros((60_000, 784), jnp.float32)
-    auto = parallel.resolve_chunk_size("auto", 60_000, None, x)
+    gib = 2**30
+    auto = parallel.resolve_chunk_size("auto", 60_000, None, x, memory_bytes=gib)
+    assert parallel.resolve_chunk_size("auto", 60_000, None, x, memory_bytes=64 * gib) is None
     assert 256 <= auto < 60_000 and auto * 784 * 4 <= parallel.CHUNK_BYTES
     assert parallel.resolve_chunk_size("auto", 60_000, 128, x) is None  # minibatches: no chunking
-    assert parallel.resolve_chunk_size("auto", 1000, None, x[:1000]) is None  # small: in cache
+    assert parallel.resolve_chunk_size("auto", 1000, None, x[:1000], memory_bytes=1) is None  # cache
     assert parallel.resolve_chunk_size(None, 60_000, None, x) is None
     assert parallel.resolve_chunk_size(500, 60_000, None, x) == 500
     assert auto == 2672  # 8 MiB of float32 MNIST rows, a multiple of 8

@@ -26,9 +26,10 @@ W1,W2,W3 leaves W4 out).
 Implementations, side by side in one run (on a shared machine, quote the ratios):
 
     fnnet manual     the program fnnet.fit runs (fnnet.EpochRunner's, from fnnet.TrainState.create,
-                     compiled once) with the hand-derived backward; for W1 the full batch in
-                     chunks, and once more unchunked ("fnnet manual, unchunked") to show what the
-                     chunking buys
+                     compiled once) with the hand-derived backward; for W1 the full batch as
+                     fit's chunk_size="auto" takes it on this machine (unchunked unless X takes
+                     over a sixteenth of the memory), and once more the other way ("fnnet manual,
+                     chunked" or "fnnet manual, unchunked"), so both are reported
     fnnet autodiff   the same with grads="autodiff": jax.grad of the same forward (for W4, of
                      apply: lax.conv and lax.reduce_window, timed on 4 steps, not 100; for W5,
                      of the scanned apply)

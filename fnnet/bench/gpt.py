@@ -288,8 +288,8 @@ def measure_gpt(repeats, seed, log, quick=False, bf16="auto", threads="auto",
     """W6: every implementation timed round-robin with the matmul roof over ``repeats`` rounds,
     each unit ``steps`` training steps of the recipe (``QUICK``'s tiny sizes with ``quick``);
     as ``bf16`` (``"auto"``, ``"on"`` or ``"off"``: ``fnnet.bench.mixed.bf16_columns``) also
-    fnnet's programs under ``precision="bf16"`` and PyTorch under autocast; with ``memory`` the T = 2048 temporaries
-    (T = 256 with ``quick``). Returns the report (``metrics.json``'s ``"W6"``)."""
+    fnnet's programs under ``precision="bf16"`` and PyTorch under autocast; with ``memory`` the
+    T = 2048 temporaries (T = 256 with ``quick``). Returns the report (``metrics.json``'s ``"W6"``)."""
     cfg = QUICK if quick else FULL
     arch = cfg["gpt"]
     load = {"start": list(os.getloadavg())}

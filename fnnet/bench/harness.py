@@ -74,6 +74,7 @@ DESCRIPTION = {
     "W5": "character LSTM, Embedding-LSTM-Dense, cross-entropy over every token, adam + clip",
 }
 UNCHUNKED = "fnnet manual, unchunked"
+CHUNKED = "fnnet manual, chunked"
 BASELINES = ("numpy", "torch eager", "torch autocast bf16")
 #: The mixed-precision implementations, timed beside the float32 ones (``--precision``).
 BF16 = ("fnnet manual bf16", "fnnet autodiff bf16", "torch autocast bf16")

@@ -51,7 +51,7 @@ import numpy as np
 
 from fnnet import datasets
 
-from . import baselines, mixed
+from . import baselines
 from .harness import DESCRIPTION, model_and_optimizer
 from .workload import fnnet_runner, roof_probes, time_implementations
 

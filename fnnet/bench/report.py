@@ -290,14 +290,15 @@ def print_floor(f, log):
         f"{f['memory_floor_ms']:.1f} ms (a jitted read of X itself: {f['x_read_ms_measured']:.1f} ms); "
         f"the FLOPs at the matmul roof take {f['compute_floor_ms']:.1f} ms, so here W1 is "
         f"{f['binding']}-bound.")
-    if "chunked_ms" in f:
-        log(f"       chunked fnnet {f['chunked_ms']:.1f} ms = {f['chunked_over_memory_floor']:.2f}x the "
-            f"single-read floor ({f['chunked_over_x_read_paired']:.2f}x the read of X, paired), "
-            f"{f['chunked_over_binding_floor']:.2f}x the binding floor"
-            + (f"; unchunked {f['unchunked_ms']:.1f} ms = {f['unchunked_over_memory_floor']:.2f}x"
-               if "unchunked_ms" in f else "")
-            + (f"; bf16 chunked {f['bf16_chunked_ms']:.1f} ms = "
-               f"{f['bf16_chunked_over_memory_floor']:.2f}x" if "bf16_chunked_ms" in f else ""))
+    parts = [f"{key.replace('_', ' ')} {f[key + '_ms']:.1f} ms = "
+             f"{f[key + '_over_memory_floor']:.2f}x the single-read floor "
+             f"({f[key + '_over_x_read_paired']:.2f}x the read of X, paired)"
+             for key in ("chunked", "unchunked", "bf16_chunked", "bf16_unchunked")
+             if f"{key}_ms" in f]
+    if parts:
+        auto = f.get("auto_chunk_size")
+        log(f"       fnnet, the full batch {'in chunks of ' + str(auto) + ' rows' if auto else 'unchunked'}"
+            f" as fit chooses it here (chunk_size=\"auto\"), and the other way: " + "; ".join(parts))
     log("       A full-batch step must stream all of X from memory at least once: that is the "
         "floor. Unchunked, X is read twice (X W1ᵀ, then dZ1ᵀ X); chunked, each chunk's second read "
         "hits the cache. That saves time only where the step runs at memory speed: where its "

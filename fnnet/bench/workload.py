@@ -25,11 +25,13 @@ import jax
 import numpy as np
 
 import fnnet
+from fnnet.devices import parallel
 
 from . import baselines
 from .harness import (
     BASELINES,
     BF16,
+    CHUNKED,
     DESCRIPTION,
     UNCHUNKED,
     bandwidth_array,
@@ -91,9 +93,22 @@ def implementations(cfg, x, y, seed, bf16=True):
                                                            precision="bf16")
         makers["fnnet autodiff bf16"] = lambda: fnnet_runner(cfg, x, y, seed, "autodiff",
                                                              precision="bf16")
-    if cfg["batch"] is None:
-        makers[UNCHUNKED] = lambda: fnnet_runner(cfg, x, y, seed, "manual", chunk_size=None)
+    if cfg["batch"] is None:  # the full batch both ways: fit's "auto" choice and the other
+        if parallel.resolve_chunk_size("auto", len(x), None, x) is None:
+            rows = chunk_rows(x)
+            makers[CHUNKED] = lambda: fnnet_runner(cfg, x, y, seed, "manual", chunk_size=rows)
+        else:
+            makers[UNCHUNKED] = lambda: fnnet_runner(cfg, x, y, seed, "manual", chunk_size=None)
     return makers
+
+
+def chunk_rows(x):
+    """The rows of a chunk of the full batch ``x`` where ``fit`` would chunk it
+    (``fnnet.devices.parallel.auto_chunk_size``), a quarter of it (a multiple of 8) for a batch
+    smaller than one chunk."""
+    n = len(x)
+    rows = parallel.auto_chunk_size(n, x.shape[1], np.dtype(x.dtype).itemsize, min_rows=0)
+    return rows or max(8, n // 4 // 8 * 8)
 
 
 def set_up(name, makers, probe_steps, threads_setting, log):
@@ -243,9 +258,11 @@ def w1_floor(w1, probes, times):
              "x_read_ms_measured": 1e3 * median(times["read X"]), "compute_floor_ms": compute_ms,
              "binding_floor_ms": max(memory_ms, compute_ms),
              "binding": "memory" if memory_ms >= compute_ms else "compute"}
-    for impl, key in (("fnnet manual", "chunked"), (UNCHUNKED, "unchunked"),
-                      ("fnnet manual bf16", "bf16_chunked")):
+    floor["auto_chunk_size"] = w1["results"]["fnnet manual"].get("chunk_size")
+    for impl in ("fnnet manual", CHUNKED, UNCHUNKED, "fnnet manual bf16"):
         if impl in w1["results"]:
+            chunked = w1["results"][impl].get("chunk_size") is not None
+            key = ("bf16_" if "bf16" in impl else "") + ("chunked" if chunked else "unchunked")
             ms = w1["results"][impl]["ms_per_iteration"]
             floor[f"{key}_ms"] = ms
             floor[f"{key}_over_memory_floor"] = ms / memory_ms

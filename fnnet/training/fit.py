@@ -255,7 +255,7 @@ def fit(model, loss, optimizer, train, *, epochs=1, batch_size=128, key=None, va
           ``shard`` (``"batch"``, the default with devices: split each minibatch; ``"models"``:
           ``K/D`` whole models on each of ``D`` devices), ``chunk_size`` (full batch only: the
           gradient over chunks of this many rows, ``fnnet.devices.parallel.chunked``; ``"auto"`` chunks
-          large batches, ``None`` never).
+          where X takes more than a sixteenth of the device's memory, ``None`` never).
         - Saving: ``checkpoint=PATH`` saves the ``TrainState``, epoch, history and configuration
           after every epoch (atomically); with ``resume=True`` the run saved there continues up
           to ``epochs`` and ends where an uninterrupted run would (a resume whose configuration

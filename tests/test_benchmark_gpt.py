@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fnnet
+from fnnet import bench
 from fnnet.bench import baselines, gpt, workload
 
 
@@ -73,7 +74,7 @@ def test_torch_gpt_computes_fnnet_gpts_logits():
 
 
 @pytest.mark.slow
-def test_quick_run_reports_every_figure_and_agreeing_losses(tmp_path):
+def test_quick_run_reports_every_figure_and_agreeing_losses(tmp_path, monkeypatch, capsys):
     """``python -m fnnet.bench.gpt --quick`` (through ``main``): the report's structure, manual
     and autodiff on the same loss after the same steps (same init, same windows), the memory
     ratio of the three compiled steps, metrics.json written."""
@@ -116,3 +117,23 @@ def test_quick_run_reports_every_figure_and_agreeing_losses(tmp_path):
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["W6"]["loss_agreement"]["units"] == 3
     assert "time_to_loss" not in written["W6"]  # --quick leaves it out
+
+    # the same workload in the main benchmark, python -m fnnet.bench --workloads W6 (the
+    # measurement reused: what is checked is the wiring, the table and the targets)
+    calls = []
+
+    def measured(repeats, seed, log, **options):
+        calls.append(options)
+        return report
+
+    monkeypatch.setattr(gpt, "measure_gpt", measured)
+    assert bench.main(["--quick", "--workloads", "W6", "--no-bf16", "--out",
+                       str(tmp_path / "main")]) == 0
+    assert calls == [{"quick": True, "bf16": "off", "threads": "auto", "memory": True}]
+    printed = capsys.readouterr().out
+    assert "GFLOP per step: projections, attention" in printed and "temporaries of one step" in printed
+    main = json.loads((tmp_path / "main" / "metrics.json").read_text())
+    assert set(main["workloads"]) == {"W6"}
+    assert {"W6: fnnet manual >= 1.2x fnnet autodiff", "W6: fnnet >= 2.0x torch eager"} <= set(
+        main["targets"])
+    assert any(label.startswith("W6: lean backward's temporaries") for label in main["targets"])

@@ -1,6 +1,6 @@
 """Benchmark: fnnet against autodiff, plain numpy and PyTorch, and against the machine's roofs.
 
-``python -m fnnet.bench [--quick] [--workloads W1,W2,W3,W4,W5] [--repeats 5] [--out DIR]`` (or
+``python -m fnnet.bench [--quick] [--workloads W1,W2,W3,W4,W5,W6] [--repeats 5] [--out DIR]`` (or
 ``fnnet bench ...``)
 
 Workloads (float32, MNIST-shaped data: the real MNIST when ``fnnet.datasets.load_mnist`` finds it,
@@ -17,8 +17,13 @@ e.g. with ``FNNET_DATA_DIR`` set, random pixels and labels otherwise):
         characters, adam + clip_by_global_norm (fnnet.bench.lstm; tiny Shakespeare when
         load_shakespeare finds it, random ids otherwise)                           (tokens/s)
 
-W1–W4 run by default; W5 only when named (``--workloads W5``, or W1,W2,W3,W4,W5 for all): it adds
-two to three minutes. W4 makes the run several minutes longer: jax.grad of lax.conv inside
+    W6  nanoGPT's CPU recipe step: fnnet.gpt(65, 64, 4 blocks, 4 heads, width 128),
+        12 windows of 64 characters, AdamW + clip_by_global_norm; and the T = 2048
+        temporaries of the lean backward, the P-keeping one and jax.grad
+        (fnnet.bench.gpt, also python -m fnnet.bench.gpt with its time to loss 1.88)  (tokens/s)
+
+W1–W4 run by default; W5 and W6 only when named (``--workloads W5,W6``, or W1,W2,W3,W4,W5,W6 for
+all): each adds a few minutes. W4 makes the run several minutes longer: jax.grad of lax.conv inside
 the scan takes about a minute to compile on a CPU, and the time-to-accuracy run trains up to 15
 epochs (it stops at 99%; --no-time-to-accuracy skips it, --quick leaves it out; --workloads
 W1,W2,W3 leaves W4 out).
@@ -77,7 +82,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import baselines, cnn, harness, lstm, memory, mixed, profile, report, startup, workload
+from . import baselines, cnn, gpt, harness, lstm, memory, mixed, profile, report, startup, workload
 from .harness import DEFAULT_WORKLOADS, FULL, QUICK, WORKLOADS
 
 __all__ = ["build_parser", "main"]
@@ -94,8 +99,9 @@ def build_parser(prog=None):
                    help="tiny sizes, a few seconds: what the test suite runs")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
-                   help="comma-separated subset of W1,W2,W3,W4,W5 (default: W1,W2,W3,W4; W4, "
-                        "the CNN, adds several minutes; W5, the character LSTM, two to three)")
+                   help="comma-separated subset of W1,W2,W3,W4,W5,W6 (default: W1,W2,W3,W4; "
+                        "W4, the CNN, adds several minutes; W5, the character LSTM, two to "
+                        "three; W6, the GPT, three to four)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed rounds per workload after the warm-up (default 5; 2 with --quick); "
                         "W1 takes three times as many")
@@ -147,8 +153,11 @@ def _log(msg):
 def measure_one(name, conf, x, y, args, repeats, log, bf16):
     """One workload's report (W4's with its time to accuracy unless ``--no-time-to-accuracy``),
     with its bf16 columns if ``bf16``."""
-    cfg = conf[name]
     log(f"{name}: {harness.DESCRIPTION[name]} ...")
+    if name == "W6":  # its own sizes (fnnet.bench.gpt.QUICK, FULL) and its own bf16 decision
+        return gpt.measure_gpt(repeats, args.seed, log, quick=args.quick, bf16=args.bf16,
+                               threads=args.baseline_threads, memory=not args.no_memory)
+    cfg = conf[name]
     if name == "W5":
         return lstm.measure_lstm(name, cfg, repeats, args.seed, args.baseline_threads, log,
                                  conf["matmul_n"], bf16)

@@ -63,8 +63,8 @@ QUICK = {
     "matmul_n": 256,
     "bandwidth_mib": 8,
 }
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
-#: What runs without ``--workloads``: W5 only when named (it adds a few minutes).
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
+#: What runs without ``--workloads``: W5 and W6 only when named (each adds a few minutes).
 DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4")
 DESCRIPTION = {
     "W1": "784-10-10 ReLU/softmax, full-batch GD",
@@ -72,6 +72,7 @@ DESCRIPTION = {
     "W3": "784-1024-1024-10, minibatch SGD",
     "W4": "fnnet.cnn() on NHWC images, minibatch momentum",
     "W5": "character LSTM, Embedding-LSTM-Dense, cross-entropy over every token, adam + clip",
+    "W6": "nanoGPT's CPU recipe step, fnnet.gpt, AdamW + clip (fnnet.bench.gpt)",
 }
 UNCHUNKED = "fnnet manual, unchunked"
 CHUNKED = "fnnet manual, chunked"

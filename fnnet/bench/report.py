@@ -39,8 +39,8 @@ def _target(value, want):
 # Targets
 
 
-MANUAL_OVER_AUTODIFF = {"W1": 1.0, "W2": 1.0, "W3": 1.0, "W4": 10.0, "W5": 1.3}
-OVER_TORCH = {"W2": 1.8, "W3": 1.5, "W4": 1.2, "W5": 1.2}
+MANUAL_OVER_AUTODIFF = {"W1": 1.0, "W2": 1.0, "W3": 1.0, "W4": 10.0, "W5": 1.3, "W6": 1.2}
+OVER_TORCH = {"W2": 1.8, "W3": 1.5, "W4": 1.2, "W5": 1.2, "W6": 2.0}
 #: The workloads whose manual and autodiff programs should do the same matrix products (W4's
 #: autodiff runs XLA's convolutions; W5's sums dW_h inside its reverse loop).
 SAME_PRODUCTS = ("W1", "W2", "W3")
@@ -86,6 +86,9 @@ def targets(workloads, compile_limit=1.0, cpu=None):
     if "time_to_accuracy" in workloads.get("W4", {}):
         out[f"W4: 99% test accuracy in < {ACCURACY_SECONDS:g} s, compile included"] = \
             accuracy_target(workloads["W4"]["time_to_accuracy"])
+    for label, t in workloads.get("W6", {}).get("targets", {}).items():
+        if "temporaries" in label:  # W6's memory target (fnnet.bench.gpt.targets)
+            out[f"W6: {label}"] = t
     out.update(mixed.targets(workloads, cpu or mixed.cpu_description()))
     return out
 
@@ -175,6 +178,12 @@ def startup_lines(result):
 def _header(name, w):
     """A workload's first line: what it trains, its FLOPs and the roof of its rounds."""
     roof = f"matmul roof in the same rounds {w['roof_gflops']:.1f} GFLOP/s"
+    if "tokens_per_step" in w:  # W6
+        return (f"{name}: {w['description']}, {w['model']} ({w['optimizer']}), {w['batch']} "
+                f"windows of {w['block']} tokens ({w['data_source']}); "
+                f"{w['flops_per_token'] / 1e6:.3g} MFLOP per token ({w['flops_per_step'] / 1e9:.3g} "
+                f"GFLOP per step: projections, attention, MLP and tied head, forward, dW and dX); "
+                f"a unit is {w['steps_per_unit']} steps; {roof}")
     if "flops_per_token" in w:  # W5
         return (f"{name}: {w['description']}, {w['model']} ({w['optimizer']}), {w['batch']} "
                 f"windows of {w['block']} tokens ({w['data_source']}); "
@@ -256,6 +265,11 @@ def print_workload(name, w, log):
         log(f"bf16: fnnet manual bf16 / fnnet autodiff bf16 ranged {c['paired_ratio_range'][0]:.2f}"
             f"-{c['paired_ratio_range'][1]:.2f} over the rounds")
         mixed.print_products(name, w, log)
+    if "memory" in w:  # W6's temporaries at T = 2048
+        m = w["memory"]
+        log(f"temporaries of one step at T = {m['T']}: " + ", ".join(
+            f"{k} {v / 2**20:.1f} MiB" for k, v in m["temp_bytes"].items())
+            + f"; lean / jax.grad {m['lean_over_autodiff']:.3f}")
     if "floor" in w:
         print_floor(w["floor"], log)
     if "time_to_accuracy" in w:

@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -223,6 +224,46 @@ def test_ctrl_c_under_launch_prints_the_launch_line_that_resumes(data_root, tmp_
     assert argv[:6] == ["fnnet", "launch", "-n", "2", "--grace", "30"], argv
     assert argv[6:9] == ["--", "fnnet", "train"] and argv[-1] == "--resume", argv
     assert "--distributed" in argv and str(out) in argv
+
+
+def test_a_survivor_whose_peer_died_says_one_line_and_how_to_resume(data_root, tmp_path):
+    """Issue 20: two ``fnnet train --distributed`` processes started by hand (no ``fnnet
+    launch`` to stop the others); process 1 is killed after an epoch. Process 0 says in one line
+    that it lost process 1 and how to resume, and ends with ``EXIT_PEER_LOST``: no traceback,
+    no page of the runtime's C++ logs."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    argv = ["train", "--distributed", "--data-dir", str(data_root), "--no-download", *TRAIN,
+            "--epochs", "1000", "--out", str(out), "--quiet"]
+    procs = [subprocess.Popen([sys.executable, "-m", "fnnet.cli", *argv], cwd=ROOT, text=True,
+                              env={**_env(tmp_path), distributed.ENV_COORDINATOR:
+                                   f"127.0.0.1:{port}", distributed.ENV_NUM_PROCESSES: "2",
+                                   distributed.ENV_PROCESS_ID: str(rank)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for rank in (0, 1)]
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not (out / "train_state.npz").exists() and time.monotonic() < deadline:
+            assert procs[0].poll() is None, procs[0].communicate()
+            time.sleep(0.2)
+        procs[1].kill()
+        _, err = procs[0].communicate(timeout=TIMEOUT_S)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert procs[0].returncode == cli.EXIT_PEER_LOST == 4, err[-3000:]
+    lines = [line for line in err.splitlines()  # but gloo's own and the stand-in data's notes
+             if not line.startswith("[Gloo]") and "match neither data set" not in line]
+    assert len(lines) == 1, err[-3000:]
+    assert lines[0].startswith("fnnet train: error: process 0 of 2 lost process 1 during "
+                               "training (it died or was stopped"), lines[0]
+    argv_back = shlex.split(lines[0].split("resume with: ")[1])
+    assert argv_back[:3] == ["fnnet", "train", "--distributed"] and argv_back[-1] == "--resume"
+    assert str(out / "train_state.npz") in lines[0]
 
 
 def test_train_distributed_without_a_run_to_join(tmp_path, data_root):

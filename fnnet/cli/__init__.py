@@ -73,11 +73,12 @@ from .train import (
     DEFAULT_VALIDATION,
     EXIT_DIVERGED,
     EXIT_INTERRUPTED,
+    EXIT_PEER_LOST,
     MLP_DEFAULTS,
 )
 
 __all__ = ["CNN_DEFAULTS", "DEFAULT_BATCH", "DEFAULT_EPOCHS", "DEFAULT_LR", "DEFAULT_OPTIMIZER",
-           "DEFAULT_VALIDATION", "EXIT_DIVERGED", "EXIT_INTERRUPTED", "MLP_DEFAULTS",
+           "DEFAULT_VALIDATION", "EXIT_DIVERGED", "EXIT_INTERRUPTED", "EXIT_PEER_LOST", "MLP_DEFAULTS",
            "DataUnavailable", "UsageError", "build_parser", "main"]
 
 DESCRIPTION = ("fnnet: neural networks from scratch in JAX, every gradient derived by hand and "

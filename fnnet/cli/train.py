@@ -119,6 +119,7 @@ def _others(setting):
 
 DEFAULT_VALIDATION = 5000  # examples held out of the training set, at most a tenth of it
 EXIT_DIVERGED = 3
+EXIT_PEER_LOST = 4
 EXIT_INTERRUPTED = 130
 DESCRIPTION = f"""\
 Train an MLP, a CNN or an LSTM on MNIST or Fashion-MNIST with fnnet.fit and write into --out:
@@ -140,8 +141,9 @@ Exit status: 0 when training finished; 2 for a bad flag, an --out that cannot be
 a run or is in use, or a --resume that cannot continue the run saved there; 1 when the data
 cannot be read or holds no examples; {EXIT_DIVERGED} when training diverged (the loss was not finite or grew
 past {DIVERGENCE_FACTOR:g} x max(first step's loss, 1): training stops, and the files are still
-written, with the last parameters whose loss was within that bound); {EXIT_INTERRUPTED} when interrupted
-with Ctrl-C, after printing the command that resumes the run.
+written, with the last parameters whose loss was within that bound); {EXIT_PEER_LOST} when a --distributed
+run lost another of its processes (it died or was stopped; one line names it and the command that
+resumes); {EXIT_INTERRUPTED} when interrupted with Ctrl-C, after printing the command that resumes the run.
 
 Many processes: fnnet launch -n N -- fnnet train --distributed .... Compiled programs are kept in
 ~/.cache/fnnet/jax (--compile-cache DIR), so an identical second run starts without compiling."""
@@ -435,7 +437,8 @@ def _fit(model, args, config, train, validation, out):
 
 def run(args):
     """Train; write ``WRITTEN`` into ``--out``. Exit status: 0; ``EXIT_DIVERGED`` when training
-    diverged; ``EXIT_INTERRUPTED`` on Ctrl-C (see ``DESCRIPTION``). With ``--distributed`` only
+    diverged; ``EXIT_INTERRUPTED`` on Ctrl-C; ``EXIT_PEER_LOST`` (the process ends there) when a
+    ``--distributed`` run loses another process (see ``DESCRIPTION``). With ``--distributed`` only
     process 0 prints, writes and locks the folder; the others return 0 once training is done."""
     prog = args.prog
     if args.dataset == train_text.TEXT:
@@ -463,6 +466,8 @@ def run(args):
         except KeyboardInterrupt:  # the other processes leave the message to process 0
             since = 0 if args.resume else started_ns
             return _interrupted(args, out, state_path, since) if main else EXIT_INTERRUPTED
+        except jax.errors.JaxRuntimeError as e:
+            _lost_peer(args, out, state_path, 0 if args.resume else started_ns, e)
         seconds = time.perf_counter() - started
         if not main:
             return 0
@@ -499,6 +504,8 @@ def _run_text(args):
             if not main:  # the other processes leave the message to process 0
                 return EXIT_INTERRUPTED
             return _interrupted(args, out, state_path, 0 if args.resume else started_ns)
+        except jax.errors.JaxRuntimeError as e:
+            _lost_peer(args, out, state_path, 0 if args.resume else started_ns, e)
     if not main:
         return 0
     diverged = divergence_message(history, 1)
@@ -520,16 +527,39 @@ def resume_command(argv, distributed=False):
     return shlex.join(command)
 
 
-def _interrupted(args, out, state_path, since_ns):
-    """Say where the resumable state is and how to resume; return ``EXIT_INTERRUPTED``."""
-    saved = state_path.exists() and state_path.stat().st_mtime_ns >= since_ns
-    if not saved:
-        print(f"{args.prog}: interrupted before the first epoch finished; nothing was saved "
-              f"to resume from (run the same command again)", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+def _where_to_resume(args, out, state_path, since_ns):
+    """``"the state after epoch K is in PATH; resume with: COMMAND"``, or ``None`` when this run
+    saved nothing (no ``state_path`` written since ``since_ns``)."""
+    if not (state_path.exists() and state_path.stat().st_mtime_ns >= since_ns):
+        return None
     epoch = checkpoints.metadata(state_path)["epoch"]
     argv = list(args.argv) + ([] if args.out is not None else ["--out", str(out)])
-    command = resume_command(argv, args.distributed)
-    print(f"{args.prog}: interrupted; the state after epoch {epoch} is in {state_path}; resume "
-          f"with: {command}", file=sys.stderr, flush=True)
+    return (f"the state after epoch {epoch} is in {state_path}; resume with: "
+            f"{resume_command(argv, args.distributed)}")
+
+
+def _interrupted(args, out, state_path, since_ns):
+    """Say where the resumable state is and how to resume; return ``EXIT_INTERRUPTED``."""
+    where = _where_to_resume(args, out, state_path, since_ns)
+    if where is None:
+        print(f"{args.prog}: interrupted before the first epoch finished; nothing was saved "
+              f"to resume from (run the same command again)", file=sys.stderr, flush=True)
+    else:
+        print(f"{args.prog}: interrupted; {where}", file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED
+
+
+def _lost_peer(args, out, state_path, since_ns, error):
+    """A ``--distributed`` run whose collective failed because another process died: one line
+    naming it and how to resume, then the process ends with ``EXIT_PEER_LOST`` at once
+    (``distributed.abandon``: JAX's shutdown would abort with a page of logs). Any other error
+    is raised again."""
+    who = distributed.lost_peer(error) if args.distributed else None
+    if who is None:
+        raise error
+    where = _where_to_resume(args, out, state_path, since_ns) or (
+        "nothing was saved to resume from (start every process again)")
+    print(f"{args.prog}: error: process {jax.process_index()} of {jax.process_count()} lost "
+          f"{who} during training (it died or was stopped: its connection was lost); {where}",
+          file=sys.stderr, flush=True)
+    distributed.abandon(EXIT_PEER_LOST)

@@ -21,7 +21,9 @@ that call, made safe to use from a command line:
   coordination service, dies, the others stop at once ("the leader task died"). With fnnet's
   default, ``HEARTBEAT_SECONDS`` = 20, a survivor stopped 14 s after its peer was killed
   (measured on a 2-core CPU; 0.2 s when process 0 was killed). ``fnnet launch`` watches its
-  processes itself and stops the others within a second.
+  processes itself and stops the others within a second. A killed process's TCP connections are
+  reset at once, so its peers usually learn it sooner, from their next all-reduce: ``lost_peer``
+  reads that error, and ``fnnet train`` turns it into one line and ``abandon``.
 - **SIGTERM** ends a process, as it ends any Python program: JAX's preemption service, which
   would catch it and keep training until a ``SIGKILL``, is turned off (fnnet does not use its
   sync points; ``fit`` checkpoints after every epoch).
@@ -36,6 +38,7 @@ so a run on one machine listens on no public address.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from dataclasses import dataclass
@@ -229,6 +232,35 @@ def _join(settings, timeout, heartbeat_seconds, shutdown_seconds):
         timer.cancel()
     _joined_through = coordinator
     return ProcessInfo(jax.process_index(), jax.process_count(), coordinator)
+
+
+#: Phrases of the runtime errors a collective raises when another process has gone away: gloo's
+#: TCP transport losing its peer, or the coordination service declaring a task dead.
+LOST_PEER_MARKERS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe",
+                     "heartbeat timeout", "stopped sending heartbeats", "leader task died")
+
+
+def lost_peer(error):
+    """``None``, or one phrase saying which process went away, when ``error`` (an exception a
+    collective raised) says another process of the run died or was stopped: ``"process 1"``
+    when there are two, else ``"another process (at HOST:PORT)"`` as gloo names its peer."""
+    text = str(error)
+    if not any(marker in text for marker in LOST_PEER_MARKERS):
+        return None
+    me, count = jax.process_index(), jax.process_count()
+    if count == 2:
+        return f"process {1 - me}"
+    peer = re.search(r"\[([^\]]+)\]:(\d+)", text)
+    return "another process" + (f" (at {peer.group(1)}:{peer.group(2)})" if peer else "")
+
+
+def abandon(status):
+    """End this process now with ``status``, its output flushed, skipping JAX's shutdown: after a
+    peer has died the runtime's shutdown barrier can only fail, and fails with an abort and a
+    page of C++ logs (the OS releases the run folder's lock)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def is_main():

@@ -119,12 +119,18 @@ class MaxPool2D(Pool2D):
         x, y = cache
         check_dy(self, dy, y.shape)
         size = self.window[0] * self.window[1]
-        if self.tiles:
-            blocks = self._blocks(x)
-            order = jnp.arange(size).reshape(1, 1, self.window[0], 1, self.window[1], 1)
-            hits = jnp.where(blocks == y[:, :, None, :, None, :], order, size)
-            first = order == hits.min(axis=(2, 4), keepdims=True)
-            return (), self._unblock(jnp.where(first, dy[:, :, None, :, None, :], 0), x.shape)
+        if self.tiles:  # each window's positions in row-major order; the first maximum takes dY
+            at_max = self._blocks(x) == y[:, :, None, :, None, :]
+            taken = jnp.zeros(y.shape, bool)
+            rows = []
+            for p in range(self.window[0]):
+                sent = []
+                for q in range(self.window[1]):
+                    first = at_max[:, :, p, :, q, :] & ~taken
+                    taken = taken | first
+                    sent.append(jnp.where(first, dy, 0))
+                rows.append(jnp.stack(sent, axis=3))
+            return (), self._unblock(jnp.stack(rows, axis=2), x.shape)
         first = jnp.argmax(self._windows(x), axis=3)  # argmax: the first maximum
         cols = jnp.where(jnp.arange(size)[:, None] == first[:, :, :, None, :], dy[:, :, :, None, :], 0)
         return (), self._col2im(cols, x.shape)

@@ -56,7 +56,7 @@ from .harness import DESCRIPTION, model_and_optimizer
 from .workload import fnnet_runner, roof_probes, time_implementations
 
 GATES = 4
-#: The issue's (and the CLI's) sizes: anything else is reported as "(small)".
+#: The benchmark's (and the CLI's) sizes: anything else is reported as "(small)".
 FULL_ARCHITECTURE = {"vocab_size": 65, "dim": 64, "hidden": 512}
 
 

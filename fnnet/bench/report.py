@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from fnnet.io import write_json
 from fnnet.plots import save_figure
 
-from . import mixed
+from . import gpt, mixed
 from .harness import WORKLOADS
 
 
@@ -266,10 +266,7 @@ def print_workload(name, w, log):
             f"-{c['paired_ratio_range'][1]:.2f} over the rounds")
         mixed.print_products(name, w, log)
     if "memory" in w:  # W6's temporaries at T = 2048
-        m = w["memory"]
-        log(f"temporaries of one step at T = {m['T']}: " + ", ".join(
-            f"{k} {v / 2**20:.1f} MiB" for k, v in m["temp_bytes"].items())
-            + f"; lean / jax.grad {m['lean_over_autodiff']:.3f}")
+        log(gpt.memory_line(w["memory"]))
     if "floor" in w:
         print_floor(w["floor"], log)
     if "time_to_accuracy" in w:

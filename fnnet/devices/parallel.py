@@ -259,8 +259,7 @@ def resolve_chunk_size(chunk_size, n, batch_size, x, mesh=None, memory_bytes=Non
 
 def _first_device(x):
     """The device holding ``x`` (its first shard's), or the default device for a host array."""
-    shards = getattr(x, "addressable_shards", None)
-    return shards[0].device if shards else jax.devices()[0]
+    return x.addressable_shards[0].device if isinstance(x, jax.Array) else jax.devices()[0]
 
 
 def chunked(grad_fn, n, chunk, shard_batch=None):

@@ -118,7 +118,6 @@ class MaxPool2D(Pool2D):
         (beyond the notes, see experiments/NOTES.md 'Beyond the notes')."""
         x, y = cache
         check_dy(self, dy, y.shape)
-        size = self.window[0] * self.window[1]
         if self.tiles:  # each window's positions in row-major order; the first maximum takes dY
             at_max = self._blocks(x) == y[:, :, None, :, None, :]
             taken = jnp.zeros(y.shape, bool)
@@ -132,6 +131,7 @@ class MaxPool2D(Pool2D):
                 rows.append(jnp.stack(sent, axis=3))
             return (), self._unblock(jnp.stack(rows, axis=2), x.shape)
         first = jnp.argmax(self._windows(x), axis=3)  # argmax: the first maximum
+        size = self.window[0] * self.window[1]
         cols = jnp.where(jnp.arange(size)[:, None] == first[:, :, :, None, :], dy[:, :, :, None, :], 0)
         return (), self._col2im(cols, x.shape)
 

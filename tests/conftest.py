@@ -1,10 +1,11 @@
 """Test-wide settings: float64 available (gradient checks run in it), hypothesis without deadlines
-(first calls compile), a fixed profile so CI is reproducible, and the quick tier's one example
-per property test."""
+(first calls compile), a fixed profile so CI is reproducible, the quick tier's one example per
+property test, and Ctrl-C as a terminal delivers it."""
 
 import functools
 import http.server
 import os
+import signal
 import threading
 
 import jax
@@ -16,6 +17,13 @@ jax.config.update("jax_enable_x64", True)
 settings.register_profile("ci", deadline=None, max_examples=25, derandomize=True, print_blob=True)
 settings.register_profile("dev", deadline=None, max_examples=25)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+# The Ctrl-C tests send SIGINT to the programs they start, which inherit this process's
+# disposition of it. A shell without job control starts a background command (`pytest &` in a
+# script) with SIGINT ignored, and its children would then ignore the Ctrl-C under test and run
+# to the end. Python's own handler is put back, so the suite means the same however it is started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):

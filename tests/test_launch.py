@@ -15,7 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +162,19 @@ def test_ctrl_c_reaches_every_process(tmp_path):
     assert proc.returncode == 130, err
     assert "[0] interrupted 0" in out and "[1] interrupted 1" in out
     assert "fnnet launch: interrupted" in err
+
+
+def test_drain_waits_for_running_forwarders_and_skips_those_a_ctrl_c_left_unstarted():
+    """A Ctrl-C while ``_forward_all`` starts the output threads left some never started, and
+    the launcher's clean-up joined them: a ``RuntimeError`` traceback in place of the one line.
+    ``_drain`` still waits for a forwarder that is running."""
+    done = threading.Event()
+    running = threading.Thread(target=lambda: (time.sleep(0.2), done.set()), daemon=True)
+    running.start()
+    never_started = threading.Thread(target=lambda: None, daemon=True)
+    procs = [types.SimpleNamespace(forwarders=[running, never_started]), types.SimpleNamespace()]
+    launch._drain(procs, seconds=10)
+    assert done.is_set()
 
 
 @pytest.mark.parametrize("argv, mentions", [

@@ -313,11 +313,14 @@ def run(argv):
 
 
 def _drain(procs, seconds=5.0):
-    """Wait (a little) for the output still in the pipes to be forwarded."""
+    """Wait (a little) for the output still in the pipes to be forwarded, by the forwarders that
+    are running: a Ctrl-C can arrive while ``_forward_all`` starts them, leaving some never
+    started (nothing to wait for)."""
     deadline = time.monotonic() + seconds
     for proc in procs:
         for thread in getattr(proc, "forwarders", ()):
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
 
 # ---------------------------------------------------------------------------------------------

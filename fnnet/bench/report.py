@@ -39,8 +39,9 @@ def _target(value, want):
 # Targets
 
 
-MANUAL_OVER_AUTODIFF = {"W1": 1.0, "W2": 1.0, "W3": 1.0, "W4": 10.0, "W5": 1.3, "W6": 1.2}
-OVER_TORCH = {"W2": 1.8, "W3": 1.5, "W4": 1.2, "W5": 1.2, "W6": 2.0}
+MANUAL_OVER_AUTODIFF = {"W1": 1.0, "W2": 1.0, "W3": 1.0, "W4": 10.0, "W5": 1.3,
+                        "W6": gpt.OVER_AUTODIFF}
+OVER_TORCH = {"W2": 1.8, "W3": 1.5, "W4": 1.2, "W5": 1.2, "W6": gpt.OVER_TORCH}
 #: The workloads whose manual and autodiff programs should do the same matrix products (W4's
 #: autodiff runs XLA's convolutions; W5's sums dW_h inside its reverse loop).
 SAME_PRODUCTS = ("W1", "W2", "W3")
@@ -86,9 +87,9 @@ def targets(workloads, compile_limit=1.0, cpu=None):
     if "time_to_accuracy" in workloads.get("W4", {}):
         out[f"W4: 99% test accuracy in < {ACCURACY_SECONDS:g} s, compile included"] = \
             accuracy_target(workloads["W4"]["time_to_accuracy"])
-    for label, t in workloads.get("W6", {}).get("targets", {}).items():
-        if "temporaries" in label:  # W6's memory target (fnnet.bench.gpt.targets)
-            out[f"W6: {label}"] = t
+    if "memory" in workloads.get("W6", {}):
+        label, target = gpt.memory_target(workloads["W6"]["memory"])
+        out[f"W6: {label}"] = target
     out.update(mixed.targets(workloads, cpu or mixed.cpu_description()))
     return out
 
@@ -178,7 +179,7 @@ def startup_lines(result):
 def _header(name, w):
     """A workload's first line: what it trains, its FLOPs and the roof of its rounds."""
     roof = f"matmul roof in the same rounds {w['roof_gflops']:.1f} GFLOP/s"
-    if "tokens_per_step" in w:  # W6
+    if name == "W6":
         return (f"{name}: {w['description']}, {w['model']} ({w['optimizer']}), {w['batch']} "
                 f"windows of {w['block']} tokens ({w['data_source']}); "
                 f"{w['flops_per_token'] / 1e6:.3g} MFLOP per token ({w['flops_per_step'] / 1e9:.3g} "

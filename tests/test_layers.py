@@ -77,7 +77,7 @@ def xs_and_dys():
     (fnnet.Sigmoid(), "y", lambda x, y, dy: dy * (y * (1 - y))),
     (fnnet.Tanh(), "y", lambda x, y, dy: dy * ((1 - y) * (1 + y))),
     (fnnet.Identity(), None, lambda x, y, dy: dy),
-], ids=repr)
+], ids=["ReLU", "Sigmoid", "Tanh", "Identity"])
 def test_elementwise_backward_is_dy_times_the_derivative_from_the_cache(layer, cached, equation):
     x, dy = xs_and_dys()
     y, cache = layer.forward((), x)

@@ -167,16 +167,17 @@ def test_ctrl_c_reaches_every_process(tmp_path):
     assert "fnnet launch: interrupted" in err
 
 
-def test_drain_waits_for_running_forwarders_and_skips_those_a_ctrl_c_left_unstarted():
+def test_forwarders_are_listed_once_running_and_drain_waits_for_them(monkeypatch):
     """A Ctrl-C while ``_forward_all`` starts the output threads left some never started, and
     the launcher's clean-up joined them: a ``RuntimeError`` traceback in place of the one line.
-    ``_drain`` still waits for a forwarder that is running."""
+    A forwarder is listed for ``_drain`` only once it runs, and ``_drain`` waits for it."""
     done = threading.Event()
-    running = threading.Thread(target=lambda: (time.sleep(0.2), done.set()), daemon=True)
-    running.start()
-    never_started = threading.Thread(target=lambda: None, daemon=True)
-    procs = [types.SimpleNamespace(forwarders=[running, never_started]), types.SimpleNamespace()]
-    launch._drain(procs, seconds=10)
+    monkeypatch.setattr(launch, "_forward", lambda *args: (time.sleep(0.2), done.set()))
+    proc = types.SimpleNamespace(stdout=None, stderr=None)
+    started = []
+    launch._forward_all([proc], False, started)
+    assert len(started) == 2
+    launch._drain(started, seconds=10)
     assert done.is_set()
 
 

@@ -207,17 +207,17 @@ def _start(command, env):
                             preexec_fn=_parent_death_signal())
 
 
-def _forward_all(procs, no_prefix):
+def _forward_all(procs, no_prefix, started):
     """Threads forwarding every process's output (started once every process is: a thread
-    running while the launcher forks could leave a lock held in the child)."""
+    running while the launcher forks could leave a lock held in the child), each appended to
+    ``started`` once it runs, so a Ctrl-C meanwhile leaves there only threads to wait for."""
     lock = threading.Lock()
     for rank, proc in enumerate(procs):
         prefix = "" if no_prefix else f"[{rank}] "
-        proc.forwarders = [threading.Thread(target=_forward, args=(pipe, out, prefix, lock),
-                                            daemon=True)
-                           for pipe, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
-        for thread in proc.forwarders:
+        for pipe, out in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr)):
+            thread = threading.Thread(target=_forward, args=(pipe, out, prefix, lock), daemon=True)
             thread.start()
+            started.append(thread)
 
 
 def _signal(procs, sig):
@@ -279,7 +279,7 @@ def run(argv):
     options, command = parse(argv)
     launch_argv = ["launch", *argv[:argv.index("--")]]
     port, count = free_port(options.port), options.processes
-    procs = []
+    procs, forwarders = [], []
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
@@ -287,7 +287,7 @@ def run(argv):
             procs.append(_start(command, environment(rank, count, port,
                                                      options.devices_per_process,
                                                      launch_argv=launch_argv)))
-        _forward_all(procs, options.no_prefix)
+        _forward_all(procs, options.no_prefix, forwarders)
         outcome = supervise(procs)
     except FileNotFoundError as e:
         stop(procs)
@@ -296,14 +296,14 @@ def run(argv):
     except (KeyboardInterrupt, _Terminated) as e:
         terminated = isinstance(e, _Terminated)
         stop(procs, options.grace, first=signal.SIGTERM if terminated else signal.SIGINT)
-        _drain(procs)
+        _drain(forwarders)
         print(f"fnnet launch: {'terminated' if terminated else 'interrupted'}; stopped every "
               f"process", file=sys.stderr, flush=True)
         return 128 + signal.SIGTERM if terminated else EXIT_INTERRUPTED
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
-    _drain(procs)
+    _drain(forwarders)
     if outcome == 0:
         return 0
     rank, code = outcome
@@ -312,15 +312,12 @@ def run(argv):
     return code if code > 0 else 128 - code
 
 
-def _drain(procs, seconds=5.0):
-    """Wait (a little) for the output still in the pipes to be forwarded, by the forwarders that
-    are running: a Ctrl-C can arrive while ``_forward_all`` starts them, leaving some never
-    started (nothing to wait for)."""
+def _drain(forwarders, seconds=5.0):
+    """Wait (a little) for the output still in the pipes to be forwarded by the running
+    ``forwarders``."""
     deadline = time.monotonic() + seconds
-    for proc in procs:
-        for thread in getattr(proc, "forwarders", ()):
-            if thread.is_alive():
-                thread.join(max(0.0, deadline - time.monotonic()))
+    for thread in forwarders:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 # ---------------------------------------------------------------------------------------------

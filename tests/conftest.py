@@ -5,7 +5,9 @@ property test, and Ctrl-C as a terminal delivers it."""
 import functools
 import http.server
 import os
+import shutil
 import signal
+import tempfile
 import threading
 
 import jax
@@ -13,6 +15,31 @@ import pytest
 from hypothesis import settings
 
 jax.config.update("jax_enable_x64", True)
+
+# One persistent compilation cache for the test processes, shared by the xdist workers: a program
+# compiled by one test (the same network trained twice to compare the runs, a model checkpointed
+# and resumed) is loaded, not compiled again, by the next test that builds it. It holds what XLA
+# built, so results are the same bit for bit; programs that compile in under 0.3 s are not kept.
+# The controlling process creates the folder (the workers inherit its environment) and removes
+# it at the end. The programs the tests start run as a user's would, without it; tests of
+# the command line's own cache set it aside (tests/test_compile_cache.py).
+SUITE_CACHE = "FNNET_TEST_COMPILE_CACHE"
+
+
+def pytest_configure(config):
+    if not os.environ.get(SUITE_CACHE):
+        os.environ[SUITE_CACHE] = tempfile.mkdtemp(prefix="fnnet-tests-compile-cache-")
+        config._fnnet_suite_cache = os.environ[SUITE_CACHE]
+    jax.config.update("jax_compilation_cache_dir", os.environ[SUITE_CACHE])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_fnnet_suite_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop(SUITE_CACHE, None)
+
 
 settings.register_profile("ci", deadline=None, max_examples=25, derandomize=True, print_blob=True)
 settings.register_profile("dev", deadline=None, max_examples=25)

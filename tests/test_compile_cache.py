@@ -50,32 +50,57 @@ def _settings():
 
 @pytest.fixture()
 def user_cache(tmp_path, monkeypatch):
-    """fnnet's per-user cache in a temporary folder."""
+    """fnnet's per-user cache in a temporary folder, for a user who has set no JAX cache folder
+    (the suite's own one, tests/conftest.py, is set aside meanwhile)."""
+    from jax.experimental.compilation_cache import compilation_cache
+
     monkeypatch.setenv("FNNET_CACHE_DIR", str(tmp_path / "user-cache"))
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
-    return tmp_path / "user-cache"
+    suite_folder = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    compilation_cache.reset_cache()
+    yield tmp_path / "user-cache"
+    jax.config.update("jax_compilation_cache_dir", suite_folder)
+    compilation_cache.reset_cache()
+
+
+# Runs ``fnnet train`` and prints how many compiles asked the persistent cache and how many it
+# answered, counted by JAX's own monitoring events (not by timing, which load can distort).
+COUNT_CACHE_HITS = """
+import collections, sys
+import jax.monitoring
+from fnnet import cli
+counts = collections.Counter()
+jax.monitoring.register_event_listener(lambda event, **kw: counts.update([event]))
+code = cli.main(sys.argv[1:])
+print("cache", counts["/jax/compilation_cache/compile_requests_use_cache"],
+      counts["/jax/compilation_cache/cache_hits"])
+sys.exit(code)
+"""
 
 
 def test_a_second_identical_train_finds_every_program_in_the_cache(tmp_path):
     train, test = datasets.synthetic_mnist(500, 200, seed=0)
     datasets.write_mnist_files(tmp_path / "data" / "mnist", train, test)
     cache = tmp_path / "cache"
-    argv = [sys.executable, "-m", "fnnet.cli", "train", "--data-dir", tmp_path / "data",
+    argv = [sys.executable, "-c", COUNT_CACHE_HITS, "train", "--data-dir", tmp_path / "data",
             "--no-download", "--layers", "784,16,10", "--epochs", "1", "--batch-size", "50",
             "--quiet", "--compile-cache", cache]
-    seconds, entries = [], []
+    lookups, entries = [], []
     for run in ("cold", "warm"):
         proc = subprocess.run([*map(str, argv), "--out", str(tmp_path / run)], cwd=ROOT,
                               env=_env(tmp_path), capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert " s of it compiling" in proc.stdout
-        metrics = json.loads((tmp_path / run / "metrics.json").read_text())
-        seconds.append(metrics["compile_seconds"])
+        requests, hits = map(int, proc.stdout.strip().splitlines()[-1].split()[1:])
+        lookups.append((requests, hits))
         entries.append(_entries(cache))
+        metrics = json.loads((tmp_path / run / "metrics.json").read_text())
         assert metrics["compile_cache"] == str(cache / common.machine_key())
     assert entries[0], "the first run cached nothing"
-    assert entries[1] == entries[0]  # every program came from the cache: nothing new written
-    assert seconds[1] < 0.5 * seconds[0], seconds
+    assert lookups[0][0] > 0 and lookups[0][1] == 0, lookups  # cold: every lookup missed
+    assert lookups[1] == (lookups[0][0], lookups[0][0]), lookups  # warm: every one answered
+    assert entries[1] == entries[0]  # and nothing new written
     assert _mode(cache) == _mode(cache / common.machine_key()) == 0o700
     assert not (tmp_path / "user-cache").exists()  # --compile-cache is the only folder used
 

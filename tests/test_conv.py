@@ -39,11 +39,11 @@ def random_case(layer, shape, seed):
     """Params (with a non-zero bias), an input and a ``dY`` of the output's shape, float64."""
     rng = np.random.default_rng(seed)
     kh, kw = layer.kernel_size
-    params = ConvParams(W=jnp.asarray(rng.normal(size=(kh, kw, layer.in_channels, layer.out_channels))),
-                        b=jnp.asarray(rng.normal(size=layer.out_channels)))
-    x = jnp.asarray(rng.normal(size=shape))
+    params = ConvParams(W=jax.device_put(rng.normal(size=(kh, kw, layer.in_channels, layer.out_channels))),
+                        b=jax.device_put(rng.normal(size=layer.out_channels)))
+    x = jax.device_put(rng.normal(size=shape))
     out = jax.eval_shape(layer.apply, params, x).shape
-    return params, x, jnp.asarray(rng.normal(size=out))
+    return params, x, jax.device_put(rng.normal(size=out))
 
 
 def all_forms(layer, params, x, dy):

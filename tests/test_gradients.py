@@ -74,9 +74,9 @@ def make_case(hidden, output, depth, batch, seed):
         for layer, n_in, n_out in zip(model.layers, np.repeat(sizes[:-1], 2),
                                       np.repeat(sizes[1:], 2))
     )
-    params = jax.tree_util.tree_map(jnp.asarray, params)
-    x = jnp.asarray(rng.normal(size=(batch, sizes[0])))
-    y = jnp.asarray(make_targets(rng, act, loss, batch, sizes[-1]))
+    params = jax.device_put(params)  # device_put: jnp.asarray compiles a copy for each new shape
+    x = jax.device_put(rng.normal(size=(batch, sizes[0])))
+    y = jax.device_put(make_targets(rng, act, loss, batch, sizes[-1]))
     return model, loss, params, x, y
 
 
@@ -125,7 +125,7 @@ def manual_and_vjp(layer, params, x, dy):
         y_ref, vjp = jax.vjp(layer.apply, params, x)
         return y, y_ref, layer.backward(params, cache, dy), vjp(dy)
 
-    return jax.jit(run)(params, jnp.asarray(x), jnp.asarray(dy))
+    return jax.jit(run)(params, x, dy)
 
 
 # ---------------------------------------------------------------------------------------------

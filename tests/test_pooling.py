@@ -43,7 +43,7 @@ def manual_and_vjp(layer):
 
 
 def with_dy(layer, x, rng):
-    return x, jnp.asarray(rng.normal(size=jax.eval_shape(lambda x: layer.apply((), x), x).shape))
+    return x, jax.device_put(rng.normal(size=jax.eval_shape(lambda x: layer.apply((), x), x).shape))
 
 
 @given(case=pool_cases(), seed=st.integers(0, 2**31 - 1))
@@ -52,14 +52,14 @@ def test_pool_backward_vs_vjp(case, seed):
     everywhere) too, where the first maximum gets dY, as in jax.vjp."""
     layer, shape = case
     rng = np.random.default_rng(seed)
-    x, dy = with_dy(layer, jnp.asarray(rng.normal(size=shape)), rng)
+    x, dy = with_dy(layer, jax.device_put(rng.normal(size=shape)), rng)
     run = manual_and_vjp(layer)
     y, y_ref, (dparams, dx), dx_ref = run(x, dy)
     assert y.shape == y_ref.shape and rel_err(y, y_ref) <= 1e-14, "forward differs from apply"
     assert dparams == () and dx.shape == shape
     assert rel_err(dx, dx_ref) <= RTOL, "dX differs from jax.vjp"
     if isinstance(layer, MaxPool2D):
-        _, _, (_, dx), dx_ref = run(jnp.asarray(rng.integers(0, 2, size=shape), F64), dy)
+        _, _, (_, dx), dx_ref = run(jax.device_put(rng.integers(0, 2, size=shape).astype(np.float64)), dy)
         np.testing.assert_allclose(dx, dx_ref, rtol=1e-13, atol=1e-13, err_msg="ties")
 
 

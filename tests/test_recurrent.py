@@ -55,7 +55,8 @@ def rel(got, want):
 
 
 def random(seed, shape, scale=1.0):
-    return jnp.asarray(scale * np.random.default_rng(seed).normal(size=shape), F64)
+    # device_put: jnp.asarray would compile a program for every new shape
+    return jax.device_put(scale * np.random.default_rng(seed).normal(size=shape))
 
 
 def random_params(layer, seed, scale=0.5):

@@ -24,18 +24,19 @@ jax.config.update("jax_enable_x64", True)
 # it at the end. The programs the tests start run as a user's would, without it; tests of
 # the command line's own cache set it aside (tests/test_compile_cache.py).
 SUITE_CACHE = "FNNET_TEST_COMPILE_CACHE"
+CREATED_HERE = pytest.StashKey[str]()  # the folder, in the process that created it
 
 
 def pytest_configure(config):
     if not os.environ.get(SUITE_CACHE):
         os.environ[SUITE_CACHE] = tempfile.mkdtemp(prefix="fnnet-tests-compile-cache-")
-        config._fnnet_suite_cache = os.environ[SUITE_CACHE]
+        config.stash[CREATED_HERE] = os.environ[SUITE_CACHE]
     jax.config.update("jax_compilation_cache_dir", os.environ[SUITE_CACHE])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
 
 
 def pytest_unconfigure(config):
-    folder = getattr(config, "_fnnet_suite_cache", None)
+    folder = config.stash.get(CREATED_HERE, None)
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
         os.environ.pop(SUITE_CACHE, None)

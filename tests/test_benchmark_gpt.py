@@ -5,6 +5,8 @@ assertions: the figures depend on the machine and its load."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +23,25 @@ def test_token_flops_is_three_forwards_of_the_recipe():
     assert count["forward"] == 24 * 4 * 128**2 + 2 * 65 * 128 + 4 * 64 * 128 * 4
     assert count["total"] == 3 * count["forward"] == 5_161_728
     assert sum(count["terms"].values()) == count["forward"]
+
+
+def test_the_benchmark_modules_run_as_scripts_without_a_warning():
+    """``python -m fnnet.bench.gpt`` and ``python -m fnnet.bench.startup``, as the benchmark pages
+    give them: the package must not import either first (runpy then warns that the module "may
+    result in unpredictable behaviour"). Every warning is an error here."""
+    code = ("import runpy, sys, warnings\n"
+            "warnings.simplefilter('error')\n"
+            "for name in ('fnnet.bench.gpt', 'fnnet.bench.startup'):\n"
+            "    sys.argv = [name, '--help']\n"
+            "    try:\n"
+            "        runpy.run_module(name, run_name='__main__', alter_sys=True)\n"
+            "    except SystemExit as e:\n"
+            "        assert e.code == 0, (name, e.code)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage: python -m fnnet.bench.gpt" in done.stdout
+    assert "usage: python -m fnnet.bench.startup" in done.stdout
 
 
 def test_torch_is_skipped_with_a_message_when_missing(monkeypatch):

@@ -82,7 +82,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import baselines, cnn, gpt, harness, lstm, memory, mixed, profile, report, startup, workload
+# gpt and startup are imported where they are used: each also runs as `python -m fnnet.bench.gpt`
+# (or .startup), and runpy warns when the package has imported the module it is about to run.
+from . import baselines, cnn, harness, lstm, memory, mixed, profile, report, workload
 from .harness import DEFAULT_WORKLOADS, FULL, QUICK, WORKLOADS
 
 __all__ = ["build_parser", "main"]
@@ -155,6 +157,7 @@ def measure_one(name, conf, x, y, args, repeats, log, bf16):
     with its bf16 columns if ``bf16``."""
     log(f"{name}: {harness.DESCRIPTION[name]} ...")
     if name == "W6":  # its own sizes (fnnet.bench.gpt.QUICK, FULL) and its own bf16 decision
+        from . import gpt
         return gpt.measure_gpt(repeats, args.seed, log, quick=args.quick, bf16=args.bf16,
                                threads=args.baseline_threads, memory=not args.no_memory)
     cfg = conf[name]
@@ -214,6 +217,7 @@ def measure(args, names, repeats, log=_log):
         out["peak_memory"] = memory.measure_peak_rss(conf["W3"], conf["n"], args.seed, log)
     if not (args.quick or args.no_startup):
         log("fnnet train start-up, cold and warm compile cache ...")
+        from . import startup
         out["startup"] = startup.measure(repeats=1, log=log)
     out["targets"] = report.targets(workloads, cpu=cpu)
     if "startup" in out:

@@ -126,6 +126,19 @@ def transpose_result(a, policy):
     return (lax.optimization_barrier(a) if policy.casts else a).T
 
 
+def concatenate(arrays, axis):
+    """``jnp.concatenate(arrays, axis)``; arrays of a narrow float type are joined as their 16-bit
+    patterns (``uint16``), since XLA:CPU's float normalisation otherwise converts each input to
+    float32, joins them there and converts the result back: three passes over the data where a
+    concatenate is one copy of bits (im2col's patches under a bf16 policy;
+    experiments/BENCHMARKS.md, W4)."""
+    dtype = jnp.result_type(*arrays)
+    if dtype not in NARROW:
+        return jnp.concatenate(arrays, axis=axis)
+    bits = [lax.bitcast_convert_type(a.astype(dtype), jnp.uint16) for a in arrays]
+    return lax.bitcast_convert_type(jnp.concatenate(bits, axis=axis), dtype)
+
+
 def with_precision(model, precision):
     """``model`` with its products under ``precision``: the one place a policy is applied to a
     model. ``None`` returns ``model`` as it is; a policy or its name rebuilds every layer that

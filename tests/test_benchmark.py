@@ -375,6 +375,21 @@ def test_bf16_columns_are_timed_where_the_cpu_has_bf16_units_or_when_asked():
         mixed.bf16_columns("yes", units)
 
 
+def test_bf16_targets_judge_the_cnn_against_autocast_where_the_cpu_has_units():
+    """W4's bf16 target (fnnet bf16 >= 1.0x PyTorch autocast, paired) is judged like W3's: met or
+    missed on a CPU with bfloat16 units, reported without a verdict elsewhere."""
+    def workloads(ratio):
+        return {"W4": {"results": {"fnnet manual bf16": {}, "torch autocast bf16": {}},
+                       "paired_ratios": {"fnnet manual bf16": {"torch autocast bf16": ratio}}}}
+
+    label = "W4: fnnet bf16 >= 1.0x torch autocast bf16"
+    units = {"bf16_units": ["avx512_bf16"]}
+    assert mixed.targets(workloads(0.98), units)[label] == {"value": 0.98, "met": False}
+    assert mixed.targets(workloads(1.02), units)[label] == {"value": 1.02, "met": True}
+    unjudged = mixed.targets(workloads(1.02), {"bf16_units": []})[label]
+    assert unjudged["met"] is None and "no bfloat16 matrix units" in unjudged["note"]
+
+
 @pytest.mark.slow  # a quick run of W2
 def test_a_cpu_without_bf16_units_skips_the_bf16_columns_unless_asked(tmp_path, capsys,
                                                                       monkeypatch):

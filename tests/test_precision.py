@@ -224,6 +224,23 @@ def test_manual_bf16_products_read_bf16_on_the_cpu():
         assert re.search(r"= f32\[[^\]]*\]\{[^}]*\} parameter", body) is None, body
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
+def test_concatenate_joins_narrow_floats_as_bits(dtype):
+    """``precision.concatenate`` is ``jnp.concatenate`` bit for bit (NaN, infinities and signed
+    zeros included), and on the CPU a narrow type's concatenate runs without any float32 pass
+    (XLA's float normalisation converts a bf16 concatenate to float32 and back)."""
+    special = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-3], np.float32)
+    parts = [jnp.asarray(np.concatenate([special, np.random.default_rng(k).normal(size=9)])
+                         .reshape(3, 5)).astype(dtype) for k in range(3)]
+    joined = P.concatenate(parts, axis=1)
+    want = jnp.concatenate(parts, axis=1)
+    assert joined.dtype == want.dtype and joined.shape == want.shape
+    assert np.array_equal(np.asarray(joined).view(np.uint8), np.asarray(want).view(np.uint8))
+    if jax.default_backend() == "cpu" and dtype != jnp.float32:
+        text = jax.jit(lambda *a: P.concatenate(a, axis=1)).lower(*parts).compile().as_text()
+        assert "f32[" not in text, text
+
+
 # ---------------------------------------------------------------------------------------------
 # Training: the step, loss scaling, ensembles
 

@@ -175,7 +175,7 @@ class Conv2D(Layer):
         out = out_size(x.shape[1:3], pads, self.kernel_size, self.stride)
         policy = self.precision
         xp = policy.cast(xp)
-        P = jnp.concatenate(patches(xp, self.kernel_size, self.stride, out), axis=-1)
+        P = _precision.concatenate(patches(xp, self.kernel_size, self.stride, out), axis=-1)
         y = policy.dot(P, params.W.reshape(-1, self.out_channels), (3, 0)) + params.b
         return y, (P, ConvGeometry(self.kernel_size, self.stride, xp.shape[1:3], pads))
 

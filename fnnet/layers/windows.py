@@ -91,17 +91,32 @@ def patches(xp, window, stride, out):
 def col2im(cols, window, stride, padded, pads):
     """The adjoint of ``patches``, cropped: the sum of every slice's gradient ``cols[p·kw + q]``
     ``(N, OH, OW, C)`` back at its place in the padded input ``(N, Hp, Wp, C)``, the padding then
-    cut off. Each slice is put in place by one ``lax.pad``: interior padding ``s − 1`` undoes the
-    stride, the edges shift it by ``(p, q)``, negative edges crop the padding; no scatter."""
-    kw, (sh, sw), (hp, wp) = window[1], stride, padded
+    cut off. A slice is put in place by ``lax.pad`` (interior padding ``s − 1`` undoes the stride,
+    the edges shift it by ``(p, q)``, negative edges crop the padding; no scatter), one axis at a
+    time, since padding the height and the width are independent and linear::
+
+        dXp = Σ_p pad_h( Σ_q pad_w(cols[p·kw + q], q), p )
+
+    the ``kw`` slices of a row of the window summed along the width first, then the ``kh`` rows
+    along the height. XLA:CPU wrote each of the ``kh·kw`` two-axis pads out in full before
+    summing them; the one-axis pads fuse with their sums (experiments/BENCHMARKS.md, W4).
+    """
+    (kh, kw), (sh, sw), (hp, wp) = window, stride, padded
     (top, bottom), (left, right) = pads
+    oh, ow = cols[0].shape[1:3]
+
+    def place(a, axis, offset, crop, size, step, count):
+        """``a`` at ``offset`` along ``axis`` (of ``size`` padded), ``step`` apart, cropped."""
+        config = [(0, 0, 0)] * 4
+        config[axis] = (offset - crop[0], size - offset - (count - 1) * step - 1 - crop[1],
+                        step - 1)
+        return lax.pad(a, jnp.zeros((), a.dtype), config)
+
     total = None
-    for index, col in enumerate(cols):
-        p, q = divmod(index, kw)
-        oh, ow = col.shape[1:3]
-        high = (hp - p - (oh - 1) * sh - 1, wp - q - (ow - 1) * sw - 1)
-        config = ((0, 0, 0), (p - top, high[0] - bottom, sh - 1), (q - left, high[1] - right, sw - 1),
-                  (0, 0, 0))
-        placed = lax.pad(col, jnp.zeros((), col.dtype), config)
+    for p in range(kh):
+        row = place(cols[p * kw], 2, 0, (left, right), wp, sw, ow)
+        for q in range(1, kw):
+            row = row + place(cols[p * kw + q], 2, q, (left, right), wp, sw, ow)
+        placed = place(row, 1, p, (top, bottom), hp, sh, oh)
         total = placed if total is None else total + placed
     return total

@@ -111,21 +111,21 @@ def test_gpt_is_causal_to_the_bit():
 def test_gpt_runs_under_jit_vmap_over_stacked_models_and_bf16():
     model = fnnet.gpt(9, 8, 1, 2, 8)
     keys = jax.random.split(jax.random.key(0), 3)
-    stacked = jax.vmap(lambda k: model.init(k))(keys)
-    ids = jnp.asarray(np.random.default_rng(1).integers(0, 9, (4, 8)), jnp.int32)
+    stacked = jax.jit(jax.vmap(lambda k: model.init(k)))(keys)
+    ids = jax.device_put(np.random.default_rng(1).integers(0, 9, (4, 8)).astype(np.int32))
     grad = jax.jit(jax.vmap(fnnet.value_and_grad(model, "cross_entropy"), in_axes=(0, None, None)))
     values, grads = grad(stacked, ids, ids)
+    take = jax.jit(lambda i: jax.tree_util.tree_map(lambda a: a[i], stacked))
     single = jax.jit(fnnet.value_and_grad(model, "cross_entropy"))  # one model, no vmap
     for i in range(3):
-        one = jax.tree_util.tree_map(lambda a, i=i: a[i], stacked)
-        v, g = single(one, ids, ids)
+        v, g = single(take(i), ids, ids)
         assert float(values[i]) == pytest.approx(float(v), rel=1e-5)
         for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(g)):
-            np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-6)
-    one = jax.tree_util.tree_map(lambda a: a[0], stacked)
+            np.testing.assert_allclose(np.asarray(a)[i], b, rtol=1e-4, atol=1e-6)
+    one = take(0)
     v32, g32 = single(one, ids, ids)
     v16, g16 = jax.jit(fnnet.value_and_grad(model, "cross_entropy", precision="bf16"))(one, ids, ids)
-    assert v16.dtype == jnp.float32 and abs(float(v16 - v32)) < 2e-2
+    assert v16.dtype == jnp.float32 and abs(float(v16) - float(v32)) < 2e-2
     for a, b in zip(jax.tree_util.tree_leaves(g16), jax.tree_util.tree_leaves(g32)):
         assert a.dtype == jnp.float32 and rel(a, b) < 0.1
 
@@ -139,7 +139,8 @@ def test_adamw_follows_its_published_rule():
     lr·λ·p`` on the matrices only (not biases, gains, embeddings), Adam's step on the gradient,
     under a warmup-cosine schedule."""
     model = fnnet.gpt(5, 4, 1, 1, 4)
-    params = jax.tree_util.tree_map(lambda a: a.astype(F64), model.init(jax.random.key(0)))
+    params = jax.jit(lambda k: jax.tree_util.tree_map(lambda a: a.astype(F64), model.init(k)))(
+        jax.random.key(0))
     schedule = optim.cosine_decay(10, final=0.1, warmup=2)
     opt = optim.adamw(1e-2, (0.9, 0.95), eps=1e-8, weight_decay=0.5, schedule=schedule)
     state = opt.init(params)
@@ -153,7 +154,7 @@ def test_adamw_follows_its_published_rule():
     rng = np.random.default_rng(0)
     for t in range(3):
         g = [rng.normal(size=w.shape) for w in want]
-        params, state = update(tree.unflatten([jnp.asarray(a) for a in g]), state, params)
+        params, state = update(tree.unflatten([jax.device_put(a) for a in g]), state, params)
         lr = 1e-2 * float(schedule(t))
         for i, flag in enumerate(flags):
             m[i] = 0.9 * m[i] + 0.1 * g[i]
@@ -240,9 +241,10 @@ def test_windowed_sampling_is_deterministic_and_reads_the_last_window():
     assert a.tolist() == b.tolist() != c.tolist()
     greedy = sample(model, params, prompt, 8, key=jax.random.key(1), temperature=1e-6, context=5)
     sequence = list(prompt)
+    last_output = jax.jit(lambda ids: model.apply(params, ids)[0, -1])
     for drawn in greedy.tolist():  # each draw is the most likely id after the last 5
-        p = model.apply(params, jnp.asarray([sequence[-5:]]))[0, -1]
-        assert drawn == int(jnp.argmax(p))
+        p = last_output(jax.device_put(np.asarray([sequence[-5:]], np.int32)))
+        assert drawn == int(np.argmax(np.asarray(p)))
         sequence.append(drawn)
 
 

@@ -198,10 +198,11 @@ def test_a_mixed_network_matches_autodiff_with_the_same_key(fused):
     model = mixed_network()
     params = model.init(jax.random.PRNGKey(1), F64)
     state = model.init_state(F64)
-    x, y = random(0, (12, 6), 2.0), jnp.arange(12) % 3
+    x, y = random(0, (12, 6), 2.0), jax.device_put(np.arange(12) % 3)
     key = jax.random.PRNGKey(7)
-    manual = fnnet.loss_output_and_grad(model, "ce", fused, with_state=True)
-    reference = fnnet.loss_output_and_grad(model, "ce", fused, grads="autodiff", with_state=True)
+    manual = jax.jit(fnnet.loss_output_and_grad(model, "ce", fused, with_state=True))
+    reference = jax.jit(fnnet.loss_output_and_grad(model, "ce", fused, grads="autodiff",
+                                                   with_state=True))
     value, y_pred, grads, new_state = manual(params, x, y, state=state, key=key)
     ref_value, ref_pred, ref_grads, ref_state = reference(params, x, y, state=state, key=key)
     assert abs(float(value) - float(ref_value)) <= 1e-12 * abs(float(ref_value))
@@ -221,15 +222,20 @@ def test_a_mixed_network_matches_autodiff_with_the_same_key(fused):
 def test_stacked_models_jit_and_vmap_through_state_and_keys():
     model = mixed_network()
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    params = jax.vmap(lambda k: model.init(k, F64))(keys)
-    state = jax.vmap(lambda _: model.init_state(F64))(keys)
-    x, y = random(0, (10, 6)), jnp.arange(10) % 3
+    params = jax.jit(jax.vmap(lambda k: model.init(k, F64)))(keys)
+    state = jax.jit(jax.vmap(lambda _: model.init_state(F64)))(keys)
+    x, y = random(0, (10, 6)), jax.device_put(np.arange(10) % 3)
     step = fnnet.loss_output_and_grad(model, "ce", with_state=True)
     batched = jax.jit(jax.vmap(lambda p, s, k: step(p, x, y, state=s, key=k)))
     values, _, grads, states = batched(params, state, keys)
+
+    def model_k(k):  # model k of the stack on its own, in one compiled program for every k
+        take = lambda tree: jax.tree_util.tree_map(lambda a: a[k], tree)  # noqa: E731
+        return step(take(params), x, y, state=take(state), key=keys[k])
+
+    one_model = jax.jit(model_k)
     for k in range(3):
-        one = step(jax.tree_util.tree_map(lambda a, k=k: a[k], params), x, y,
-                   state=jax.tree_util.tree_map(lambda a, k=k: a[k], state), key=keys[k])
+        one = one_model(k)
         assert abs(float(one[0]) - float(values[k])) < 1e-12
         np.testing.assert_allclose(one[3][1]["var"], states[1]["var"][k], rtol=1e-12)
 

@@ -126,7 +126,9 @@ def test_layernorm_backward_matches_vjp(shape, seed):
     natural = float(np.max(np.abs(dys * gamma / (np.std(xs, axis=-1, keepdims=True) + 1e-3))))
     assert close(dparams.gamma, ref_params.gamma) and close(dparams.beta, ref_params.beta)
     assert close(dx, ref_dx, natural)
-    assert np.allclose(layer.apply(params, x), layer.apply(params, x, train=True))
+    inference, training = jax.jit(lambda p, xs: (layer.apply(p, xs),
+                                                 layer.apply(p, xs, train=True)))(params, x)
+    assert np.allclose(inference, training)
 
 
 @settings(max_examples=12)
@@ -135,10 +137,15 @@ def test_dropout_backward_matches_vjp_with_the_same_key(shape, seed, rate):
     layer = Dropout(rate)
     key = jax.random.PRNGKey(seed)
     x, dy = random(seed, shape), random(seed + 1, shape)
-    y, _ = layer.forward((), x, key=key)
-    np.testing.assert_array_equal(y, layer.apply((), x, key=key, train=True))
-    _, dx = manual(layer, (), x, dy, key=key)
-    _, ref_dx = layer_vjp(layer, (), x, dy, key=key, train=True)
+
+    @jax.jit
+    def both_paths(xs, d, k):  # one program: the mask is drawn from the key on each path
+        y, cache = layer.forward((), xs, key=k)
+        pull = jax.vjp(lambda x_: layer.apply((), x_, key=k, train=True), xs)[1]
+        return y, layer.apply((), xs, key=k, train=True), layer.backward((), cache, d)[1], pull(d)[0]
+
+    y, y_apply, dx, ref_dx = both_paths(x, dy, key)
+    np.testing.assert_array_equal(y, y_apply)
     np.testing.assert_array_equal(dx, ref_dx)
     kept = np.asarray(y) != 0
     np.testing.assert_allclose(np.asarray(y)[kept], np.asarray(x)[kept] / (1 - rate), rtol=1e-12)

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -79,7 +80,7 @@ from .train import (
 
 __all__ = ["CNN_DEFAULTS", "DEFAULT_BATCH", "DEFAULT_EPOCHS", "DEFAULT_LR", "DEFAULT_OPTIMIZER",
            "DEFAULT_VALIDATION", "EXIT_DIVERGED", "EXIT_INTERRUPTED", "EXIT_PEER_LOST", "MLP_DEFAULTS",
-           "DataUnavailable", "UsageError", "build_parser", "main"]
+           "DataUnavailable", "UsageError", "build_parser", "console", "main"]
 
 DESCRIPTION = ("fnnet: neural networks from scratch in JAX, every gradient derived by hand and "
                "checked against jax.grad.")
@@ -166,3 +167,18 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def console() -> int:
+    """The ``fnnet`` console script and ``python -m fnnet.cli``: ``main()``; after a Ctrl-C
+    (status 130), the process ends as soon as its message is out, without the interpreter's
+    teardown. A Ctrl-C can land while XLA compiles on threads of its own, and tearing the
+    interpreter down under those threads crashed the process (SIGSEGV, status -11) after its
+    message. Whatever the run saves is written and closed before ``main`` returns."""
+    status = main()
+    if status == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+

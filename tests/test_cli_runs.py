@@ -419,7 +419,9 @@ def test_an_empty_folder_value_is_refused(capsys, argv, flag, fit_calls):
 def _env():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p), JAX_PLATFORMS="cpu",
-        PYTHONWARNINGS="ignore")  # the synthetic data is not MNIST's: one line expected
+        PYTHONWARNINGS="ignore")  # Python's own warnings; the CLI says the data's digest
+    # warning whatever the filters (the synthetic files are not MNIST's): _assert_interrupted
+    # sets that line aside
     for name in ("FNNET_COORDINATOR", "FNNET_NUM_PROCESSES", "FNNET_PROCESS_ID"):
         env.pop(name, None)
     return env
@@ -457,8 +459,7 @@ def _assert_interrupted(results):
     for delay, status, err in results:
         assert status == cli.EXIT_INTERRUPTED, (delay, status, err[-2000:])
         assert "Traceback" not in err, (delay, err[-2000:])
-        # a Ctrl-C late enough finds the synthetic files' warning (they match neither data set's
-        # published digests) already printed; besides it, one line
+        # a Ctrl-C late enough finds the data's digest warning already printed; besides it, one line
         (line,) = [line for line in err.strip().splitlines()
                    if not line.startswith("fnnet train: warning: mnist:")]
         assert line.startswith("fnnet train: interrupted"), (delay, line)

@@ -181,4 +181,3 @@ def console() -> int:
         sys.stderr.flush()
         os._exit(status)
     return status
-

@@ -34,16 +34,20 @@ shapes = st.one_of(
 
 def layer_vjp(layer, params, x, dy, **kwargs):
     """``(dparams, dx)`` by jax.vjp of ``apply``: the reference, never our rules."""
-    def pull(p, xs, d):
-        return jax.vjp(lambda p_, x_: layer.apply(p_, x_, **kwargs), p, xs)[1](d)
-    return jax.jit(pull)(params, x, dy)
+    return jax.vjp(lambda p_, x_: layer.apply(p_, x_, **kwargs), params, x)[1](dy)
 
 
 def manual(layer, params, x, dy, **kwargs):
-    """``(dparams, dx)`` by the layer's forward and hand-derived backward, compiled."""
-    def rule(p, xs, d):
-        return layer.backward(p, layer.forward(p, xs, **kwargs)[1], d)
-    return jax.jit(rule)(params, x, dy)
+    """``(dparams, dx)`` by the layer's forward and hand-derived backward."""
+    return layer.backward(params, layer.forward(params, x, **kwargs)[1], dy)
+
+
+def manual_and_vjp(layer, params, x, dy, rule=None, reference=None):
+    """``(manual(...), layer_vjp(...))`` (``rule`` and ``reference`` their keyword arguments),
+    computed side by side in one compiled program."""
+    return jax.jit(lambda p, xs, d: (manual(layer, p, xs, d, **(rule or {})),
+                                     layer_vjp(layer, p, xs, d, **(reference or {}))))(
+        params, x, dy)
 
 
 def close(got, want, scale=0.0):
@@ -67,8 +71,8 @@ def test_batchnorm_training_backward_matches_vjp(shape, seed, form):
         shape = (2,) + shape[1:]
     params = params_for(layer, seed)
     x, dy = random(seed, shape, 2.0, 0.5), random(seed + 3, shape)
-    dparams, dx = manual(layer, params, x, dy)
-    ref_params, ref_dx = layer_vjp(layer, params, x, dy, train=True)
+    (dparams, dx), (ref_params, ref_dx) = manual_and_vjp(layer, params, x, dy,
+                                                         reference=dict(train=True))
     assert close(dparams.gamma, ref_params.gamma)
     assert close(dparams.beta, ref_params.beta)
     # dX cancels to ~0 for tiny batches (two values normalise to ±1 whatever they are)
@@ -104,8 +108,8 @@ def test_batchnorm_inference_uses_running_statistics_and_its_backward_matches_vj
     gamma, beta, xs, mean = (np.asarray(a) for a in (params.gamma, params.beta, x, state["mean"]))
     expected = gamma * (xs - mean) / np.sqrt(variance + 1e-5) + beta  # numpy: no compile
     assert rel(y, expected) <= 1e-12
-    dparams, dx = manual(layer, params, x, dy, state=state, train=False)
-    ref_params, ref_dx = layer_vjp(layer, params, x, dy, state=state, train=False)
+    options = dict(state=state, train=False)
+    (dparams, dx), (ref_params, ref_dx) = manual_and_vjp(layer, params, x, dy, options, options)
     assert close(dx, ref_dx) and close(dparams.gamma, ref_params.gamma)
     cache = layer.forward(params, x, state=state, train=False)[1]
     assert layer.next_state(state, cache) is state, "an inference batch moved the statistics"
@@ -126,8 +130,7 @@ def test_layernorm_backward_matches_vjp(shape, seed):
     layer = LayerNorm(shape[-1])
     params = params_for(layer, seed)
     x, dy = random(seed, shape, 2.0, -0.3), random(seed + 3, shape)
-    dparams, dx = manual(layer, params, x, dy)
-    ref_params, ref_dx = layer_vjp(layer, params, x, dy)
+    (dparams, dx), (ref_params, ref_dx) = manual_and_vjp(layer, params, x, dy)
     xs, dys, gamma = (np.asarray(a) for a in (x, dy, params.gamma))  # numpy: no compile
     natural = float(np.max(np.abs(dys * gamma / (np.std(xs, axis=-1, keepdims=True) + 1e-3))))
     assert close(dparams.gamma, ref_params.gamma) and close(dparams.beta, ref_params.beta)

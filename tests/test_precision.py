@@ -132,10 +132,9 @@ def test_with_precision_rebuilds_product_layers_only():
 
 def _mlp_case(seed, batch, widths):
     model = fnnet.mlp(widths, activation="tanh")
-    key_p, key_x = jax.random.split(jax.random.PRNGKey(seed))
-    params = jax.jit(model.init)(key_p)
-    x = jax.random.normal(key_x, (batch, widths[0]), jnp.float32)
-    y = jax.device_put((np.arange(batch) % widths[-1]).astype(np.int32))
+    params = jax.jit(model.init)(jax.random.PRNGKey(seed))
+    x = np.random.default_rng(seed).standard_normal((batch, widths[0]), np.float32)
+    y = (np.arange(batch) % widths[-1]).astype(np.int32)
     return model, params, x, y
 
 
@@ -145,14 +144,28 @@ def _mlp_case(seed, batch, widths):
        widths=st.lists(st.integers(2, 40), min_size=3, max_size=4))
 def test_mlp_gradients_within_policy_tolerance(policy, seed, batch, widths):
     model, params, x, y = _mlp_case(seed, batch, widths)
-    reference = jax.jit(jax.grad(gradients.objective(model, "cross_entropy")))(params, x, y)
-    for grads in ("manual", "autodiff"):
-        fn = gradients.loss_output_and_grad(model, "cross_entropy", grads=grads, precision=policy)
-        value, _, g = jax.jit(fn)(params, x, y)
+    reference, results = _policy_gradients(model, policy)(params, x, y)
+    for grads, (value, g) in results.items():
         assert jnp.isfinite(value)
         for leaf in jax.tree_util.tree_leaves(g):
             assert leaf.dtype == jnp.float32  # accumulated and returned in float32
         assert_close(g, reference, TOL[policy], f"{policy} {grads}")
+
+
+def _policy_gradients(model, policy):
+    """One compiled program: float32 ``jax.grad`` of the objective (the reference) and the
+    policy's gradients by hand and by autodiff, ``{"manual": (loss, grads), "autodiff": ...}``."""
+    reference = jax.grad(gradients.objective(model, "cross_entropy"))
+    fns = {grads: gradients.loss_output_and_grad(model, "cross_entropy", grads=grads,
+                                                 precision=policy)
+           for grads in ("manual", "autodiff")}
+
+    @jax.jit
+    def run(params, x, y):
+        results = {grads: fn(params, x, y) for grads, fn in fns.items()}
+        return reference(params, x, y), {k: (v[0], v[2]) for k, v in results.items()}
+
+    return run
 
 
 @pytest.mark.slow  # seconds of training or compiling: the full suite runs it
@@ -164,14 +177,11 @@ def test_cnn_gradients_within_policy_tolerance(policy, seed, batch, size, channe
     model = fnnet.Sequential(Conv2D(channels, 4, 3, stride=stride, padding="same"), Tanh(),
                              AvgPool2D(2), Flatten(), Dense(4 * (-(-size // stride) // 2) ** 2, 3),
                              Softmax())
-    key_p, key_x = jax.random.split(jax.random.PRNGKey(seed))
-    params = jax.jit(model.init)(key_p)
-    x = jax.random.normal(key_x, (batch, size, size, channels), jnp.float32)
-    y = jax.device_put((np.arange(batch) % 3).astype(np.int32))
-    reference = jax.jit(jax.grad(gradients.objective(model, "cross_entropy")))(params, x, y)
-    for grads in ("manual", "autodiff"):
-        fn = gradients.loss_output_and_grad(model, "cross_entropy", grads=grads, precision=policy)
-        _, _, g = jax.jit(fn)(params, x, y)
+    params = jax.jit(model.init)(jax.random.PRNGKey(seed))
+    x = np.random.default_rng(seed).standard_normal((batch, size, size, channels), np.float32)
+    y = (np.arange(batch) % 3).astype(np.int32)
+    reference, results = _policy_gradients(model, policy)(params, x, y)
+    for grads, (_, g) in results.items():
         assert_close(g, reference, TOL[policy], f"{policy} {grads}")
 
 

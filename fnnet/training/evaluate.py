@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -25,39 +26,61 @@ def evaluate(model, loss, params, x, y, batch_size=10_000, fused=True, *, state=
     """``(mean loss, accuracy)`` of ``params`` on ``x, y`` (accuracy over every prediction: one
     per row, or per token of a sequence model), in chunks of ``batch_size`` rows, in
     inference mode (no dropout; normalisation with the running statistics in ``state``), the
-    products under ``precision`` (``fnnet.precision``; ``None``: the model as it is)."""
+    products under ``precision`` (``fnnet.precision``; ``None``: the model as it is), in one
+    compiled program (compiled once per model, loss, chunk and shapes)."""
     model = _precision.with_precision(model, precision)
     loss = _losses.get(loss)
-    score_fn = objective(model, loss, fused, with_output=True)
     n = x.shape[0]
     if n == 0:
         raise ValueError("evaluate: x has no rows; there is nothing to score")
     if not isinstance(y, jax.core.Tracer):  # labels enter here: checked as fit checks them
+        score_fn = objective(model, loss, fused, with_output=True)
         outputs = jax.eval_shape(lambda: score_fn(params, x[:1], y[:1], state=state,
                                                   train=False))[1].shape[-1]
         inputs.check_targets(loss, y, outputs, "evaluate:")
     chunk = min(batch_size, n)
-    full = n // chunk
+    try:
+        program = _compiled_scores(model, loss, fused, chunk)
+    except TypeError:  # a layer or loss that cannot be hashed: compiled for this call alone
+        program = jax.jit(_scores(model, loss, fused, chunk))
+    return program(params, x, y, state)
 
-    def score(xb, yb):
-        value, y_pred = score_fn(params, xb, yb, state=state, train=False)
-        return value * xb.shape[0], metrics.correct(y_pred, yb)
 
-    def body(acc, i):
-        xb = jax.lax.dynamic_slice_in_dim(x, i * chunk, chunk)
-        yb = jax.lax.dynamic_slice_in_dim(y, i * chunk, chunk)
-        loss_sum, correct = score(xb, yb)
-        return (acc[0] + loss_sum, acc[1] + correct), None
+@functools.lru_cache(maxsize=32)
+def _compiled_scores(model, loss, fused, chunk):
+    return jax.jit(_scores(model, loss, fused, chunk))
 
-    per_row = jax.eval_shape(lambda: score_fn(params, x[:1], y[:1], state=state, train=False))[1]
-    predictions = n * math.prod(per_row.shape[1:-1])  # one per row, or per token
-    dtype = float_dtype(params)
-    (loss_sum, correct), _ = jax.lax.scan(
-        body, (jnp.zeros((), dtype), jnp.zeros((), jnp.int32)), jnp.arange(full))
-    if full * chunk < n:
-        rest_loss, rest_correct = score(x[full * chunk:], y[full * chunk:])
-        loss_sum, correct = loss_sum + rest_loss, correct + rest_correct
-    return loss_sum / n, correct / predictions
+
+def _scores(model, loss, fused, chunk):
+    """``scores(params, x, y, state) -> (mean loss, accuracy)``: a scan over the full chunks of
+    ``chunk`` rows, then the rest."""
+    score_fn = objective(model, loss, fused, with_output=True)
+
+    def scores(params, x, y, state):
+        def score(xb, yb):
+            value, y_pred = score_fn(params, xb, yb, state=state, train=False)
+            return value * xb.shape[0], metrics.correct(y_pred, yb)
+
+        def body(acc, i):
+            xb = jax.lax.dynamic_slice_in_dim(x, i * chunk, chunk)
+            yb = jax.lax.dynamic_slice_in_dim(y, i * chunk, chunk)
+            loss_sum, correct = score(xb, yb)
+            return (acc[0] + loss_sum, acc[1] + correct), None
+
+        n = x.shape[0]
+        full = n // chunk
+        per_row = jax.eval_shape(lambda: score_fn(params, x[:1], y[:1], state=state,
+                                                  train=False))[1]
+        predictions = n * math.prod(per_row.shape[1:-1])  # one per row, or per token
+        (loss_sum, correct), _ = jax.lax.scan(
+            body, (jnp.zeros((), float_dtype(params)), jnp.zeros((), jnp.int32)),
+            jnp.arange(full))
+        if full * chunk < n:
+            rest_loss, rest_correct = score(x[full * chunk:], y[full * chunk:])
+            loss_sum, correct = loss_sum + rest_loss, correct + rest_correct
+        return loss_sum / n, correct / predictions
+
+    return scores
 
 
 def to_device(x, y, dtype=jnp.float32, where="train", *, ids=False):

@@ -7,6 +7,7 @@ README's main training job, each in a scratch folder.
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,9 +57,25 @@ def test_python_block_runs(index, tmp_path):
     run([sys.executable, "-c", blocks("python")[index]], tmp_path)
 
 
+def main_job_run_by_ci():
+    """The repository's ``runs/mnist`` when ``.ci/run`` has just made it by running README's
+    first block as written (``CI`` set, and newer than every source file of the package), else
+    ``None``."""
+    run_dir = ROOT / "runs" / "mnist"
+    if not os.environ.get("CI") or not (run_dir / "model.npz").is_file():
+        return None
+    made = min(path.stat().st_mtime for path in run_dir.iterdir() if path.is_file())
+    newest_source = max(path.stat().st_mtime for path in (ROOT / "fnnet").rglob("*.py"))
+    return run_dir if made > newest_source else None
+
+
 def test_command_line_blocks_run_after_the_main_job(tmp_path):
     setup, _, *others = blocks("bash")
-    run(setup.split("&&")[-1].strip(), tmp_path)  # the main job: fnnet train --dataset mnist
+    ci_run = main_job_run_by_ci()
+    if ci_run is not None:  # CI ran the main job itself a moment ago: its run, not a second one
+        shutil.copytree(ci_run, tmp_path / "runs" / "mnist")
+    else:
+        run(setup.split("&&")[-1].strip(), tmp_path)  # the main job: fnnet train --dataset mnist
     assert (tmp_path / "runs" / "mnist" / "model.npz").is_file()
     for block in others:
         run(block, tmp_path)

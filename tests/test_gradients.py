@@ -5,6 +5,7 @@ calls a ``backward`` of ours.
 """
 
 import itertools
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -442,9 +443,12 @@ def test_grad_of_apply_and_nested_sequential():
     assert gx.shape == x.shape
 
 
-def test_check_grads_report():
+def test_check_grads_report(caplog):
     model, loss, params, x, y = make_case("relu", "softmax+ce", 2, 5, seed=0)
-    report = fnnet.check_grads(model, loss, params, x, y, finite_differences=True)
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        report = fnnet.check_grads(model, loss, params, x, y, finite_differences=True)
+    compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Compiling ")]
+    assert len(compiled) == 2, compiled  # both gradients in one program, and the loss: no more
     assert report.ok() and report.dtype == "float64"
     assert [r.name for r in report.rows] == ["[0].W", "[0].b", "[2].W", "[2].b"]
     assert all(r.fd_rel is not None and r.fd_rel < 1e-5 for r in report.rows)

@@ -8,6 +8,7 @@ network and loads its params; missing or invalid keys are refused with a message
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -118,6 +119,27 @@ def test_model_scores_are_each_models_evaluate(problem, loss):
         one = fnnet.evaluate(model, loss, one_of(stacked, i), jnp.asarray(x), jnp.asarray(targets))
         assert values[i] == pytest.approx(float(one[0]), rel=1e-5)
         assert accuracies[i] == pytest.approx(float(one[1]))
+
+
+def test_evaluate_compiles_one_program_once(problem, caplog):
+    """40 rows in chunks of 13: the scanned chunks and the last row are one compiled program
+    (the rest once ran op by op, a program for every operation), and a second call with the
+    same shapes compiles nothing; the score is the unchunked one."""
+    model, _, single, x, labels = problem
+    x, labels = jax.device_put(x), jax.device_put(labels)
+    whole = fnnet.evaluate(model, "cross-entropy", single, x, labels)
+
+    def compiled(**kwargs):
+        caplog.clear()
+        with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+            result = fnnet.evaluate(model, "cross-entropy", single, x, labels, **kwargs)
+        return result, [r.getMessage().split(" with ")[0] for r in caplog.records
+                        if r.getMessage().startswith("Compiling ")]
+
+    chunked, programs = compiled(batch_size=13)
+    assert programs == ["Compiling jit(scores)"]
+    assert compiled(batch_size=13)[1] == []
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6)
 
 
 @pytest.mark.slow  # seconds of training or compiling: the full suite runs it

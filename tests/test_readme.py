@@ -59,13 +59,14 @@ def test_python_block_runs(index, tmp_path):
 
 def main_job_run_by_ci():
     """The repository's ``runs/mnist`` when ``.ci/run`` has just made it by running README's
-    first block as written (``CI`` set, and newer than every source file of the package), else
-    ``None``."""
+    first block as written (``CI`` set, and newer than every source file of the package,
+    README.md and pyproject.toml), else ``None``."""
     run_dir = ROOT / "runs" / "mnist"
     if not os.environ.get("CI") or not (run_dir / "model.npz").is_file():
         return None
     made = min(path.stat().st_mtime for path in run_dir.iterdir() if path.is_file())
-    newest_source = max(path.stat().st_mtime for path in (ROOT / "fnnet").rglob("*.py"))
+    sources = [*(ROOT / "fnnet").rglob("*.py"), ROOT / "README.md", ROOT / "pyproject.toml"]
+    newest_source = max(path.stat().st_mtime for path in sources)
     return run_dir if made > newest_source else None
 
 

@@ -125,7 +125,8 @@ def test_evaluate_compiles_one_program_once(problem, caplog):
     """40 rows in chunks of 13: the scanned chunks and the last row are one compiled program
     (the rest once ran op by op, a program for every operation), and a second call with the
     same shapes compiles nothing; the score is the unchunked one."""
-    model, _, single, x, labels = problem
+    _, _, single, x, labels = problem
+    model = fnnet.mlp(SIZES, "tanh", "softmax")  # its own: programs are kept per model object
     x, labels = jax.device_put(x), jax.device_put(labels)
     whole = fnnet.evaluate(model, "cross-entropy", single, x, labels)
 
@@ -140,6 +141,28 @@ def test_evaluate_compiles_one_program_once(problem, caplog):
     assert programs == ["Compiling jit(scores)"]
     assert compiled(batch_size=13)[1] == []
     np.testing.assert_allclose(chunked, whole, rtol=1e-6)
+
+
+def test_evaluate_keeps_a_program_per_loss_object_not_per_equal_loss():
+    """Two losses that compare equal but compute differently (a setting kept outside the
+    dataclass fields) are each scored by their own program."""
+    class Scaled(losses.MSE):
+        def __init__(self, scale):
+            super().__init__("mse")
+            object.__setattr__(self, "scale", scale)
+
+        def value(self, y_pred, y_true):
+            return self.scale * super().value(y_pred, y_true)
+
+    model = fnnet.mlp([3, 2])
+    params = model.init(jax.random.PRNGKey(0))
+    x = np.ones((4, 3), np.float32)
+    y = np.full((4, 2), 0.5, np.float32)
+    one, hundred = Scaled(1.0), Scaled(100.0)
+    assert one == hundred
+    small = float(fnnet.evaluate(model, one, params, x, y)[0])
+    large = float(fnnet.evaluate(model, hundred, params, x, y)[0])
+    assert large == pytest.approx(100 * small, rel=1e-5)
 
 
 @pytest.mark.slow  # seconds of training or compiling: the full suite runs it

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -28,27 +27,32 @@ def evaluate(model, loss, params, x, y, batch_size=10_000, fused=True, *, state=
     inference mode (no dropout; normalisation with the running statistics in ``state``), the
     products under ``precision`` (``fnnet.precision``; ``None``: the model as it is), in one
     compiled program (compiled once per model, loss, chunk and shapes)."""
-    model = _precision.with_precision(model, precision)
-    loss = _losses.get(loss)
+    policy_model = _precision.with_precision(model, precision)
+    loss_fn = _losses.get(loss)
     n = x.shape[0]
     if n == 0:
         raise ValueError("evaluate: x has no rows; there is nothing to score")
     if not isinstance(y, jax.core.Tracer):  # labels enter here: checked as fit checks them
-        score_fn = objective(model, loss, fused, with_output=True)
+        score_fn = objective(policy_model, loss_fn, fused, with_output=True)
         outputs = jax.eval_shape(lambda: score_fn(params, x[:1], y[:1], state=state,
                                                   train=False))[1].shape[-1]
-        inputs.check_targets(loss, y, outputs, "evaluate:")
+        inputs.check_targets(loss_fn, y, outputs, "evaluate:")
     chunk = min(batch_size, n)
-    try:
-        program = _compiled_scores(model, loss, fused, chunk)
-    except TypeError:  # a layer or loss that cannot be hashed: compiled for this call alone
-        program = jax.jit(_scores(model, loss, fused, chunk))
-    return program(params, x, y, state)
+    key = (id(model), id(loss_fn), None if precision is None else _precision.get(precision),
+           fused, chunk)
+    held = _PROGRAMS.get(key)
+    if held is None or held[0] is not model or held[1] is not loss_fn:
+        held = (model, loss_fn, jax.jit(_scores(policy_model, loss_fn, fused, chunk)))
+        _PROGRAMS[key] = held
+        while len(_PROGRAMS) > 32:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))
+    return held[2](params, x, y, state)
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled_scores(model, loss, fused, chunk):
-    return jax.jit(_scores(model, loss, fused, chunk))
+#: ``evaluate``'s compiled programs, by the identity of the model and the loss (the very objects
+#: are held with each, so an identity is not reused while its program is kept), the precision,
+#: ``fused`` and the chunk: the 32 latest.
+_PROGRAMS = {}
 
 
 def _scores(model, loss, fused, chunk):

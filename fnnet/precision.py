@@ -120,12 +120,6 @@ def transposed(a, policy):
     return lax.optimization_barrier(flat).reshape(cols, rows)
 
 
-def transpose_result(a, policy):
-    """``aᵀ`` of a product's result, behind a barrier when the policy casts (XLA would
-    otherwise move the transpose into the product; see ``transposed``)."""
-    return (lax.optimization_barrier(a) if policy.casts else a).T
-
-
 def concatenate(arrays, axis):
     """``jnp.concatenate(arrays, axis)``; arrays of a narrow float type are joined as their 16-bit
     patterns (``uint16``), since XLA:CPU's float normalisation otherwise converts each input to

@@ -32,6 +32,7 @@ import fnnet
 from fnnet import gradients, optim
 from fnnet import loss_scale as LS
 from fnnet import precision as P
+from fnnet.bench.profile import dot_signatures
 from fnnet.layers import AvgPool2D, Conv2D, Dense, Flatten, ReLU, Softmax, Tanh
 from fnnet.training import EpochRunner, TrainState, train_step
 
@@ -235,6 +236,24 @@ def test_manual_bf16_products_read_bf16_on_the_cpu():
         params_types = re.findall(r"parameter\(\d\)", body)
         assert params_types
         assert re.search(r"= f32\[[^\]]*\]\{[^}]*\} parameter", body) is None, body
+
+
+def test_bf16_conv_kernel_gradient_has_the_patches_transposed_on_the_left():
+    """``dWmat = Pᵀ·dY`` with ``Pᵀ`` written out even where the patches are the wider operand
+    (``kh·kw·C = 72`` against ``O = 4``): one product of 72 rows, bf16 inputs, no ``(dYᵀ·P)ᵀ``
+    (4 rows by the long contraction, which XLA:CPU runs at half the speed)."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the layout rule is XLA:CPU's")
+    layer = Conv2D(8, 4, 3, precision="bf16")
+    params = layer.init(jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 6, 6, 8))
+    y, cache = layer.forward(params, x)
+    text = jax.jit(layer.backward).lower(params, cache, jnp.ones_like(y)).compile().as_text()
+    products = dot_signatures(text)
+    assert len(products) == 2, products  # dW and dP
+    assert [p for p in products if p.startswith("f32[72,4]")], products
+    assert not [p for p in products if p.startswith("f32[4,72]")], products
+    assert all(re.search(r"dot\(bf16\[\S*, bf16\[", p) for p in products), products
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])

@@ -237,6 +237,16 @@ def test_gelu_matches_jax_and_its_derivative(approximate, jax_form):
     assert fnnet.layers.get("gelu") == GELU()
 
 
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+@settings(max_examples=3, deadline=None)
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=3), seed=SEEDS)
+@example(shape=[1], seed=0)
+def test_gelu_backward_matches_vjp_over_shapes_and_seeds(approximate, shape, seed):
+    """Both forms' ``f'`` against ``jax.vjp`` of ``apply``, inputs of random shape and scale 3
+    (the tanh's saturated tails included)."""
+    check_layer(GELU(approximate), (), random(seed, tuple(shape), 3.0), seed)
+
+
 @settings(max_examples=3, deadline=None)
 @given(n=st.integers(1, 3), t=st.integers(1, 6), c=st.integers(1, 5), seed=SEEDS)
 def test_residual_adds_the_identity_path(n, t, c, seed):
@@ -267,6 +277,7 @@ def test_position_embedding_backward(n, t, extra, c, seed):
 @settings(max_examples=2, deadline=None)
 @given(n=st.integers(1, 2), t=st.integers(1, 6), heads=st.integers(1, 2), d=st.integers(1, 3),
        seed=SEEDS)
+@example(n=1, t=1, heads=1, d=2, seed=0)
 def test_transformer_block_backward_matches_vjp(form, n, t, heads, d, seed):
     """Both residual branches, LayerNorms, attention, GELU MLP: every leaf on its own."""
     layer = TransformerBlock(heads * d, heads, mlp_ratio=2, backward_form=form, block=2)

@@ -7,6 +7,8 @@ Uses ``test_cli``'s synthetic data (500 training, 200 test images) and helpers.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import shlex
 import shutil
@@ -19,7 +21,7 @@ import test_cli
 from conftest import Stop
 from test_cli import N_TEST, N_TRAIN, assert_one_line_error, read_json, run, train_argv
 
-from fnnet import cli, datasets
+from fnnet import checkpoints, cli, datasets
 
 data_root = test_cli.data_root  # the synthetic data, one copy for this module
 
@@ -157,6 +159,41 @@ def test_ctrl_c_before_the_first_epoch(data_root, tmp_path, capsys, monkeypatch)
     assert code == cli.EXIT_INTERRUPTED
     (line,) = err.strip().splitlines()
     assert "nothing was saved to resume from" in line
+
+
+def _disk_full_on_call(monkeypatch, module, name, call):
+    """``module.name`` raising ENOSPC, as a full disk would, from its ``call``-th call on."""
+    real, calls = getattr(module, name), []
+
+    def full(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) >= call:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(module, name, full)
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "results"])
+def test_a_full_disk_mid_training_is_one_line_with_the_resume_command(data_root, tmp_path, capsys,
+                                                                      monkeypatch, where):
+    """The second epoch's checkpoint, or the results after the last epoch, cannot be written:
+    one line with the error, the state kept (the last whole checkpoint) and the command that
+    resumes, which then ends the run as an uninterrupted one would."""
+    out = tmp_path / "run"
+    # checkpoints.save writes train_state.npz after epochs 1 and 2, then model.npz
+    _disk_full_on_call(monkeypatch, checkpoints, "save", 2 if where == "checkpoint" else 3)
+    code, _, err = run(capsys, *train_argv(data_root, out))
+    assert_one_line_error(code, err, status=1, mentions="No space left on device")
+    epoch = 1 if where == "checkpoint" else 2
+    assert f"the state after epoch {epoch} is in {out / 'train_state.npz'}" in err
+    argv = shlex.split(err.split("resume with: ")[1])
+    assert argv[:2] == ["fnnet", "train"] and argv[-1] == "--resume"
+    monkeypatch.undo()
+    code, _, err = run(capsys, *argv[1:])
+    assert code == 0, err
+    assert read_json(out / "metrics.json")["history"]["epoch"] == [1, 2]
+    assert (out / "model.npz").is_file()
 
 
 def test_ctrl_c_elsewhere_is_one_line(capsys, monkeypatch):

@@ -193,6 +193,25 @@ def test_a_folder_under_a_parent_others_can_write_is_refused(tmp_path, capsys):
     assert reason is None and path.is_dir()
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="giving a folder to another user needs root")
+def test_a_folder_under_a_parent_of_another_user_is_refused(tmp_path):
+    """An ancestor that belongs to another user (not root) is refused, whatever its mode: its
+    owner could rename the folder below and put theirs in its place."""
+    parent = tmp_path / "theirs"
+    parent.mkdir(mode=0o755)
+    (parent / "mine").mkdir(mode=0o700)
+    os.chown(parent, 54321, -1)
+    try:
+        path, reason = common.prepare_cache_folder(parent / "mine")
+        assert path is None and reason == (f"{parent}, above it, belongs to user id 54321, not "
+                                           f"to you or root")
+    finally:
+        os.chown(parent, 0, -1)
+    path, reason = common.prepare_cache_folder(parent / "mine")
+    assert reason is None and path.is_dir()
+
+
 def test_a_damaged_cache_entry_is_said_once_and_dropped(tmp_path, capsys):
     """Issue 20: JAX warned about an unreadable entry on every run, ten lines with its own
     paths, and never replaced it. One line, and the folder is emptied for a fresh start."""

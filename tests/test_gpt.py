@@ -7,7 +7,11 @@ train a tiny GPT for a few steps on the stand-in corpus of ``test_text`` (no dow
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import re
+import types
 
 import jax
 import jax.numpy as jnp
@@ -257,16 +261,27 @@ GPT_TINY = ["--model", "gpt", "--depth", "1", "--heads", "2", "--dim", "8", "--b
 
 @pytest.fixture(scope="module")
 def gpt_run(corpus_root, tmp_path_factory):  # noqa: F811
+    """The tiny run, not quiet: ``(exit status, folder, what it printed)``."""
     out = tmp_path_factory.mktemp("gpt") / "run"
-    code = fnnet.cli.main(["train", "--dataset", "shakespeare", "--data-dir", str(corpus_root),
-                           "--no-download", "--out", str(out), *GPT_TINY])
-    return code, out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = fnnet.cli.main(["train", "--dataset", "shakespeare", "--data-dir",
+                               str(corpus_root), "--no-download", "--out", str(out),
+                               *GPT_TINY[:-1]])
+    return code, out, printed.getvalue()
 
 
 @pytest.mark.slow  # seconds of compiling: the full suite runs it
 def test_train_gpt_writes_a_resumable_run_and_samples(gpt_run, corpus_root, capsys):  # noqa: F811
-    code, out = gpt_run
+    code, out, printed = gpt_run
     assert code == 0
+    # the recipe announced, then the training and validation loss per character as it goes
+    lines = printed.splitlines()
+    assert lines[0].startswith("fnnet train: shakespeare ") and "adamw lr 0.001" in lines[0]
+    progress = [line for line in lines if line.startswith("step ")]
+    assert [line.split()[1] for line in progress] == ["3/6", "6/6"], printed
+    for line in progress:
+        assert re.search(r"train \d+\.\d{4} nats/char  val \d+\.\d{4} nats/char", line), line
     config = read_json(out / "config.json")
     assert config["model"] == "gpt" and config["steps"] == 6 and config["eval_every"] == 3
     assert config["architecture"] == {"layers": 1, "heads": 2, "dim": 8, "dropout": 0.0}
@@ -291,6 +306,28 @@ def test_train_gpt_writes_a_resumable_run_and_samples(gpt_run, corpus_root, caps
     assert_one_line_error(code, err, mentions="argument --resume")
 
 
+def test_the_gpt_defaults_are_nanogpts_cpu_recipe():
+    """``fnnet train --dataset shakespeare --model gpt`` with no other flag: nanoGPT's
+    ``train_shakespeare_char`` for a CPU (4 layers, 4 heads, width 128, context 64, batch 12,
+    2,000 steps, lr 1e-3 with 100 warmup steps and cosine to 1e-4, AdamW β₂ 0.99, weight decay
+    0.1, clipping at 1, no dropout)."""
+    from fnnet.cli import train, train_text
+    args = fnnet.cli.build_parser().parse_args(["train", "--dataset", "shakespeare", "--model",
+                                                "gpt"])
+    args.prog = "fnnet train"
+    train_text.check_flags(args, train.DEFAULT_LR)
+    corpus = types.SimpleNamespace(vocab=[chr(32 + k) for k in range(65)])
+    config = train_text.gpt_config(args, corpus, None)
+    assert config["architecture"] == {"layers": 4, "heads": 4, "dim": 128, "dropout": 0.0}
+    assert (config["block_size"], config["batch_size"], config["steps"]) == (64, 12, 2000)
+    assert (config["lr"], config["warmup"], config["min_lr"]) == (1e-3, 100, pytest.approx(1e-4))
+    assert (config["betas"], config["weight_decay"], config["clip"]) == ([0.9, 0.99], 0.1, 1.0)
+    opt = train_text.gpt_optimizer(config)
+    assert "adamw(lr=0.001, betas=(0.9, 0.99)" in repr(opt) and "decay_embeddings=True" in repr(opt)
+    assert "CosineDecay(total_steps=2000, final=0.1, warmup=100)" in repr(opt)
+    assert repr(opt).startswith("clip_by_global_norm(") and repr(opt).endswith("max_norm=1.0)")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "gpt", "--hidden", "8"], "argument --hidden: not for --model gpt"),
     (["--model", "gpt", "--epochs", "2"], "argument --epochs: not for --model gpt"),
@@ -304,6 +341,9 @@ def test_train_gpt_writes_a_resumable_run_and_samples(gpt_run, corpus_root, caps
     (["--model", "gpt", "--heads", "3"], "argument --heads: must divide --dim"),
     (["--model", "gpt", "--dropout", "1"], "argument --dropout"),
     (["--model", "cnn"], "--model lstm) or a GPT (--model gpt)"),
+    (["--model", "gpt", "--layers", "4"], "(the number of a GPT's blocks or of an LSTM's layers "
+                                          "is --depth)"),
+    (["--model", "gpt", "--layers", "4,4"], "one model; the number of blocks or layers is --depth"),
 ])
 def test_train_gpt_refuses_what_it_cannot_honour(tmp_path, capsys, argv, message):
     code, _, err = run(capsys, "train", "--dataset", "shakespeare", "--out", tmp_path / "o",

@@ -285,6 +285,17 @@ def test_bad_constructor_arguments():
         fnnet.Sequential(fnnet.Dense(3, 3), "relu")
 
 
+def _backward_with(layer, x, dy_shape):
+    """``layer.backward`` after a forward of ``x``, given a ``dy`` of ``dy_shape``: traced only
+    (``jax.eval_shape``), since the checks look at shapes before any work."""
+    def backward(key, x):
+        params = layer.init(key)
+        _, cache = layer.forward(params, x)
+        return layer.backward(params, cache, jnp.ones(dy_shape))
+
+    return jax.eval_shape(backward, jax.random.PRNGKey(0), x)
+
+
 MISUSES = {
     "Conv2D params None": (lambda: fnnet.Conv2D(1, 2, 3).apply(None, jnp.ones((1, 5, 5, 1))),
                            ValueError, r"Conv2D\(1, 2, 3\): params must be ConvParams\(W, b\)"),
@@ -319,6 +330,22 @@ MISUSES = {
     "MaxPool2D dy": (lambda: fnnet.MaxPool2D(2).backward((), fnnet.MaxPool2D(2).forward(
         (), jnp.ones((1, 4, 4, 2)))[1], jnp.ones((1, 3, 3, 2))),
         ValueError, r"MaxPool2D\(2\): backward expected dy"),
+    "Embedding dy": (lambda: _backward_with(fnnet.Embedding(5, 3), jnp.ones((2, 4), jnp.int32),
+                                            (3,)),
+                     ValueError, r"Embedding\(5, 3\): backward expected dy .* \(2, 4, 3\), got "
+                                 r"shape \(3,\)"),
+    "PositionEmbedding dy": (lambda: _backward_with(fnnet.PositionEmbedding(4, 3),
+                                                    jnp.ones((2, 4, 3)), (1, 4, 3)),
+                             ValueError, r"PositionEmbedding\(4, 3\): backward expected dy .* "
+                                         r"\(2, 4, 3\), got shape \(1, 4, 3\)"),
+    "CausalSelfAttention dy": (lambda: _backward_with(fnnet.CausalSelfAttention(4, 2),
+                                                      jnp.ones((2, 3, 4)), (2, 3, 5)),
+                               ValueError, r"CausalSelfAttention\(4, 2\): backward "
+                                           r"expected dy .* \(2, 3, 4\)"),
+    "GPT dy": (lambda: _backward_with(fnnet.GPT(5, 4, 1, 1, 4), jnp.ones((2, 3), jnp.int32),
+                                      (2, 3, 4)),
+               ValueError, r"GPT\(5, 4, .*\): backward expected dy .* \(2, 3, 5\), got shape "
+                           r"\(2, 3, 4\)"),
     "Dropout int key": (lambda: fnnet.Dropout(0.5).apply((), jnp.ones(3), key=5, train=True),
                         TypeError, r"Dropout\(rate=0.5\): key must be a jax.random key"),
     "BatchNorm state (1,)": (lambda: fnnet.BatchNorm(3).apply(

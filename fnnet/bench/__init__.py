@@ -84,6 +84,7 @@ import numpy as np
 
 # gpt and startup are imported where they are used: each also runs as `python -m fnnet.bench.gpt`
 # (or .startup), and runpy warns when the package has imported the module it is about to run.
+from ..cli.common import folder
 from . import baselines, cnn, harness, lstm, memory, mixed, profile, report, workload
 from .harness import DEFAULT_WORKLOADS, FULL, QUICK, WORKLOADS
 
@@ -95,7 +96,7 @@ def build_parser(prog=None):
     ``sys.argv[0]`` gives: ``python -m fnnet.bench``, or ``fnnet bench``)."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("runs") / "benchmark",
+    p.add_argument("--out", type=folder, default=Path("runs") / "benchmark",
                    help="folder for benchmark.png and metrics.json (default: runs/benchmark)")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes, a few seconds: what the test suite runs")

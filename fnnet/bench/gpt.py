@@ -89,6 +89,7 @@ import numpy as np
 import fnnet
 from fnnet import datasets
 from fnnet.cli import train_text
+from fnnet.cli.common import folder
 from fnnet.io import write_json
 
 from . import baselines, mixed
@@ -459,7 +460,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds (tests)")
     parser.add_argument("--repeats", type=int, help="timed rounds (default: 10, quick 3)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("runs/benchmark_gpt"))
+    parser.add_argument("--out", type=folder, default=Path("runs/benchmark_gpt"))
     bf16 = parser.add_mutually_exclusive_group()
     bf16.add_argument("--bf16", dest="bf16", action="store_const", const="on", default="auto",
                       help="time the bf16 columns even on a CPU without bfloat16 matrix units "

@@ -25,9 +25,9 @@ exits 3 when training diverged, and refuses an ``--out`` that holds a run unless
 ``train --model mlp`` (the default) trains ``fnnet.mlp`` on flat images ``(N, 784)``: momentum
 0.1, 10 epochs of batch 128. ``train --model cnn`` trains ``fnnet.cnn()`` (two 3×3 conv/ReLU/2×2
 max-pool stages of 32 and 64 channels, dropout 0.5, dense 128, softmax) on images reshaped to
-NHWC ``(N, 28, 28, 1)``, with its own defaults (``train.CNN_DEFAULTS``: momentum lr 0.05 multiplied
-by 0.8 per epoch, 10 epochs of batch 64), chosen on the validation split of MNIST, never on the
-test set. ``--layers``, ``--activation`` and
+NHWC ``(N, 28, 28, 1)``, with its own defaults (``train.CNN_DEFAULTS``: momentum lr 0.1 halved
+every epoch, 4 epochs of batch 64), chosen on the validation split of MNIST, never on the test
+set. ``--layers``, ``--activation`` and
 ``--output`` are refused with ``--model cnn``, and its loss must be cross-entropy. The checkpoint
 records the model kind (``fnnet.cli.model_config``): ``evaluate`` rebuilds the CNN and feeds it NHWC
 images, ``--resume`` refuses a change of model, and ``--ensemble K`` vmaps K CNNs like K MLPs.

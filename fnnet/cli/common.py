@@ -163,7 +163,8 @@ def layers(text):
                      "comma-separated positive integers like 784,128,10")
     if len(sizes) < 2:
         raise argparse.ArgumentTypeError(
-            f"expected at least an input and an output size like 784,128,10, got {text!r}")
+            f"expected at least an input and an output size like 784,128,10, got {text!r} (the "
+            f"number of a GPT's blocks or of an LSTM's layers is --depth)")
     return sizes
 
 

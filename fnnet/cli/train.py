@@ -139,7 +139,9 @@ it while it runs) is refused, naming that run.
 
 Exit status: 0 when training finished; 2 for a bad flag, an --out that cannot be written, holds
 a run or is in use, or a --resume that cannot continue the run saved there; 1 when the data
-cannot be read or holds no examples; {EXIT_DIVERGED} when training diverged (the loss was not finite or grew
+cannot be read or holds no examples, or when a file of the run cannot be written while it trains
+(a full disk: one line gives the error and the command that resumes); {EXIT_DIVERGED} when
+training diverged (the loss was not finite or grew
 past {DIVERGENCE_FACTOR:g} x max(first step's loss, 1): training stops, and the files are still
 written, with the last parameters whose loss was within that bound); {EXIT_PEER_LOST} when a --distributed
 run lost another of its processes (it died or was stopped; one line names it and the command that
@@ -461,21 +463,26 @@ def run(args):
             _announce(args, config, out, examples)
         model = network(config)  # fit applies --precision
         started, started_ns = time.perf_counter(), time.time_ns()
+        since = 0 if args.resume else started_ns
         try:
             state, history = _fit(model, args, config, train, validation, out)
         except KeyboardInterrupt:  # the other processes leave the message to process 0
-            since = 0 if args.resume else started_ns
             return _interrupted(args, out, state_path, since) if main else EXIT_INTERRUPTED
         except jax.errors.JaxRuntimeError as e:
-            _lost_peer(args, out, state_path, 0 if args.resume else started_ns, e)
+            _lost_peer(args, out, state_path, since, e)
+        except OSError as e:  # only process 0 writes
+            return _file_error(args, out, state_path, since, e)
         seconds = time.perf_counter() - started
         if not main:
             return 0
         params = state.params
         if args.distributed:
             params = distributed.to_host(params)  # replicated in every process: this one's copy
-        write_results(args, model, history["config"], params, history, test, examples, out,
-                      seconds)
+        try:
+            write_results(args, model, history["config"], params, history, test, examples, out,
+                          seconds)
+        except OSError as e:
+            return _file_error(args, out, state_path, since, e)
     diverged = divergence_message(history, args.ensemble)
     if diverged:
         print(f"{prog}: error: {diverged}", file=sys.stderr, flush=True)
@@ -506,6 +513,8 @@ def _run_text(args):
             return _interrupted(args, out, state_path, 0 if args.resume else started_ns)
         except jax.errors.JaxRuntimeError as e:
             _lost_peer(args, out, state_path, 0 if args.resume else started_ns, e)
+        except OSError as e:  # only process 0 writes
+            return _file_error(args, out, state_path, 0 if args.resume else started_ns, e)
     if not main:
         return 0
     diverged = divergence_message(history, 1)
@@ -547,6 +556,19 @@ def _interrupted(args, out, state_path, since_ns):
     else:
         print(f"{args.prog}: interrupted; {where}", file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED
+
+
+def _file_error(args, out, state_path, since_ns, error):
+    """A file of the run could not be written while it trained (a full disk, a folder removed
+    under it): one line with the error, where the last state is and how to resume (a checkpoint
+    is replaced atomically, so the one before the failed write is whole); exit status 1."""
+    try:
+        where = _where_to_resume(args, out, state_path, since_ns)
+    except (OSError, ValueError):  # the checkpoint cannot be read either
+        where = None
+    where = where or "nothing was saved to resume from (run the same command again)"
+    print(f"{args.prog}: error: training stopped: {error}; {where}", file=sys.stderr, flush=True)
+    return 1
 
 
 def _lost_peer(args, out, state_path, since_ns, error):

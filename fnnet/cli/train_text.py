@@ -137,10 +137,11 @@ def check_flags(args, default_lr):
     if hasattr(args, "batch_size") and args.batch_size is None:
         given.append("--batch-size full")
     if given:
+        depth = "; the number of blocks or layers is --depth" if "--layers" in given else ""
         raise UsageError(args.prog, f"argument {', '.join(given)}: not for --dataset {TEXT} (its "
                                     f"validation split is the last 10% of the text, its loss "
                                     f"cross-entropy over every character, its batches windows of "
-                                    f"text; one model)")
+                                    f"text; one model{depth})")
     if args.model == "gpt":
         _gpt_defaults(args)
         return

@@ -93,7 +93,7 @@ from .. import precision as _precision
 from ..checks import choice, integer, real
 from ..pytrees import register_namedtuple
 from .base import Layer
-from .checks import check_floating
+from .checks import check_dy, check_floating
 from .dense import Dense
 
 BACKWARD_FORMS = ("lean", "keep_p")
@@ -459,6 +459,7 @@ class CausalSelfAttention(Layer):
     def backward(self, params, cache, dy):
         """The output's dropout, the output ``Dense``, the attention backward of the layer's form
         (module docstring), the fused ``Dense``; returns ``(AttentionParams, dX)``."""
+        check_dy(self, dy, tuple(jnp.shape(cache.proj)))  # the output has the input's shape
         if cache.out_mask is not None:
             dy = dy * cache.out_mask
         d_proj, d_merged = self.proj.backward(params.proj, cache.proj, dy)

@@ -31,7 +31,7 @@ import numpy as np
 from ..checks import integer
 from ..pytrees import register_namedtuple
 from .base import InputShape, Layer
-from .checks import check_param, check_params_type
+from .checks import check_dy, check_param, check_params_type
 
 
 @register_namedtuple
@@ -110,6 +110,7 @@ class Embedding(Layer):
     def backward(self, params, cache, dy):
         """``dW[v] = Σ_{p: ids[p] = v} dY[p]``, a scatter-add (no one-hot product); ``dx`` is
         ``None`` (integer ids have no gradient)."""
+        check_dy(self, dy, tuple(jnp.shape(cache)) + (self.dim,))
         dW = jnp.zeros_like(params.W).at[cache].add(dy.astype(params.W.dtype))
         return EmbeddingParams(W=dW), None
 
@@ -162,6 +163,7 @@ class PositionEmbedding(Layer):
 
     def backward(self, params, cache, dy):
         """``dW[t] = Σ_n dY[n, t]`` for ``t < T`` (zero beyond), ``dX = dY``."""
+        check_dy(self, dy, cache.shape)
         t = cache.shape[1]
         dW = jnp.zeros_like(params.W).at[:t].set(jnp.sum(dy, axis=0).astype(params.W.dtype))
         return EmbeddingParams(W=dW), dy

@@ -49,6 +49,7 @@ from ..pytrees import register_namedtuple
 from .activations import GELU
 from .attention import BACKWARD_FORMS, CausalSelfAttention
 from .base import Layer
+from .checks import check_dy
 from .dense import Dense
 from .dropout import Dropout
 from .embedding import Embedding, EmbeddingParams, PositionEmbedding
@@ -322,6 +323,7 @@ class GPT(Layer):
         """The head, the final LayerNorm, the blocks in reverse, the dropout, the position
         table, the token table; with tied weights ``dW_te`` sums the head's and the lookup's
         gradients (module docstring)."""
+        check_dy(self, dy, tuple(jnp.shape(cache.ids)) + (self.vocab_size,))
         d_head, dh = self._head_backward(params, cache, dy)
         d_ln_f, dh = LayerNorm(self.dim).backward(params.ln_f, cache.ln_f, dh)
         block, d_blocks = self.transformer_block, [None] * self.layers

@@ -46,7 +46,8 @@ POLL_SECONDS = 0.05
 ENV_LAUNCH = "FNNET_LAUNCH_COMMAND"
 #: What ``fnnet ...`` runs as in each process (``python -c BOOTSTRAP ARGS...``): Ctrl-C deferred
 #: while fnnet and JAX are imported (a KeyboardInterrupt raised there is a traceback, or is lost
-#: inside JAX's garbage-collection callback), then ``fnnet.cli.main``, which honours it.
+#: inside JAX's garbage-collection callback), then ``fnnet.cli.console``, which honours it (and,
+#: after a Ctrl-C, ends the process without the interpreter's teardown, which could crash).
 BOOTSTRAP = """\
 import signal, sys
 def deferred(signum, frame):
@@ -54,8 +55,8 @@ def deferred(signum, frame):
 deferred.fnnet_deferred_interrupts = []
 signal.signal(signal.SIGINT, deferred)
 sys.argv[0] = "fnnet"
-from fnnet.cli import main
-sys.exit(main())
+from fnnet.cli import console
+sys.exit(console())
 """
 
 DESCRIPTION = f"""\

@@ -59,8 +59,8 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 # workers take whole files in this order as they come free (pyproject.toml's addopts turn off
 # xdist's own reordering, by test count), so these go first: a long file started last would leave
 # the other workers idle at the end. The other files follow, those with more tests first.
-LONGEST_FILES = ("test_gradients.py", "test_readme.py", "test_precision.py", "test_training.py",
-                 "test_launch.py", "test_benchmark.py", "test_normalization.py", "test_gpt.py")
+LONGEST_FILES = ("test_gradients.py", "test_readme.py", "test_benchmark.py", "test_training.py",
+                 "test_precision.py", "test_launch.py", "test_gpt.py", "test_normalization.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -8,8 +8,10 @@ import http.server
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
+import types
 
 import jax
 import pytest
@@ -145,4 +147,14 @@ def fit_calls(monkeypatch):
         raise Stop
 
     monkeypatch.setattr(cli.train, "fit", fake_fit)
+    return calls
+
+
+@pytest.fixture
+def bench_calls(monkeypatch):
+    """Replace the benchmark ``fnnet bench`` runs by one that records its arguments."""
+    calls = []
+    fake = types.ModuleType("fnnet.bench")
+    fake.main = lambda argv=None: calls.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "fnnet.bench", fake)
     return calls

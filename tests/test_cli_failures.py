@@ -228,11 +228,7 @@ def _unusable_outs(tmp_path, monkeypatch):
 
 
 def test_an_unusable_out_is_refused_before_any_work(data_root, tmp_path, capsys, monkeypatch,
-                                                    fit_calls):
-    bench_calls = []
-    fake = types.ModuleType("fnnet.bench")
-    fake.main = lambda argv=None: bench_calls.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "fnnet.bench", fake)
+                                                    fit_calls, bench_calls):
     for out, problem in _unusable_outs(tmp_path, monkeypatch).items():
         for argv in (train_argv(data_root, out), ["evaluate", tmp_path / "none.npz", "--out", out],
                      ["bench", "--quick", "--out", out], ["bench", f"--out={out}"]):

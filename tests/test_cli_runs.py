@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -409,11 +408,7 @@ def test_evaluate_refuses_an_empty_test_set(finished, data_root, tmp_path, capsy
     (["bench", "--quick", "--out", ""], "--out"),
     (["bench", "--out="], "--out"),
 ])
-def test_an_empty_folder_value_is_refused(capsys, argv, flag, fit_calls, monkeypatch):
-    bench_calls = []
-    fake = types.ModuleType("fnnet.bench")
-    fake.main = lambda argv=None: bench_calls.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "fnnet.bench", fake)
+def test_an_empty_folder_value_is_refused(capsys, argv, flag, fit_calls, bench_calls):
     code, _, err = run(capsys, *argv)
     assert_one_line_error(code, err, mentions=f"argument {flag}: expected a folder")
     assert "empty" in err and fit_calls == [] and bench_calls == []

@@ -46,9 +46,6 @@ def run(argv):
     out = _out_flag(argv)
     if out is not None and not {"-h", "--help"} & set(argv):
         try:
-            if not out:  # Path("") would be the current folder
-                raise UsageError("fnnet bench", "argument --out: expected a folder, got an empty "
-                                                "value ''")
             check_out("fnnet bench", out)
         except UsageError as e:
             print(f"{e.prog}: error: {e}", file=sys.stderr)

@@ -262,7 +262,10 @@ def _accepts_folders(path):
 def check_out(prog, out, flag="--out"):
     """Refuse, before any work, an output folder that is a file, lies under a file or cannot be
     written (``UsageError``). Nothing is left behind: the nearest folder that exists is checked
-    (a folder made in it and removed at once)."""
+    (a folder made in it and removed at once). An empty value is refused too: ``Path("")`` would
+    be the current folder."""
+    if isinstance(out, str) and not out:
+        raise UsageError(prog, f"argument {flag}: expected a folder, got an empty value ''")
     out = Path(out).expanduser()
     existing = next(p for p in (out, *out.parents) if p.exists() or p == p.parent)
     if existing == out and not out.is_dir():

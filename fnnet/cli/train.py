@@ -462,8 +462,8 @@ def run(args):
         if main and not args.quiet:
             _announce(args, config, out, examples)
         model = network(config)  # fit applies --precision
-        started, started_ns = time.perf_counter(), time.time_ns()
-        since = 0 if args.resume else started_ns
+        started = time.perf_counter()
+        since = 0 if args.resume else time.time_ns()
         try:
             state, history = _fit(model, args, config, train, validation, out)
         except KeyboardInterrupt:  # the other processes leave the message to process 0
@@ -502,7 +502,7 @@ def _run_text(args):
     if args.distributed:
         check_split(args.prog, args.batch_size, args.batch_size)
     out, state_path, _ = _claim_out(args, main)
-    started_ns = time.time_ns()
+    since = 0 if args.resume else time.time_ns()
     with _locked(args, out, main):
         try:
             with _resume_errors(args, state_path):
@@ -510,11 +510,11 @@ def _run_text(args):
         except KeyboardInterrupt:
             if not main:  # the other processes leave the message to process 0
                 return EXIT_INTERRUPTED
-            return _interrupted(args, out, state_path, 0 if args.resume else started_ns)
+            return _interrupted(args, out, state_path, since)
         except jax.errors.JaxRuntimeError as e:
-            _lost_peer(args, out, state_path, 0 if args.resume else started_ns, e)
+            _lost_peer(args, out, state_path, since, e)
         except OSError as e:  # only process 0 writes
-            return _file_error(args, out, state_path, 0 if args.resume else started_ns, e)
+            return _file_error(args, out, state_path, since, e)
     if not main:
         return 0
     diverged = divergence_message(history, 1)

@@ -63,7 +63,8 @@ def free_port():
 def _env(devices=2):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p), JAX_PLATFORMS="cpu",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", PYTHONUNBUFFERED="1")
+        XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}",
+        PYTHONUNBUFFERED="1")
     for name in distributed.ENV_VARS:
         env.pop(name, None)
     return env

@@ -19,12 +19,15 @@ from hypothesis import settings
 
 jax.config.update("jax_enable_x64", True)
 
-# The suite's programs are compiled with LLVM's optimisations off (XLA's HLO passes, its fusions
-# and layouts, and the matrix-product libraries are unchanged): most tests run a program once or
-# twice, so compiling dominates, and this takes a third off it (a whole file: test_gpt.py 90 s ->
-# 61 s, test_training.py 118 s -> 77 s on a 2-core AMD Zen 3). The programs the tests start
-# inherit it; a test that sets XLA_FLAGS for a program it starts appends to these.
-SUITE_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
+# The suite's programs are compiled with LLVM's optimisations off and XLA:CPU's older loop
+# emitters in place of its MLIR fusion emitters. XLA's HLO passes (its fusions, layouts and
+# algebraic rewrites) and the matrix-product libraries are unchanged, so the same programs are
+# built, only compiled faster and run somewhat slower. Most tests run a program once or twice,
+# so compiling dominates: on a 2-core AMD Zen 3, test_gpt.py took 90 s without the flags, 61 s
+# with the first two and 37 s with all three. The programs the tests start inherit the flags; a
+# test that sets XLA_FLAGS for a program it starts appends to these.
+SUITE_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true",
+                   "--xla_cpu_use_fusion_emitters=false")
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *SUITE_XLA_FLAGS]).strip()
 
 # One persistent compilation cache for the test processes, shared by the xdist workers: a program

@@ -21,11 +21,14 @@ jax.config.update("jax_enable_x64", True)
 
 # The suite's programs are compiled with LLVM's optimisations off and XLA:CPU's older loop
 # emitters in place of its MLIR fusion emitters. XLA's HLO passes (its fusions, layouts and
-# algebraic rewrites) and the matrix-product libraries are unchanged, so the same programs are
-# built, only compiled faster and run somewhat slower. Most tests run a program once or twice,
-# so compiling dominates: on a 2-core AMD Zen 3, test_gpt.py took 90 s without the flags, 61 s
-# with the first two and 37 s with all three. The programs the tests start inherit the flags; a
-# test that sets XLA_FLAGS for a program it starts appends to these.
+# algebraic rewrites) and the matrix-product libraries are unchanged: the same HLO programs,
+# compiled faster, their element-wise loops run slower, and float results can differ from a
+# default build in the last bits (each test compares programs built alike). Most tests run a
+# program once or twice, so compiling dominates: on a 2-core AMD Zen 3, test_gpt.py took 90 s
+# without the flags, 61 s with the first two and 37 s with all three. A long run is another
+# matter (an epoch of the CNN on real MNIST, 30 s -> 91 s): test_mnist.py trains it in a process
+# started without them. The programs the tests start inherit the flags; a test that sets
+# XLA_FLAGS for a program it starts appends to these.
 SUITE_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true",
                    "--xla_cpu_use_fusion_emitters=false")
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *SUITE_XLA_FLAGS]).strip()

@@ -28,10 +28,17 @@ jax.config.update("jax_enable_x64", True)
 # without the flags, 61 s with the first two and 37 s with all three. A long run is another
 # matter (an epoch of the CNN on real MNIST, 30 s -> 91 s): test_mnist.py trains it in a process
 # started without them. The programs the tests start inherit the flags; a test that sets
-# XLA_FLAGS for a program it starts appends to these.
+# XLA_FLAGS for a program it starts adds to these (``xla_flags_with``).
 SUITE_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true",
                    "--xla_cpu_use_fusion_emitters=false")
-os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *SUITE_XLA_FLAGS]).strip()
+
+
+def xla_flags_with(*flags):
+    """``XLA_FLAGS`` as this process has it (the suite's flags included), and ``flags``."""
+    return " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()
+
+
+os.environ["XLA_FLAGS"] = xla_flags_with(*SUITE_XLA_FLAGS)
 
 # One persistent compilation cache for the test processes, shared by the xdist workers: a program
 # compiled by one test (the same network trained twice to compare the runs, a model checkpointed

@@ -20,6 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import xla_flags_with
 
 from fnnet.devices import distributed
 from fnnet.training import callbacks as cb
@@ -63,7 +64,7 @@ def free_port():
 def _env(devices=2):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p), JAX_PLATFORMS="cpu",
-        XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}",
+        XLA_FLAGS=xla_flags_with(f"--xla_force_host_platform_device_count={devices}"),
         PYTHONUNBUFFERED="1")
     for name in distributed.ENV_VARS:
         env.pop(name, None)

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import xla_flags_with
 
 import fnnet
 from fnnet.devices import parallel, placement
@@ -132,8 +133,8 @@ MODELS = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def models_on_eight(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("models")
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu",
+    env = dict(os.environ, XLA_FLAGS=xla_flags_with("--xla_force_host_platform_device_count=8"),
+               JAX_PLATFORMS="cpu",
                JAX_COMPILATION_CACHE_DIR=str(tmp / "cache"),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
